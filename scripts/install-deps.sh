@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Yamori needs, and only those missing.
+# Idempotent; needs root when something is missing. Used by both README
+# commands and by CI.
+#
+#   scripts/install-deps.sh            build and test dependencies
+#   scripts/install-deps.sh --bench    also the peers the benchmarks compare with
+set -euo pipefail
+
+build_pkgs=(
+  gcc make cmake pkg-config git ca-certificates
+  libuv1-dev libyara-dev libssl-dev libcjson-dev libcurl4-openssl-dev zlib1g-dev
+  libh2o-dev libsqlite3-dev
+)
+test_pkgs=(
+  libcmocka-dev python3 clang libclang-rt-14-dev clang-format
+  util-linux iproute2 procps
+)
+bench_pkgs=(yara inotify-tools auditd time)
+
+want=("${build_pkgs[@]}" "${test_pkgs[@]}")
+if [ "${1:-}" = "--bench" ]; then
+  want+=("${bench_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root (or with sudo) to install them" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# auditd starts its daemon on install; the benchmarks start and stop it
+# themselves, so leave the machine as it was.
+if printf '%s\n' "${missing[@]}" | grep -qx auditd; then
+  systemctl stop auditd 2>/dev/null || service auditd stop 2>/dev/null || true
+fi
+echo "install-deps: done"

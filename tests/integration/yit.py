@@ -1,0 +1,178 @@
+"""Helpers for Yamori's integration tests.
+
+Each integration test is a plain Python script run by ctest. It starts the
+project's real binaries (from YAMORI_BUILD_DIR) in a private temporary
+directory, waits for them, and checks what they do. Exit code 77 tells ctest
+the test was skipped; the reason is printed first.
+
+    import yit
+    t = yit.Test(__file__)
+    p = t.start(["yamorid", "--foreground"], name="agent")
+    t.wait_for(lambda: "ready" in p.stderr_text(), what="agent ready")
+    t.check(p.poll() is None, "agent still running")
+    t.done()
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+
+BUILD_DIR = os.environ.get("YAMORI_BUILD_DIR", os.path.join(os.getcwd(), "build"))
+SOURCE_DIR = os.environ.get(
+    "YAMORI_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
+
+BINARIES = {
+    "yamorid": "agent/yamorid",
+    "yamorictl": "agent/yamorictl",
+    "yamori-console": "console/yamori-console",
+}
+
+
+def binary(name):
+    """Absolute path of a built program, by its installed name."""
+    return os.path.join(BUILD_DIR, BINARIES.get(name, name))
+
+
+def skip(reason):
+    print("SKIP: " + reason, flush=True)
+    sys.exit(SKIP)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        skip("needs root (kernel sensors); CI runs as root")
+
+
+class Proc:
+    """A started program whose stdout and stderr go to files in the test dir."""
+
+    def __init__(self, argv, cwd, name, env=None, stdin=None):
+        self.name = name
+        self.out_path = os.path.join(cwd, name + ".out")
+        self.err_path = os.path.join(cwd, name + ".err")
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.p = subprocess.Popen(
+            argv, cwd=cwd, stdout=self._out, stderr=self._err, env=env,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL)
+        self.pid = self.p.pid
+
+    def poll(self):
+        return self.p.poll()
+
+    def stdout_bytes(self):
+        with open(self.out_path, "rb") as f:
+            return f.read()
+
+    def stderr_text(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL after timeout; returns the exit status."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._out.close()
+        self._err.close()
+        return self.p.returncode
+
+
+class Test:
+    """One test script: a temporary directory, its processes and its checks."""
+
+    def __init__(self, script):
+        self.name = os.path.splitext(os.path.basename(script))[0]
+        self.dir = tempfile.mkdtemp(prefix="yamori-" + self.name + "-")
+        self.procs = []
+        self.failures = 0
+        self.checks = 0
+        self.cleanups = []
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def run(self, argv, timeout=60, input=None, env=None):
+        """Runs a program to completion; returns CompletedProcess (bytes)."""
+        if argv[0] in BINARIES:
+            argv = [binary(argv[0])] + list(argv[1:])
+        return subprocess.run(argv, cwd=self.dir, timeout=timeout, input=input,
+                              capture_output=True, env=env)
+
+    def start(self, argv, name=None, env=None):
+        if argv[0] in BINARIES:
+            argv = [binary(argv[0])] + list(argv[1:])
+        p = Proc(argv, self.dir, name or os.path.basename(argv[0]), env=env)
+        self.procs.append(p)
+        return p
+
+    def wait_for(self, cond, timeout=20.0, what="condition", interval=0.02):
+        """Polls cond() until it is true; a timeout is a failed check."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(interval)
+        self.check(False, "timed out after %.0fs waiting for %s" % (timeout, what))
+        return None
+
+    def check(self, ok, what):
+        self.checks += 1
+        if ok:
+            print("ok - " + what, flush=True)
+        else:
+            self.failures += 1
+            print("FAIL - " + what, flush=True)
+        return ok
+
+    def check_eq(self, got, want, what):
+        return self.check(got == want, "%s (got %r, want %r)" % (what, got, want))
+
+    def on_cleanup(self, fn):
+        self.cleanups.append(fn)
+
+    def done(self):
+        """Stops everything, prints the summary and exits with the result."""
+        for p in self.procs:
+            p.stop()
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # cleanup must not hide the result
+                print("cleanup: %s" % e)
+        if self.failures:
+            for p in self.procs:
+                print("--- %s stderr (tail) ---\n%s" % (p.name, p.stderr_text()[-3000:]))
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.checks == 0:
+            print("FAIL - the test made no checks")
+            sys.exit(1)
+        print("%d passed, %d failed" % (self.checks - self.failures, self.failures), flush=True)
+        sys.exit(1 if self.failures else 0)
+
+
+def read_ndjson(data):
+    """Parses NDJSON bytes; every line must be a JSON object."""
+    events = []
+    for line in data.split(b"\n"):
+        if line:
+            events.append(json.loads(line.decode("utf-8", "surrogatepass")))
+    return events
