@@ -6,9 +6,11 @@
  * libuv loop until SIGTERM or SIGINT. SIGHUP reloads the configuration; a
  * bad file is refused and the running configuration stays.
  */
+#include "agent.h"
 #include "conf.h"
 
 #include "yamori/buf.h"
+#include "yamori/event.h"
 #include "yamori/log.h"
 #include "yamori/version.h"
 
@@ -35,6 +37,7 @@ static void usage(FILE *f) {
         "  -o, --output DEST     write events as NDJSON to DEST (- for stdout),\n"
         "                        overriding the configuration's output\n"
         "      --config-doc      print the configuration reference (Markdown) and exit\n"
+        "      --events-doc      print the event field reference (Markdown) and exit\n"
         "  -h, --help            show this help and exit\n"
         "  -V, --version         show versions and exit\n",
         f);
@@ -48,12 +51,13 @@ typedef struct {
 } opts_t;
 
 static int parse_args(int argc, char **argv, opts_t *o) {
-  enum { OPT_CONFIG_DOC = 256 };
+  enum { OPT_CONFIG_DOC = 256, OPT_EVENTS_DOC };
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"check-config", no_argument, NULL, 't'},
                                            {"foreground", no_argument, NULL, 'f'},
                                            {"output", required_argument, NULL, 'o'},
                                            {"config-doc", no_argument, NULL, OPT_CONFIG_DOC},
+                                           {"events-doc", no_argument, NULL, OPT_EVENTS_DOC},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
@@ -77,6 +81,12 @@ static int parse_args(int argc, char **argv, opts_t *o) {
     case OPT_CONFIG_DOC:
       ym_buf_init(&b, 1 << 20);
       conf_doc(&b);
+      fputs(b.data, stdout);
+      ym_buf_free(&b);
+      exit(0);
+    case OPT_EVENTS_DOC:
+      ym_buf_init(&b, 1 << 20);
+      ym_schema_doc_markdown(&b);
       fputs(b.data, stdout);
       ym_buf_free(&b);
       exit(0);
@@ -129,7 +139,24 @@ int main(int argc, char **argv) {
     conf_free(conf);
     return 0;
   }
-  fputs("yamorid: sensors are not built yet (see README.md)\n", stderr);
-  conf_free(conf);
-  return 1;
+  ym_log_init("yamorid", (ym_log_level_t)conf_log_level(conf));
+
+  /* Output goes through our own buffer; stdio buffering would only delay
+   * log lines. */
+  setvbuf(stdout, NULL, _IONBF, 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  agent_t agent;
+  const char *reload_path =
+      o.config_given || access(o.config_path, F_OK) == 0 ? o.config_path : NULL;
+  rc = agent_init(&agent, &loop, conf, reload_path, o.output);
+  if (rc == 0)
+    rc = agent_start(&agent);
+  if (rc == 0)
+    uv_run(&loop, UV_RUN_DEFAULT);
+  else
+    agent_stop(&agent);
+  agent_close(&agent);
+  uv_loop_close(&loop);
+  return rc == 0 ? 0 : 1;
 }

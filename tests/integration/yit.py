@@ -176,3 +176,98 @@ def read_ndjson(data):
         if line:
             events.append(json.loads(line.decode("utf-8", "surrogatepass")))
     return events
+
+
+def fs_text(s):
+    """Turns a JSON string from an event back into the bytes it stands for
+    (invalid UTF-8 bytes were written as lone surrogates U+DC80..U+DCFF)."""
+    return s.encode("utf-8", "surrogateescape")
+
+
+class Agent:
+    """A real yamorid with its own state directory and NDJSON output.
+
+    conf is merged into the default test configuration. Startup waits for the
+    "sensors armed" log line, so events from then on are seen."""
+
+    def __init__(self, t, conf=None, name="agent", wait=True):
+        self.t = t
+        self.name = name
+        self.conf = {"state_dir": t.path(name + "-state"), "output": t.path(name + ".ndjson")}
+        self.conf.update(conf or {})
+        self.conf_path = t.path(name + ".json")
+        self.write_conf(self.conf)
+        self.out_path = self.conf["output"]
+        self._events = []
+        self._off = 0
+        self._partial = b""
+        self.proc = t.start([binary("yamorid"), "--config", self.conf_path], name=name)
+        if wait:
+            t.wait_for(lambda: "sensors armed" in self.proc.stderr_text() or self.proc.poll() is not None,
+                       what=name + " armed")
+            if self.proc.poll() is not None:
+                t.check(False, name + " exited early: " + self.proc.stderr_text()[-2000:])
+
+    def write_conf(self, conf):
+        with open(self.conf_path, "w") as f:
+            json.dump(conf, f)
+
+    def events(self):
+        """All events written so far (incrementally parsed)."""
+        try:
+            with open(self.out_path, "rb") as f:
+                f.seek(self._off)
+                data = f.read()
+        except FileNotFoundError:
+            return self._events
+        self._off += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                self._events.append(json.loads(line.decode("utf-8", "surrogatepass")))
+        return self._events
+
+    def raw_lines(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().split(b"\n")
+
+    def wait_event(self, pred, timeout=15.0, what="event"):
+        def find():
+            for e in self.events():
+                if pred(e):
+                    return e
+            return None
+        return self.t.wait_for(find, timeout=timeout, what=what)
+
+    def wait_quiet(self, settle=1.0, timeout=60.0):
+        """Waits until no new events arrived for settle seconds."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            n = len(self.events())
+            if n == last:
+                return
+            last = n
+            time.sleep(settle)
+
+
+def get(e, dotted, default=None):
+    """Reads a dotted field from a nested event."""
+    cur = e
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def leaf_fields(e, prefix=""):
+    """Yields (dotted name, value) for every leaf of a nested event."""
+    for k, v in e.items():
+        name = prefix + k
+        if isinstance(v, dict):
+            yield from leaf_fields(v, name + ".")
+        else:
+            yield name, v

@@ -1,0 +1,257 @@
+/*
+ * The agent context: identity, host facts, the event pipeline and signals.
+ */
+#include "agent.h"
+
+#include "os.h"
+#include "sensors.h"
+
+#include "yamori/err.h"
+#include "yamori/log.h"
+#include "yamori/version.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES (8 * 1024 * 1024)
+#define HASH_SLOTS 4096
+#define PROCTAB_MAX 65536
+
+int64_t agent_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads the agent id from the state directory, creating it (a random UUID,
+ * mode 0600) on first start. */
+static int load_agent_id(const char *state_dir, char out[40]) {
+  if (mkdir(state_dir, 0700) != 0 && errno != EEXIST)
+    return ym_err_from_errno(errno);
+  char path[1200], tmp[1200];
+  snprintf(path, sizeof(path), "%s/agent-id", state_dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd >= 0) {
+    char buf[40] = {0};
+    ssize_t n = read(fd, buf, 36);
+    close(fd);
+    if (n == 36 && strspn(buf, "0123456789abcdef-") == 36) {
+      memcpy(out, buf, 37);
+      return 0;
+    }
+    /* Unreadable or malformed: make a new identity below. */
+  }
+  uint8_t r[16];
+  if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+    return YM_ECRYPTO;
+  r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+  r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+  snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+           r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+           r[15]);
+  snprintf(tmp, sizeof(tmp), "%s/.agent-id.tmp", state_dir);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return ym_err_from_errno(errno);
+  int rc = write(fd, out, 36) == 36 && fsync(fd) == 0 ? 0 : YM_EIO;
+  close(fd);
+  if (rc == 0 && rename(tmp, path) != 0)
+    rc = ym_err_from_errno(errno);
+  return rc;
+}
+
+static void build_base(agent_t *a) {
+  os_host_t h;
+  os_host_facts(&h);
+  ym_event_t *b = &a->base;
+  ym_event_set_cstr(b, YM_F_AGENT_ID, a->agent_id);
+  ym_event_set_cstr(b, YM_F_AGENT_TYPE, "yamori");
+  ym_event_set_cstr(b, YM_F_AGENT_VERSION, ym_version());
+  ym_event_set_cstr(b, YM_F_ECS_VERSION, YM_ECS_VERSION);
+  ym_event_set_cstr(b, YM_F_EVENT_MODULE, "yamori");
+  ym_event_set_cstr(b, YM_F_HOST_NAME, h.hostname);
+  ym_event_set_cstr(b, YM_F_HOST_HOSTNAME, h.hostname);
+  if (h.machine_id[0])
+    ym_event_set_cstr(b, YM_F_HOST_ID, h.machine_id);
+  ym_event_set_cstr(b, YM_F_HOST_ARCHITECTURE, h.architecture);
+  ym_event_set_cstr(b, YM_F_HOST_OS_TYPE, h.os_type);
+  ym_event_set_cstr(b, YM_F_HOST_OS_KERNEL, h.kernel);
+  if (h.os_family[0])
+    ym_event_set_cstr(b, YM_F_HOST_OS_FAMILY, h.os_family);
+  if (h.os_platform[0])
+    ym_event_set_cstr(b, YM_F_HOST_OS_PLATFORM, h.os_platform);
+  if (h.os_name[0])
+    ym_event_set_cstr(b, YM_F_HOST_OS_NAME, h.os_name);
+  if (h.os_version[0])
+    ym_event_set_cstr(b, YM_F_HOST_OS_VERSION, h.os_version);
+  if (h.n_ips > 0) {
+    const char *ips[16];
+    size_t lens[16];
+    for (size_t i = 0; i < h.n_ips; i++) {
+      ips[i] = h.ips[i];
+      lens[i] = strlen(h.ips[i]);
+    }
+    ym_event_set_strv(b, YM_F_HOST_IP, ips, lens, h.n_ips);
+  }
+}
+
+int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_path,
+               const char *output_override) {
+  memset(a, 0, sizeof(*a));
+  a->loop = loop;
+  a->conf = conf;
+  a->config_path = config_path;
+  a->output_override = output_override;
+  a->self_pid = getpid();
+  a->clock_ticks = os_clock_ticks();
+  a->boot_ns = os_boot_time_ns();
+  ym_event_init(&a->base, NULL);
+  ym_event_init(&a->scratch, &a->base);
+  ym_buf_init(&a->line, LINE_MAX_BYTES);
+  if (os_boot_id(a->boot_id) != 0)
+    snprintf(a->boot_id, sizeof(a->boot_id), "unknown");
+  int rc = load_agent_id(conf->state_dir, a->agent_id);
+  if (rc != 0) {
+    ym_log(YM_LOG_ERROR, rc, "cannot keep the agent identity in %s", conf->state_dir);
+    return rc;
+  }
+  build_base(a);
+  if ((rc = proctab_init(&a->procs, PROCTAB_MAX, a->boot_id)) != 0 ||
+      (rc = hashcache_init(&a->hashes, loop, HASH_SLOTS, (uint64_t)conf->hash_max_bytes)) != 0)
+    return rc;
+  const char *dest = output_override ? output_override : conf->output;
+  rc = output_init(&a->out, loop, dest);
+  if (rc != 0)
+    ym_log(YM_LOG_ERROR, rc, "cannot open the event output %s", dest);
+  return rc;
+}
+
+ym_event_t *agent_event(agent_t *a) {
+  ym_event_reset(&a->scratch);
+  return &a->scratch;
+}
+
+void agent_emit(agent_t *a, ym_event_t *ev) {
+  ym_event_set_time(ev, YM_F_EVENT_CREATED, agent_now_ns());
+  ym_event_set_int(ev, YM_F_EVENT_SEQUENCE, (int64_t)++a->seq);
+  if (!ym_event_has(ev, YM_F_TIMESTAMP))
+    ym_event_set_time(ev, YM_F_TIMESTAMP, agent_now_ns());
+  ym_buf_reset(&a->line);
+  if (ym_event_write(ev, &a->line) != 0) {
+    a->counters.dropped++;
+    return;
+  }
+  a->counters.events++;
+  if (output_write(&a->out, a->line.data, a->line.len) != 0)
+    a->counters.dropped++;
+}
+
+void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count,
+                    bool known) {
+  ym_event_t *ev = agent_event(a);
+  ym_event_set_cstr(ev, YM_F_EVENT_KIND, "event");
+  ym_event_set_one(ev, YM_F_EVENT_CATEGORY, "host");
+  ym_event_set_one(ev, YM_F_EVENT_TYPE, "info");
+  ym_event_set_cstr(ev, YM_F_EVENT_ACTION, "gap");
+  ym_event_set_cstr(ev, YM_F_EVENT_DATASET, "yamori.agent");
+  ym_event_set_cstr(ev, YM_F_YAMORI_GAP_SOURCE, source);
+  ym_event_set_cstr(ev, YM_F_YAMORI_GAP_REASON, reason);
+  if (known)
+    ym_event_set_int(ev, YM_F_YAMORI_GAP_COUNT, (int64_t)count);
+  a->counters.gaps++;
+  agent_emit(a, ev);
+  ym_log(YM_LOG_WARN, 0, "events lost: source %s, reason %s, count %s", source, reason,
+         known ? "exact (see event)" : "unknown");
+}
+
+static void reload(agent_t *a) {
+  ym_cfg_error_t err = {0};
+  conf_t *c = conf_load(a->config_path, &err);
+  if (c == NULL) {
+    ym_log(YM_LOG_ERROR, 0, "configuration reload refused, keeping the running one: %s", err.msg);
+    return;
+  }
+  const char *old_out = a->output_override ? a->output_override : a->conf->output;
+  bool out_changed = a->output_override == NULL && strcmp(old_out, c->output) != 0;
+  conf_t *old = a->conf;
+  a->conf = c;
+  ym_log_init("yamorid", (ym_log_level_t)conf_log_level(c));
+  if (out_changed) {
+    output_close(&a->out);
+    int rc = output_init(&a->out, a->loop, c->output);
+    if (rc != 0)
+      ym_log(YM_LOG_ERROR, rc, "cannot open the event output %s", c->output);
+  }
+  conf_free(old);
+  ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  agent_t *a = s->data;
+  if (signum == SIGHUP) {
+    reload(a);
+    return;
+  }
+  ym_log(YM_LOG_NOTICE, 0, "stopping on signal %d", signum);
+  agent_stop(a);
+}
+
+int agent_start(agent_t *a) {
+  uv_signal_t *sigs[] = {&a->sig_term, &a->sig_int, &a->sig_hup};
+  int nums[] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
+    uv_signal_init(a->loop, sigs[i]);
+    sigs[i]->data = a;
+    uv_signal_start(sigs[i], on_signal, nums[i]);
+  }
+  int rc;
+  if (a->conf->process_sensor) {
+    if ((rc = psensor_new(a, &a->ps)) != 0 || (rc = psensor_start(a->ps)) != 0) {
+      ym_log(YM_LOG_ERROR, rc, "cannot start the process sensor (netlink proc connector)");
+      return rc;
+    }
+  }
+  psensor_seed(a);
+  if (a->conf->file_sensor) {
+    if ((rc = fsensor_new(a, &a->fs)) != 0 || (rc = fsensor_start(a->fs)) != 0) {
+      ym_log(YM_LOG_ERROR, rc, "cannot start the file sensor (fanotify)");
+      return rc;
+    }
+  }
+  ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s; %zu processes known",
+         a->ps ? "on" : "off", a->fs ? "on" : "off", a->procs.count);
+  return 0;
+}
+
+void agent_stop(agent_t *a) {
+  if (a->stopping)
+    return;
+  a->stopping = true;
+  psensor_stop(a->ps);
+  fsensor_stop(a->fs);
+  uv_signal_t *sigs[] = {&a->sig_term, &a->sig_int, &a->sig_hup};
+  for (int i = 0; i < 3; i++)
+    if (sigs[i]->loop != NULL && !uv_is_closing((uv_handle_t *)sigs[i]))
+      uv_close((uv_handle_t *)sigs[i], NULL);
+}
+
+void agent_close(agent_t *a) {
+  output_close(&a->out);
+  uv_run(a->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
+  psensor_free(a->ps);
+  fsensor_free(a->fs);
+  hashcache_close(&a->hashes);
+  proctab_close(&a->procs);
+  ym_buf_free(&a->line);
+  ym_event_free(&a->scratch);
+  ym_event_free(&a->base);
+  conf_free(a->conf);
+  a->conf = NULL;
+}

@@ -1,0 +1,87 @@
+/*
+ * The agent context: one agent_t owns all agent state and is passed
+ * explicitly; it lives on the loop thread.
+ *
+ * Events flow: a sensor builds an event in agent_event()'s scratch event
+ * (or in one of its own while waiting for enrichment) and hands it to
+ * agent_emit(), which adds the common fields (event.created,
+ * event.sequence, and host.* / agent.* / ecs.version from the base event),
+ * serializes it once and writes it to the outputs.
+ */
+#ifndef YAMORI_AGENT_AGENT_H
+#define YAMORI_AGENT_AGENT_H
+
+#include "conf.h"
+#include "hashcache.h"
+#include "output.h"
+#include "proctab.h"
+
+#include "yamori/event.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+struct psensor;
+struct fsensor;
+
+typedef struct {
+  uint64_t events; /* events written */
+  uint64_t file_events;
+  uint64_t process_events;
+  uint64_t gaps;                 /* gap records written */
+  uint64_t lost_file;            /* fanotify overflows (count unknown each) */
+  uint64_t lost_process;         /* process events known lost */
+  uint64_t lost_process_unknown; /* receive overruns (count unknown) */
+  uint64_t hash_skipped;         /* start events sent without a hash */
+  uint64_t dropped;              /* events that could not be serialized */
+} agent_counters_t;
+
+typedef struct agent {
+  uv_loop_t *loop;
+  conf_t *conf;            /* current snapshot, swapped on reload */
+  const char *config_path; /* NULL: built-in defaults */
+  const char *output_override;
+  output_t out;
+  ym_event_t base;
+  ym_event_t scratch;
+  ym_buf_t line;
+  uint64_t seq;
+  pid_t self_pid;
+  char agent_id[40];
+  char boot_id[40];
+  int64_t boot_ns;
+  long clock_ticks;
+  proctab_t procs;
+  hashcache_t hashes;
+  struct psensor *ps;
+  struct fsensor *fs;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  bool stopping;
+  agent_counters_t counters;
+} agent_t;
+
+/* Prepares the agent with the configuration snapshot conf (ownership
+ * passes to the agent, even on error). config_path is kept for reloads. */
+int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_path,
+               const char *output_override);
+/* Starts the sensors and signal handling. */
+int agent_start(agent_t *a);
+/* Stops sensors and closes handles; run the loop afterwards to finish. */
+void agent_stop(agent_t *a);
+/* Frees what agent_init allocated (after the loop has finished). */
+void agent_close(agent_t *a);
+
+/* The scratch event, reset (loop thread only; valid until the next call). */
+ym_event_t *agent_event(agent_t *a);
+/* Completes and writes ev. */
+void agent_emit(agent_t *a, ym_event_t *ev);
+/* Writes a gap record: source lost count events (known tells whether the
+ * count is exact) for reason. */
+void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count, bool known);
+
+/* Wall-clock nanoseconds now. */
+int64_t agent_now_ns(void);
+
+#endif

@@ -1,0 +1,183 @@
+/*
+ * The agent's platform interface.
+ *
+ * Everything that talks to a particular kernel lives behind these
+ * declarations; the Linux implementations are in os/linux/. Sensor, event
+ * and process-table logic above this line is platform-neutral: it sees
+ * plain records (os_fsev_t, os_procev_t, os_proc_info_t), never fanotify or
+ * netlink structures.
+ *
+ * All functions return 0 or a negative YM_E* code unless said otherwise.
+ * Handles are driven by the caller's libuv loop and call their callbacks on
+ * the loop thread.
+ */
+#ifndef YAMORI_AGENT_OS_H
+#define YAMORI_AGENT_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define OS_PATH_MAX 4096
+
+/* ------------------------------------------------------------------ */
+/* Process information from the OS (/proc on Linux)                     */
+
+typedef struct {
+  int pid;
+  int ppid;
+  uint64_t start_ticks; /* process start, clock ticks since boot */
+  uint32_t uid;         /* real user id */
+  uint32_t euid;        /* effective user id */
+  char comm[32];        /* kernel's short name (may be truncated to 15 bytes) */
+
+  bool exe_ok;      /* false: exe[] unknown */
+  bool exe_deleted; /* the executable was deleted after start */
+  size_t exe_len;
+  char exe[OS_PATH_MAX + 1];
+
+  bool cwd_ok;
+  size_t cwd_len;
+  char cwd[OS_PATH_MAX + 1];
+
+  /* Arguments as read: NUL-separated, args_len bytes, argc items, cut to the
+   * limits given to os_proc_read() (then args_truncated is set). NULL when
+   * not read (args_ok false). Owned by the struct: os_proc_info_free(). */
+  bool args_ok;
+  bool args_truncated;
+  int argc;
+  size_t args_len;
+  char *args;
+} os_proc_info_t;
+
+/* Reads what the OS knows about pid. Fields that could not be read have
+ * their *_ok flag false; returns YM_ENOENT when the process is gone (nothing
+ * useful read), 0 otherwise (even when some parts are missing). At most
+ * max_args arguments and max_args_bytes bytes of them are kept. */
+int os_proc_read(int pid, size_t max_args, size_t max_args_bytes, os_proc_info_t *out);
+void os_proc_info_free(os_proc_info_t *info);
+
+/* Reads only the parent pid and the start time (cheap; for fork events). */
+int os_proc_read_stat(int pid, int *ppid, uint64_t *start_ticks);
+
+/* Calls cb once per process (thread-group leader) currently running.
+ * Stops early and returns cb's value when it returns non-zero. */
+int os_proc_list(int (*cb)(int pid, void *data), void *data);
+
+/* Clock ticks per second (sysconf(_SC_CLK_TCK)). */
+long os_clock_ticks(void);
+
+/* Wall-clock time, in nanoseconds since the epoch, at which the machine
+ * booted (so that start_ticks can be turned into a date). */
+int64_t os_boot_time_ns(void);
+
+/* The kernel's boot id (a UUID string, 36 characters). */
+int os_boot_id(char out[40]);
+
+/* ------------------------------------------------------------------ */
+/* Process events (netlink proc connector on Linux)                     */
+
+typedef enum {
+  OS_PROCEV_FORK, /* a new process (thread-group leader) was created */
+  OS_PROCEV_EXEC, /* pid replaced its program */
+  OS_PROCEV_EXIT, /* pid (thread-group leader) exited */
+  OS_PROCEV_UID,  /* pid changed its real/effective user id */
+  OS_PROCEV_LOST  /* events were lost; see lost and lost_known */
+} os_procev_kind_t;
+
+typedef struct {
+  os_procev_kind_t kind;
+  int pid;         /* the process (the child for FORK) */
+  int ppid;        /* FORK: the parent's tgid */
+  uint64_t ts_ns;  /* kernel timestamp, CLOCK_MONOTONIC nanoseconds */
+  int exit_code;   /* EXIT: exit status as wait() reports it */
+  uint32_t uid;    /* UID: new real uid */
+  uint32_t euid;   /* UID: new effective uid */
+  uint64_t lost;   /* LOST: how many events (when lost_known) */
+  bool lost_known; /* LOST: false when the kernel could not say (ENOBUFS) */
+} os_procev_t;
+
+typedef struct os_procwatch os_procwatch_t;
+typedef void (*os_procev_cb)(const os_procev_t *ev, void *data);
+
+/* Opens the process event source with a receive buffer of rcvbuf bytes and
+ * subscribes; events are delivered to cb from the loop once started.
+ * Thread events (non-leader clone/exit) are filtered out. Lost events are
+ * reported as OS_PROCEV_LOST: on a receive buffer overrun (count unknown),
+ * and from gaps in the kernel's per-CPU sequence numbers (exact count). */
+int os_procwatch_new(uv_loop_t *loop, size_t rcvbuf, os_procev_cb cb, void *data,
+                     os_procwatch_t **out);
+int os_procwatch_start(os_procwatch_t *w);
+/* Unsubscribes and closes; the handle is freed once libuv has closed it. */
+void os_procwatch_free(os_procwatch_t *w);
+
+/* ------------------------------------------------------------------ */
+/* File events (fanotify filesystem marks on Linux)                     */
+
+typedef enum {
+  OS_FSEV_CREATE,
+  OS_FSEV_CHANGE, /* closed after being written */
+  OS_FSEV_DELETE,
+  OS_FSEV_RENAME,
+  OS_FSEV_EXEC, /* opened for execution (a program or interpreter) */
+  OS_FSEV_LOST  /* the kernel queue overflowed: events were lost */
+} os_fsev_kind_t;
+
+typedef struct {
+  os_fsev_kind_t kind;
+  bool is_dir;
+  int pid;          /* acting process (thread-group id), 0 unknown */
+  const char *path; /* absolute path; valid during the callback */
+  size_t path_len;
+  const char *old_path; /* RENAME: the previous path */
+  size_t old_path_len;
+  bool path_unresolved; /* the directory could not be found: path is "?/name" */
+} os_fsev_t;
+
+typedef struct os_fswatch os_fswatch_t;
+typedef void (*os_fsev_cb)(const os_fsev_t *ev, void *data);
+/* Called when filesystems are marked or skipped (for logs and status). */
+typedef void (*os_fsmount_cb)(const char *mountpoint, const char *fstype, int err, void *data);
+
+int os_fswatch_new(uv_loop_t *loop, os_fsev_cb cb, os_fsmount_cb mount_cb, void *data,
+                   os_fswatch_t **out);
+/* Marks every real filesystem now mounted and follows later mounts. */
+int os_fswatch_start(os_fswatch_t *w);
+void os_fswatch_free(os_fswatch_t *w);
+
+/* Reads and delivers the events queued now (bounded), as the readable
+ * callback would. The process sensor calls it before handling an exec so
+ * that the exec notifications queued before it are seen first. */
+void os_fswatch_drain(os_fswatch_t *w);
+
+/* Counters of an fswatch, for status and tests. */
+typedef struct {
+  uint64_t events;
+  uint64_t overflows;
+  uint64_t unresolved;
+  unsigned filesystems;
+} os_fswatch_stats_t;
+void os_fswatch_stats(const os_fswatch_t *w, os_fswatch_stats_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Host facts                                                           */
+
+typedef struct {
+  char hostname[256];
+  char machine_id[64]; /* "" when unknown */
+  char architecture[64];
+  char kernel[256];
+  char os_type[16];     /* "linux" */
+  char os_family[64];   /* ID_LIKE's first word, or ID */
+  char os_platform[64]; /* ID */
+  char os_name[128];    /* NAME */
+  char os_version[128]; /* VERSION_ID */
+  size_t n_ips;
+  char ips[16][64]; /* interface addresses, loopback excluded */
+} os_host_t;
+
+/* Reads the host facts; fields that cannot be read are left empty. */
+int os_host_facts(os_host_t *h);
+
+#endif

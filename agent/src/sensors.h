@@ -1,0 +1,41 @@
+/*
+ * The agent's sensors: platform-neutral logic that turns OS records
+ * (os.h) into ECS events. Each sensor is a handle the agent allocates
+ * (_new/_free) and starts; both run on the loop thread.
+ */
+#ifndef YAMORI_AGENT_SENSORS_H
+#define YAMORI_AGENT_SENSORS_H
+
+#include "agent.h"
+
+typedef struct psensor psensor_t;
+typedef struct fsensor fsensor_t;
+
+/* Process sensor: seeds the process table from the OS, then follows
+ * process events. */
+int psensor_new(agent_t *a, psensor_t **out);
+int psensor_start(psensor_t *p);
+/* Stops listening; pending start events still complete. */
+void psensor_stop(psensor_t *p);
+void psensor_free(psensor_t *p);
+
+/* The table entry for pid, read from the OS when the table does not know
+ * it yet (NULL when the process is gone and unknown, or the table is
+ * full). Usable whether or not the process sensor runs. */
+proc_entry_t *psensor_lookup(agent_t *a, int pid);
+
+/* Seeds the process table from the OS (all running processes). */
+void psensor_seed(agent_t *a);
+
+/* The file sensor saw pid open path for execution. */
+void psensor_note_exec(agent_t *a, int pid, const char *path, size_t len);
+
+/* File sensor. */
+int fsensor_new(agent_t *a, fsensor_t **out);
+int fsensor_start(fsensor_t *f);
+void fsensor_stop(fsensor_t *f);
+/* Handles the file events queued now (see os_fswatch_drain). */
+void fsensor_drain(fsensor_t *f);
+void fsensor_free(fsensor_t *f);
+
+#endif
