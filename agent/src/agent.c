@@ -3,6 +3,8 @@
  */
 #include "agent.h"
 
+#include "control.h"
+#include "detect.h"
 #include "os.h"
 #include "sensors.h"
 
@@ -102,6 +104,40 @@ static void build_base(agent_t *a) {
   }
 }
 
+static void run_posts(agent_t *a) {
+  uv_mutex_lock(&a->post_lock);
+  agent_post_t *p = a->post_head;
+  a->post_head = a->post_tail = NULL;
+  uv_mutex_unlock(&a->post_lock);
+  while (p != NULL) {
+    agent_post_t *next = p->next;
+    p->fn(a, p->arg);
+    free(p);
+    p = next;
+  }
+}
+
+static void on_post(uv_async_t *h) {
+  run_posts(h->data);
+}
+
+void agent_post(agent_t *a, agent_post_fn fn, void *arg) {
+  agent_post_t *p = malloc(sizeof(*p));
+  if (p == NULL)
+    abort(); /* a small control structure: out of memory here is fatal */
+  p->next = NULL;
+  p->fn = fn;
+  p->arg = arg;
+  uv_mutex_lock(&a->post_lock);
+  if (a->post_tail != NULL)
+    a->post_tail->next = p;
+  else
+    a->post_head = p;
+  a->post_tail = p;
+  uv_mutex_unlock(&a->post_lock);
+  uv_async_send(&a->post_async);
+}
+
 int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_path,
                const char *output_override) {
   memset(a, 0, sizeof(*a));
@@ -115,6 +151,9 @@ int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_pat
   ym_event_init(&a->base, NULL);
   ym_event_init(&a->scratch, &a->base);
   ym_buf_init(&a->line, LINE_MAX_BYTES);
+  uv_mutex_init(&a->post_lock);
+  uv_async_init(loop, &a->post_async, on_post);
+  a->post_async.data = a;
   if (os_boot_id(a->boot_id) != 0)
     snprintf(a->boot_id, sizeof(a->boot_id), "unknown");
   int rc = load_agent_id(conf->state_dir, a->agent_id);
@@ -189,6 +228,8 @@ static void reload(agent_t *a) {
     if (rc != 0)
       ym_log(YM_LOG_ERROR, rc, "cannot open the event output %s", c->output);
   }
+  if (a->det != NULL)
+    detect_apply_conf(a->det);
   conf_free(old);
   ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");
 }
@@ -219,14 +260,20 @@ int agent_start(agent_t *a) {
     }
   }
   psensor_seed(a);
+  if ((rc = detect_new(a, &a->det)) != 0)
+    return rc;
   if (a->conf->file_sensor) {
     if ((rc = fsensor_new(a, &a->fs)) != 0 || (rc = fsensor_start(a->fs)) != 0) {
       ym_log(YM_LOG_ERROR, rc, "cannot start the file sensor (fanotify)");
       return rc;
     }
   }
-  ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s; %zu processes known",
-         a->ps ? "on" : "off", a->fs ? "on" : "off", a->procs.count);
+  if ((rc = control_new(a, &a->ctl)) != 0)
+    ym_log(YM_LOG_ERROR, rc, "cannot open the control socket %s", a->conf->control_socket);
+  ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s, exec guard %s; %zu processes known",
+         a->ps ? "on" : "off", a->fs ? "on" : "off",
+         a->conf->policy_exec == 0 ? "off" : (a->conf->policy_exec == 1 ? "detect" : "block"),
+         a->procs.count);
   return 0;
 }
 
@@ -236,6 +283,12 @@ void agent_stop(agent_t *a) {
   a->stopping = true;
   psensor_stop(a->ps);
   fsensor_stop(a->fs);
+  detect_stop(a->det);
+  control_free(a->ctl);
+  a->ctl = NULL;
+  /* Results of scans still running arrive through posts after the loop
+   * ends; agent_close runs them. */
+  uv_unref((uv_handle_t *)&a->post_async);
   uv_signal_t *sigs[] = {&a->sig_term, &a->sig_int, &a->sig_hup};
   for (int i = 0; i < 3; i++)
     if (sigs[i]->loop != NULL && !uv_is_closing((uv_handle_t *)sigs[i]))
@@ -243,8 +296,17 @@ void agent_stop(agent_t *a) {
 }
 
 void agent_close(agent_t *a) {
+  if (!a->stopping)
+    agent_stop(a);
+  uv_run(a->loop, UV_RUN_DEFAULT);
+  detect_drain(a->det); /* joins the scanner threads */
+  run_posts(a);         /* their last results become events */
+  detect_free(a->det);
+  a->det = NULL;
+  uv_close((uv_handle_t *)&a->post_async, NULL);
   output_close(&a->out);
   uv_run(a->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
+  uv_mutex_destroy(&a->post_lock);
   psensor_free(a->ps);
   fsensor_free(a->fs);
   hashcache_close(&a->hashes);

@@ -25,6 +25,18 @@
 
 struct psensor;
 struct fsensor;
+struct detect;
+struct control;
+struct agent;
+
+typedef void (*agent_post_fn)(struct agent *a, void *arg);
+
+/* A call waiting to run on the loop thread. */
+typedef struct agent_post {
+  struct agent_post *next;
+  agent_post_fn fn;
+  void *arg;
+} agent_post_t;
 
 typedef struct {
   uint64_t events; /* events written */
@@ -57,6 +69,11 @@ typedef struct agent {
   hashcache_t hashes;
   struct psensor *ps;
   struct fsensor *fs;
+  struct detect *det;
+  struct control *ctl;
+  uv_async_t post_async;
+  uv_mutex_t post_lock;
+  agent_post_t *post_head, *post_tail;
   uv_signal_t sig_term, sig_int, sig_hup;
   bool stopping;
   agent_counters_t counters;
@@ -80,6 +97,11 @@ void agent_emit(agent_t *a, ym_event_t *ev);
 /* Writes a gap record: source lost count events (known tells whether the
  * count is exact) for reason. */
 void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count, bool known);
+
+/* Runs fn(a, arg) on the loop thread soon; callable from any thread. After
+ * the agent stopped, fn still runs (during agent_close) so that arg is
+ * freed. */
+void agent_post(agent_t *a, agent_post_fn fn, void *arg);
 
 /* Wall-clock nanoseconds now. */
 int64_t agent_now_ns(void);

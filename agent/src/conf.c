@@ -8,6 +8,8 @@
 #include <string.h>
 
 static const char *const log_levels[] = {"error", "warn", "notice", "info", "debug", NULL};
+static const char *const exec_policies[] = {"off", "detect", "block", NULL};
+static const char *const file_policies[] = {"detect", "quarantine", NULL};
 
 static int check_abs_path(const void *value, char *msg, size_t msglen) {
   const char *s = *(char *const *)value;
@@ -62,6 +64,39 @@ static const ym_cfg_field_t table[] = {
     F("limits.hash_max_bytes", YM_CFG_INT, 0, 4294967296LL, "268435456", hash_max_bytes, NULL, NULL,
       "Largest executable hashed with SHA-256 (bytes); larger ones are reported without "
       "a hash and flagged."),
+    F("rules.dirs", YM_CFG_STRLIST, 0, 16, "[\"/opt/yamori/rules\"]", rules_dirs, NULL,
+      check_abs_list,
+      "Directories whose `*.yar`/`*.yara` files are compiled into the rule set (YARA source only; "
+      "compiled rules are never loaded)."),
+    F("scan.on_write", YM_CFG_BOOL, 0, 0, "true", scan_on_write, NULL, NULL,
+      "Scan files when they are closed after writing."),
+    F("scan.threads", YM_CFG_INT, 0, 64, "0", scan_threads, NULL, NULL,
+      "Scanner threads; 0 means one per CPU core."),
+    F("scan.max_file_bytes", YM_CFG_INT, 1024, 1073741824, "33554432", scan_max_file_bytes, NULL,
+      NULL, "Largest file scanned; larger files are reported as not scanned."),
+    F("scan.timeout_s", YM_CFG_INT, 1, 300, "10", scan_timeout_s, NULL, NULL,
+      "YARA time limit per file, in seconds."),
+    F("scan.cpu_budget_percent", YM_CFG_INT, 1, 100, "25", scan_cpu_budget, NULL, NULL,
+      "Share of each scanner thread that background (write-triggered) scanning may use."),
+    F("scan.debounce_ms", YM_CFG_INT, 0, 10000, "200", scan_debounce_ms, NULL, NULL,
+      "A file written again within this time is scanned once."),
+    F("scan.max_queue", YM_CFG_INT, 16, 1000000, "10000", scan_max_queue, NULL, NULL,
+      "Background scans waiting at most; beyond it writes are not scanned (counted)."),
+    F("policy.exec", YM_CFG_ENUM, 0, 0, "\"block\"", policy_exec, exec_policies, NULL,
+      "Program starts: `off` (not checked), `detect` (alert only), `block` (a malicious "
+      "program is not allowed to start)."),
+    F("policy.exec_deadline_ms", YM_CFG_INT, 10, 5000, "250", exec_deadline_ms, NULL, NULL,
+      "Longest a program start waits for its verdict; then it is allowed and an event says so."),
+    F("policy.exec_max_pending", YM_CFG_INT, 1, 4096, "64", exec_max_pending, NULL, NULL,
+      "Program starts waiting for a verdict at most; beyond it starts are allowed unscanned."),
+    F("policy.file", YM_CFG_ENUM, 0, 0, "\"quarantine\"", policy_file, file_policies, NULL,
+      "Malicious files found on write or on demand: `detect` (alert only) or `quarantine` "
+      "(moved into the agent's quarantine, restorable)."),
+    F("policy.kill", YM_CFG_BOOL, 0, 0, "false", policy_kill, NULL, NULL,
+      "Also kill the process that wrote a malicious file or started a malicious program "
+      "that was allowed."),
+    F("control.socket", YM_CFG_STRING, 1, 100, "\"/run/yamori/yamorid.sock\"", control_socket, NULL,
+      check_abs_path, "Unix socket of the local control interface (root only)."),
 };
 
 #define NFIELDS (sizeof(table) / sizeof(table[0]))

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #define CONF_DEFAULT_PATH "/etc/yamori/agent.json"
+#define CONF_POLICY_FILE_QUARANTINE 1
 
 typedef struct {
   char *output;    /* "" none, "-" stdout, else a file path (NDJSON) */
@@ -27,6 +28,21 @@ typedef struct {
   long long max_in_flight;
   long long netlink_rcvbuf;
   long long hash_max_bytes;
+  /* detection and response */
+  ym_strlist_t rules_dirs;
+  bool scan_on_write;
+  long long scan_threads;
+  long long scan_max_file_bytes;
+  long long scan_timeout_s;
+  long long scan_cpu_budget;
+  long long scan_debounce_ms;
+  long long scan_max_queue;
+  int policy_exec; /* 0 off, 1 detect, 2 block */
+  long long exec_deadline_ms;
+  long long exec_max_pending;
+  int policy_file; /* 0 detect, 1 quarantine */
+  bool policy_kill;
+  char *control_socket;
 } conf_t;
 
 /* Loads path (NULL: built-in defaults only) into a new snapshot. Returns

@@ -9,6 +9,7 @@
  */
 #include "sensors.h"
 
+#include "detect.h"
 #include "os.h"
 
 #include "yamori/err.h"
@@ -112,6 +113,8 @@ static void on_fsev(const os_fsev_t *fe, void *data) {
   }
   a->counters.file_events++;
   agent_emit(a, ev);
+  if (fe->kind == OS_FSEV_CHANGE && !fe->is_dir && !fe->path_unresolved && a->det != NULL)
+    detect_file_changed(a->det, fe->pid, fe->path, fe->path_len);
 }
 
 static void on_mount(const char *mp, const char *fstype, int err, void *data) {

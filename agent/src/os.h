@@ -180,4 +180,32 @@ typedef struct {
 /* Reads the host facts; fields that cannot be read are left empty. */
 int os_host_facts(os_host_t *h);
 
+/* ------------------------------------------------------------------ */
+/* Program-start permission (fanotify FAN_OPEN_EXEC_PERM on Linux)      */
+
+/* One pending decision: the program file being executed, opened by the
+ * kernel for us, and the process executing it. The caller must answer
+ * every request exactly once with os_execperm_answer(), then close fd. */
+typedef struct {
+  int fd;
+  int pid;
+} os_execreq_t;
+
+typedef struct os_execperm os_execperm_t;
+
+/* Creates the permission group and marks every real filesystem. Blocking
+ * calls; meant for a dedicated thread. */
+int os_execperm_open(os_execperm_t **out);
+/* The descriptor to poll for requests (POLLIN), and one that signals
+ * mount changes (POLLPRI); call os_execperm_remark() on the latter. */
+int os_execperm_fd(const os_execperm_t *p);
+int os_execperm_mounts_fd(const os_execperm_t *p);
+void os_execperm_remark(os_execperm_t *p);
+/* Reads up to max requests without blocking; *n may be 0. */
+int os_execperm_read(os_execperm_t *p, os_execreq_t *reqs, size_t max, size_t *n);
+/* Answers a request; safe from any thread. */
+int os_execperm_answer(os_execperm_t *p, int fd, bool allow);
+/* Closes the group: the kernel allows every request still unanswered. */
+void os_execperm_close(os_execperm_t *p);
+
 #endif

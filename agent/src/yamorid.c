@@ -8,6 +8,7 @@
  */
 #include "agent.h"
 #include "conf.h"
+#include "rules.h"
 
 #include "yamori/buf.h"
 #include "yamori/event.h"
@@ -146,6 +147,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
+  rules_global_init();
   agent_t agent;
   const char *reload_path =
       o.config_given || access(o.config_path, F_OK) == 0 ? o.config_path : NULL;
@@ -158,5 +160,6 @@ int main(int argc, char **argv) {
     agent_stop(&agent);
   agent_close(&agent);
   uv_loop_close(&loop);
+  rules_global_free();
   return rc == 0 ? 0 : 1;
 }

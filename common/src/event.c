@@ -171,6 +171,12 @@ int ym_event_set_one(ym_event_t *ev, ym_field_t f, const char *s) {
   return ym_event_set_strv(ev, f, &s, &n, 1);
 }
 
+int ym_event_set_raw(ym_event_t *ev, ym_field_t f, const char *json, size_t n) {
+  if (schema[f].kind != YM_K_RAW)
+    return YM_ETYPE;
+  return store(ev, f, json, n);
+}
+
 const char *ym_event_get_str(const ym_event_t *ev, ym_field_t f, size_t *len) {
   if (!IS_SET(ev, f) || (schema[f].kind != YM_K_STR && schema[f].kind != YM_K_DATE))
     return NULL;
@@ -224,6 +230,7 @@ static int write_value(const ym_event_t *src, ym_field_t f, ym_buf_t *out) {
       return YM_ETOOBIG;
     return ym_buf_append_byte(out, '"');
   case YM_K_ARR:
+  case YM_K_RAW:
     return ym_buf_append(out, p, src->val[f].len);
   case YM_K_INT:
     return ym_buf_appendf(out, "%lld", (long long)src->val[f].num);

@@ -57,7 +57,12 @@ sh = subprocess.Popen(["/bin/bash", "-c", "for i in $(seq %d); do /bin/true; don
 sh.wait()
 ag.wait_event(lambda e: get(e, "event.action") == "end" and get(e, "process.pid") == sh.pid,
               timeout=60, what="burst shell end")
-ag.wait_quiet(settle=1.0)
+# Process events are handled in kernel order: once a later process's end
+# is out, every start and end of the burst has been handled.
+m = subprocess.Popen(["/bin/sleep", "0"])
+m.wait()
+ag.wait_event(lambda e: get(e, "event.action") == "end" and get(e, "process.pid") == m.pid,
+              timeout=60, what="marker process end")
 evs = ag.events()
 starts = [e for e in evs if get(e, "event.action") == "exec" and get(e, "process.parent.pid") == sh.pid
           and get(e, "process.executable") == os.path.realpath("/bin/true")]

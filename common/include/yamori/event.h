@@ -35,6 +35,7 @@
 #define YM_K_BOOL 3 /* true/false */
 #define YM_K_DATE 4 /* nanoseconds since the epoch, written as ISO 8601 UTC */
 #define YM_K_ARR 5  /* array of strings */
+#define YM_K_RAW 6  /* JSON value built by the agent itself (objects, arrays of objects) */
 
 /* XX(id, name, ecs type, kind, description) */
 #define YM_SCHEMA(XX)                                                                              \
@@ -49,17 +50,31 @@
   XX(EVENT_CREATED, "event.created", "date", YM_K_DATE, "When the agent built the event.")         \
   XX(EVENT_DATASET, "event.dataset", "keyword", YM_K_STR,                                          \
      "`yamori.file`, `yamori.process` or `yamori.agent`.")                                         \
+  XX(EVENT_DURATION, "event.duration", "long", YM_K_INT,                                           \
+     "Nanoseconds: how long a program start waited for its verdict, or a scan took.")              \
   XX(EVENT_KIND, "event.kind", "keyword", YM_K_STR, "`event` for activity and gap records.")       \
   XX(EVENT_MODULE, "event.module", "keyword", YM_K_STR, "Always `yamori`.")                        \
+  XX(EVENT_OUTCOME, "event.outcome", "keyword", YM_K_STR, "Responses: `success` or `failure`.")    \
+  XX(EVENT_REASON, "event.reason", "keyword", YM_K_STR,                                            \
+     "Why: the failure of a response, or why a program start was allowed unscanned.")              \
   XX(EVENT_SEQUENCE, "event.sequence", "long", YM_K_INT,                                           \
      "Per-agent sequence number, increasing by one per event written.")                            \
+  XX(EVENT_SEVERITY, "event.severity", "long", YM_K_INT,                                           \
+     "Alerts: 21 low, 47 medium, 73 high, 99 critical (from the rule's severity).")                \
   XX(EVENT_TYPE, "event.type", "keyword", YM_K_ARR,                                                \
      "`creation`, `change`, `deletion`, `start`, `end` or `info`.")                                \
   XX(FILE_DIRECTORY, "file.directory", "keyword", YM_K_STR, "Directory of the file.")              \
   XX(FILE_EXTENSION, "file.extension", "keyword", YM_K_STR, "Extension without the dot.")          \
+  XX(FILE_GID, "file.gid", "keyword", YM_K_STR, "Group id of the file.")                           \
+  XX(FILE_HASH_SHA256, "file.hash.sha256", "keyword", YM_K_STR, "SHA-256 of the file's content.")  \
+  XX(FILE_INODE, "file.inode", "keyword", YM_K_STR, "Inode number.")                               \
+  XX(FILE_MODE, "file.mode", "keyword", YM_K_STR, "Permission bits in octal.")                     \
+  XX(FILE_MTIME, "file.mtime", "date", YM_K_DATE, "Last modification time.")                       \
   XX(FILE_NAME, "file.name", "keyword", YM_K_STR, "Last path component.")                          \
   XX(FILE_PATH, "file.path", "keyword", YM_K_STR, "Full path (the new path for a rename).")        \
+  XX(FILE_SIZE, "file.size", "long", YM_K_INT, "Size in bytes.")                                   \
   XX(FILE_TYPE, "file.type", "keyword", YM_K_STR, "`file` or `dir`.")                              \
+  XX(FILE_UID, "file.uid", "keyword", YM_K_STR, "Owner user id of the file.")                      \
   XX(HOST_ARCHITECTURE, "host.architecture", "keyword", YM_K_STR, "CPU architecture.")             \
   XX(HOST_HOSTNAME, "host.hostname", "keyword", YM_K_STR, "Host name as the kernel reports it.")   \
   XX(HOST_ID, "host.id", "keyword", YM_K_STR, "The machine id (/etc/machine-id).")                 \
@@ -95,6 +110,15 @@
   XX(PROCESS_USER_NAME, "process.user.name", "keyword", YM_K_STR, "Real user name.")               \
   XX(PROCESS_WORKING_DIRECTORY, "process.working_directory", "keyword", YM_K_STR,                  \
      "Working directory.")                                                                         \
+  XX(RULE_AUTHOR, "rule.author", "keyword", YM_K_STR, "Author of the rule.")                       \
+  XX(RULE_DESCRIPTION, "rule.description", "keyword", YM_K_STR, "What the rule detects.")          \
+  XX(RULE_NAME, "rule.name", "keyword", YM_K_STR,                                                  \
+     "Rule identifier (the first rule that matched).")                                             \
+  XX(RULE_REFERENCE, "rule.reference", "keyword", YM_K_STR, "Where to read more.")                 \
+  XX(RULE_RULESET, "rule.ruleset", "keyword", YM_K_STR, "Rule namespace (the rule file's name).")  \
+  XX(RULE_VERSION, "rule.version", "keyword", YM_K_STR, "Version of the rule set that matched.")   \
+  XX(THREAT_FRAMEWORK, "threat.framework", "keyword", YM_K_STR, "`MITRE ATT&CK` when mapped.")     \
+  XX(THREAT_TECHNIQUE_ID, "threat.technique.id", "keyword", YM_K_ARR, "ATT&CK technique ids.")     \
   XX(YAMORI_FILE_ORIGINAL_DIRECTORY, "yamori.file.original.directory", "keyword", YM_K_STR,        \
      "Rename: the directory the file was in before.")                                              \
   XX(YAMORI_FILE_ORIGINAL_NAME, "yamori.file.original.name", "keyword", YM_K_STR,                  \
@@ -112,7 +136,18 @@
   XX(YAMORI_PROCESS_ARGS_TRUNCATED, "yamori.process.args_truncated", "boolean", YM_K_BOOL,         \
      "The arguments were cut to the configured limits.")                                           \
   XX(YAMORI_PROCESS_EXIT_SIGNAL, "yamori.process.exit_signal", "long", YM_K_INT,                   \
-     "Signal number that ended the process.")
+     "Signal number that ended the process.")                                                      \
+  XX(YAMORI_QUARANTINE_ID, "yamori.quarantine.id", "keyword", YM_K_STR,                            \
+     "Quarantine entry of a quarantined or restored file.")                                        \
+  XX(YAMORI_SCAN_CACHED, "yamori.scan.cached", "boolean", YM_K_BOOL,                               \
+     "The verdict came from the cache (the file version was scanned before).")                     \
+  XX(YAMORI_SCAN_TRIGGER, "yamori.scan.trigger", "keyword", YM_K_STR,                              \
+     "What started the scan: `write`, `exec` or `demand`.")                                        \
+  XX(YAMORI_YARA_MATCHES, "yamori.yara.matches", "object", YM_K_RAW,                               \
+     "Matching rules with matched strings (identifier, offset, excerpt of at most 32 bytes).")     \
+  XX(YAMORI_YARA_SEVERITY, "yamori.yara.severity", "keyword", YM_K_STR,                            \
+     "The rule's severity: `low`, `medium`, `high` or `critical`.")                                \
+  XX(YAMORI_YARA_TAGS, "yamori.yara.tags", "keyword", YM_K_ARR, "The rule's tags.")
 
 typedef enum {
 #define YM_FIELD_ENUM_(id, name, type, kind, doc) YM_F_##id,
@@ -169,6 +204,9 @@ int ym_event_set_strv(ym_event_t *ev, ym_field_t f, const char *const *items, co
 int ym_event_set_nul_list(ym_event_t *ev, ym_field_t f, const char *buf, size_t len);
 /* Array of one item. */
 int ym_event_set_one(ym_event_t *ev, ym_field_t f, const char *s);
+/* A JSON value the caller built with this project's writers (trusted to be
+ * well formed; untrusted strings inside it must already be escaped). */
+int ym_event_set_raw(ym_event_t *ev, ym_field_t f, const char *json, size_t n);
 
 bool ym_event_has(const ym_event_t *ev, ym_field_t f);
 /* The string value of f (STR or DATE as written), or NULL when unset. */

@@ -30,6 +30,8 @@
  */
 #include "os.h"
 
+#include "mounts.h"
+
 #include "yamori/err.h"
 
 #include <errno.h>
@@ -88,34 +90,6 @@ struct os_fswatch {
   os_fswatch_stats_t stats;
   char *buf;
 };
-
-/* Filesystem types that hold no user files worth watching. */
-static bool pseudo_fs(const char *type) {
-  static const char *const skip[] = {
-      "proc",       "sysfs",      "cgroup",    "cgroup2",     "devtmpfs", "devpts",
-      "securityfs", "debugfs",    "tracefs",   "pstore",      "bpf",      "mqueue",
-      "hugetlbfs",  "configfs",   "fusectl",   "binfmt_misc", "autofs",   "efivarfs",
-      "nsfs",       "rpc_pipefs", "selinuxfs", "ramfs",       "rootfs",   NULL};
-  for (int i = 0; skip[i] != NULL; i++)
-    if (strcmp(type, skip[i]) == 0)
-      return true;
-  return false;
-}
-
-/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape_octal(char *s) {
-  char *w = s;
-  for (char *r = s; *r;) {
-    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
-        r[3] <= '7') {
-      *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-      r += 4;
-    } else {
-      *w++ = *r++;
-    }
-  }
-  *w = '\0';
-}
 
 static bool fsid_eq(const fsid_t *a, const fsid_t *b) {
   return memcmp(a, b, sizeof(*a)) == 0;
@@ -180,80 +154,34 @@ static void mark_one(os_fswatch_t *w, const char *mp, const char *fstype) {
     w->mount_cb(mp, fstype, err ? ym_err_from_errno(err) : 0, w->data);
 }
 
-/* Reads /proc/self/mountinfo and marks what is new. Forgets filesystems
- * that are gone, so that a later mount with the same device is marked. */
-static void scan_mounts(os_fswatch_t *w) {
-  size_t cap = 1 << 16, len = 0;
-  char *text = malloc(cap);
-  if (text == NULL)
-    return;
-  for (;;) {
-    ssize_t n = pread(w->mnt_fd, text + len, cap - len - 1, (off_t)len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-    if (len + 1 >= cap) {
-      if (cap >= (16u << 20))
-        break; /* bounded: 16 MiB of mount table is plenty */
-      char *bigger = realloc(text, cap * 2);
-      if (bigger == NULL)
-        break;
-      text = bigger;
-      cap *= 2;
-    }
-  }
-  text[len] = '\0';
+typedef struct {
+  os_fswatch_t *w;
+  bool seen[MAX_FS];
+} scan_ctx_t;
 
-  /* Sweep: drop filesystems whose device no longer appears. */
-  bool seen[MAX_FS] = {false};
-  for (char *line = text, *next; line && *line; line = next) {
-    next = strchr(line, '\n');
-    if (next)
-      *next++ = '\0';
-    /* id parent major:minor root mountpoint opts [optional...] - type source superopts */
-    char *fields[6] = {NULL};
-    char *save = line;
-    for (int i = 0; i < 5; i++) {
-      fields[i] = save;
-      char *sp = strchr(save, ' ');
-      if (sp == NULL) {
-        fields[i] = NULL;
-        break;
-      }
-      *sp = '\0';
-      save = sp + 1;
-    }
-    if (fields[4] == NULL)
-      continue;
-    char *sep = strstr(save, " - ");
-    if (sep == NULL)
-      continue;
-    char *fstype = sep + 3;
-    char *sp = strchr(fstype, ' ');
-    if (sp)
-      *sp = '\0';
-    unsigned maj, min;
-    if (sscanf(fields[2], "%u:%u", &maj, &min) != 2)
-      continue;
-    dev_t dev = makedev(maj, min);
-    fs_t *known = fs_by_dev(w, dev);
-    if (known != NULL) {
-      seen[known - w->fs] = true;
-      continue;
-    }
-    if (pseudo_fs(fstype))
-      continue;
-    char *mp = fields[4];
-    unescape_octal(mp);
-    size_t before = w->nfs;
-    mark_one(w, mp, fstype);
-    if (w->nfs > before)
-      seen[before] = true;
+static void on_mount_entry(const char *mp, const char *fstype, dev_t dev, void *data) {
+  scan_ctx_t *c = data;
+  os_fswatch_t *w = c->w;
+  fs_t *known = fs_by_dev(w, dev);
+  if (known != NULL) {
+    c->seen[known - w->fs] = true;
+    return;
   }
+  size_t before = w->nfs;
+  mark_one(w, mp, fstype);
+  if (w->nfs > before)
+    c->seen[before] = true;
+}
+
+/* Reads the mount table and marks what is new. Forgets filesystems that are
+ * gone, so that a later mount with the same device is marked again. */
+static void scan_mounts(os_fswatch_t *w) {
+  scan_ctx_t c;
+  memset(&c, 0, sizeof(c));
+  c.w = w;
+  mounts_read(w->mnt_fd, on_mount_entry, &c);
   for (size_t i = w->nfs; i-- > 0;) {
-    if (seen[i])
+    if (c.seen[i])
       continue;
     if (w->fs[i].marked)
       w->stats.filesystems--;
@@ -262,7 +190,6 @@ static void scan_mounts(os_fswatch_t *w) {
     w->fs[i] = w->fs[w->nfs - 1];
     w->nfs--;
   }
-  free(text);
 }
 
 static uint32_t handle_hash(const fsid_t *fsid, const unsigned char *h, unsigned n) {
