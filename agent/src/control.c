@@ -4,6 +4,7 @@
 #include "quarantine.h"
 
 #include "yamori/err.h"
+#include "yamori/event.h"
 #include "yamori/json.h"
 #include "yamori/log.h"
 #include "yamori/version.h"
@@ -260,7 +261,9 @@ static void qop_done(uv_work_t *w, int status) {
         ym_json_add_bytes(o, "rule", e->rule, strlen(e->rule));
       cJSON_AddStringToObject(o, "sha256", e->sha256);
       cJSON_AddNumberToObject(o, "size", (double)e->size);
-      cJSON_AddNumberToObject(o, "quarantined_ns", (double)e->quarantined_ns);
+      char when[32];
+      ym_time_format(e->quarantined_ns, when);
+      cJSON_AddStringToObject(o, "quarantined_at", when);
       cJSON_AddItemToArray(arr, o);
     }
     cJSON_AddNumberToObject(j, "corrupt", (double)q->corrupt);

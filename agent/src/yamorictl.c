@@ -220,7 +220,8 @@ static int scan_via_agent(conn_t *c, const opts_t *o, char **paths, int n) {
       fprintf(stderr, "yamorictl: the agent closed the connection\n");
       return EXIT_ERROR;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItem(r, "done")) || !reply_ok(r)) {
+    /* Result lines carry a verdict; the last line carries ok and done. */
+    if (ym_json_get_str(r, "verdict") == NULL) {
       bool ok = reply_ok(r);
       if (!ok)
         fprintf(stderr, "yamorictl: %s\n", str_or(r, "error", "scan failed"));

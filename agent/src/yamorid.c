@@ -16,6 +16,7 @@
 #include "yamori/version.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,8 @@ int main(int argc, char **argv) {
   /* Output goes through our own buffer; stdio buffering would only delay
    * log lines. */
   setvbuf(stdout, NULL, _IONBF, 0);
+  /* A control client that disconnects early must not kill the agent. */
+  signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   uv_loop_init(&loop);
   rules_global_init();

@@ -33,7 +33,8 @@ with open(os.path.join(yit.SOURCE_DIR, "docs", "events.md")) as f:
     t.check(doc in f.read(), "docs/events.md holds the generated field table")
 
 if os.geteuid() == 0:
-    ag = yit.Agent(t)
+    # Runs beside other tests: alert only, never act on their files.
+    ag = yit.Agent(t, {"policy": {"exec": "off", "file": "detect"}})
     p = t.path("f.txt")
     with open(p, "w") as fh:
         fh.write("x")

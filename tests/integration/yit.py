@@ -13,6 +13,7 @@ the test was skipped; the reason is printed first.
     t.done()
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -104,6 +105,10 @@ class Test:
         self.failures = 0
         self.checks = 0
         self.cleanups = []
+        self._finished = False
+        # A test that dies with an exception must not leave agents running
+        # (they would act on other tests' files).
+        atexit.register(self._atexit)
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -148,8 +153,23 @@ class Test:
     def on_cleanup(self, fn):
         self.cleanups.append(fn)
 
+    def _atexit(self):
+        if self._finished:
+            return
+        for p in self.procs:
+            try:
+                p.stop(timeout=5)
+            except Exception:
+                pass
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception:
+                pass
+
     def done(self):
         """Stops everything, prints the summary and exits with the result."""
+        self._finished = True
         for p in self.procs:
             p.stop()
         for fn in reversed(self.cleanups):
@@ -193,7 +213,9 @@ class Agent:
     def __init__(self, t, conf=None, name="agent", wait=True):
         self.t = t
         self.name = name
-        self.conf = {"state_dir": t.path(name + "-state"), "output": t.path(name + ".ndjson")}
+        self.conf = {"state_dir": t.path(name + "-state"), "output": t.path(name + ".ndjson"),
+                     "rules": {"dirs": [os.path.join(SOURCE_DIR, "rules")]},
+                     "control": {"socket": t.path(name + ".sock")}}
         self.conf.update(conf or {})
         self.conf_path = t.path(name + ".json")
         self.write_conf(self.conf)
@@ -201,12 +223,25 @@ class Agent:
         self._events = []
         self._off = 0
         self._partial = b""
-        self.proc = t.start([binary("yamorid"), "--config", self.conf_path], name=name)
+        # YAMORI_AGENT_WRAP (e.g. "gdb -batch -ex run -ex bt --args") runs the
+        # agent under a debugging tool.
+        wrap = os.environ.get("YAMORI_AGENT_WRAP", "").split()
+        self.proc = t.start(wrap + [binary("yamorid"), "--config", self.conf_path], name=name)
         if wait:
             t.wait_for(lambda: "sensors armed" in self.proc.stderr_text() or self.proc.poll() is not None,
                        what=name + " armed")
             if self.proc.poll() is not None:
                 t.check(False, name + " exited early: " + self.proc.stderr_text()[-2000:])
+
+    def ctl(self, *args, timeout=120):
+        """Runs yamorictl against this agent; returns CompletedProcess."""
+        return self.t.run(["yamorictl", "--config", self.conf_path] + list(args), timeout=timeout)
+
+    def ctl_json(self, *args, timeout=120):
+        """Runs yamorictl --json; returns (exit code, list of JSON lines)."""
+        r = self.ctl("--json", *args, timeout=timeout)
+        lines = [json.loads(l) for l in r.stdout.decode("utf-8", "surrogatepass").splitlines() if l]
+        return r.returncode, lines
 
     def write_conf(self, conf):
         with open(self.conf_path, "w") as f:

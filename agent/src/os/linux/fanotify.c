@@ -292,50 +292,47 @@ static dirslot_t *resolve_dir(os_fswatch_t *w, const fsid_t *fsid, struct file_h
   return dircache_put(w, fsid, fh, path, (size_t)n);
 }
 
+/* One decoded FID record. Records in the kernel's buffer are only 4-byte
+ * aligned, so every field is copied out with memcpy, and the handle into
+ * aligned storage that open_by_handle_at() can take. */
 typedef struct {
   bool ok;
   fsid_t fsid;
-  struct file_handle *fh;
-  const char *name;
+  struct file_handle *fh; /* points at storage */
+  union {
+    struct file_handle h;
+    unsigned char bytes[sizeof(struct file_handle) + HANDLE_MAX];
+  } storage;
+  const char *name; /* into the kernel's buffer (bytes, no alignment needed) */
   size_t name_len;
 } dfid_name_t;
 
-/* Decodes one DFID_NAME-style info record; false when malformed. */
-static bool decode_dfid_name(const struct fanotify_event_info_header *hdr, dfid_name_t *out) {
-  size_t len = hdr->len;
-  size_t fixed = sizeof(struct fanotify_event_info_fid) + sizeof(struct file_handle);
+/* Decodes a FID record at rec (len bytes); with_name: a name follows the
+ * handle (the *_DFID_NAME types). False when malformed. */
+static bool decode_fid_record(const char *rec, size_t len, bool with_name, dfid_name_t *out) {
+  size_t hdr_fsid = sizeof(struct fanotify_event_info_header) + sizeof(__kernel_fsid_t);
+  size_t fixed = hdr_fsid + sizeof(struct file_handle);
   if (len < fixed)
     return false;
-  const struct fanotify_event_info_fid *fid = (const void *)hdr;
-  struct file_handle *fh = (struct file_handle *)(void *)fid->handle;
-  if (fh->handle_bytes > HANDLE_MAX || fixed + fh->handle_bytes >= len)
+  struct file_handle fh;
+  memcpy(&fh, rec + hdr_fsid, sizeof(fh));
+  if (fh.handle_bytes > HANDLE_MAX || fixed + fh.handle_bytes > len ||
+      (with_name && fixed + fh.handle_bytes >= len))
     return false;
-  const char *name = (const char *)fh->f_handle + fh->handle_bytes;
-  size_t max = len - fixed - fh->handle_bytes;
-  size_t nlen = strnlen(name, max);
-  if (nlen == max)
-    return false; /* no terminating NUL inside the record */
-  memcpy(&out->fsid, &fid->fsid, sizeof(out->fsid));
-  out->fh = fh;
-  out->name = name;
-  out->name_len = nlen;
-  out->ok = true;
-  return true;
-}
-
-/* Decodes a FID record (the object itself, no name). */
-static bool decode_fid(const struct fanotify_event_info_header *hdr, dfid_name_t *out) {
-  size_t fixed = sizeof(struct fanotify_event_info_fid) + sizeof(struct file_handle);
-  if (hdr->len < fixed)
-    return false;
-  const struct fanotify_event_info_fid *fid = (const void *)hdr;
-  struct file_handle *fh = (struct file_handle *)(void *)fid->handle;
-  if (fh->handle_bytes > HANDLE_MAX || fixed + fh->handle_bytes > hdr->len)
-    return false;
-  memcpy(&out->fsid, &fid->fsid, sizeof(out->fsid));
-  out->fh = fh;
+  memcpy(&out->fsid, rec + sizeof(struct fanotify_event_info_header), sizeof(out->fsid));
+  memcpy(out->storage.bytes, rec + hdr_fsid, sizeof(fh) + fh.handle_bytes);
+  out->fh = &out->storage.h;
   out->name = NULL;
   out->name_len = 0;
+  if (with_name) {
+    const char *name = rec + fixed + fh.handle_bytes;
+    size_t max = len - fixed - fh.handle_bytes;
+    size_t nlen = strnlen(name, max);
+    if (nlen == max)
+      return false; /* no terminating NUL inside the record */
+    out->name = name;
+    out->name_len = nlen;
+  }
   out->ok = true;
   return true;
 }
@@ -384,7 +381,9 @@ static void deliver(os_fswatch_t *w, os_fsev_kind_t kind, const struct fanotify_
   w->cb(&ev, w->data);
 }
 
-static void handle_event(os_fswatch_t *w, const struct fanotify_event_metadata *md) {
+/* md is an aligned copy of the metadata at raw (md->event_len bytes). */
+static void handle_event(os_fswatch_t *w, const struct fanotify_event_metadata *md,
+                         const char *raw) {
   static _Thread_local char path[OS_PATH_MAX + 2], old[OS_PATH_MAX + 2];
   if (md->fd >= 0)
     close(md->fd); /* not expected for a FID group; never leak one */
@@ -394,30 +393,32 @@ static void handle_event(os_fswatch_t *w, const struct fanotify_event_metadata *
     w->cb(&ev, w->data);
     return;
   }
-  dfid_name_t main = {0}, from = {0}, to = {0}, self = {0};
-  const char *p = (const char *)md + md->metadata_len;
-  const char *end = (const char *)md + md->event_len;
+  static _Thread_local dfid_name_t main, from, to, self;
+  main.ok = from.ok = to.ok = self.ok = false;
+  const char *p = raw + md->metadata_len;
+  const char *end = raw + md->event_len;
   while (p + sizeof(struct fanotify_event_info_header) <= end) {
-    const struct fanotify_event_info_header *hdr = (const void *)p;
-    if (hdr->len < sizeof(*hdr) || p + hdr->len > end)
+    struct fanotify_event_info_header hdr;
+    memcpy(&hdr, p, sizeof(hdr));
+    if (hdr.len < sizeof(hdr) || p + hdr.len > end)
       return; /* malformed record: drop the rest of this event */
-    switch (hdr->info_type) {
+    switch (hdr.info_type) {
     case FAN_EVENT_INFO_TYPE_DFID_NAME:
-      decode_dfid_name(hdr, &main);
+      decode_fid_record(p, hdr.len, true, &main);
       break;
     case FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
-      decode_dfid_name(hdr, &from);
+      decode_fid_record(p, hdr.len, true, &from);
       break;
     case FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
-      decode_dfid_name(hdr, &to);
+      decode_fid_record(p, hdr.len, true, &to);
       break;
     case FAN_EVENT_INFO_TYPE_FID:
-      decode_fid(hdr, &self);
+      decode_fid_record(p, hdr.len, false, &self);
       break;
     default:
       break;
     }
-    p += hdr->len;
+    p += hdr.len;
   }
 
   bool unresolved = false, old_unresolved = false;
@@ -463,13 +464,16 @@ void os_fswatch_drain(os_fswatch_t *w) {
       continue;
     if (n <= 0)
       return;
-    const struct fanotify_event_metadata *md = (const void *)w->buf;
-    size_t left = (size_t)n;
-    while (FAN_EVENT_OK(md, left)) {
-      if (md->vers != FANOTIFY_METADATA_VERSION)
+    size_t off = 0;
+    while (off + sizeof(struct fanotify_event_metadata) <= (size_t)n) {
+      struct fanotify_event_metadata md;
+      memcpy(&md, w->buf + off, sizeof(md));
+      if (md.vers != FANOTIFY_METADATA_VERSION || md.event_len < sizeof(md) ||
+          md.metadata_len < sizeof(md) || md.metadata_len > md.event_len ||
+          off + md.event_len > (size_t)n)
         return;
-      handle_event(w, md);
-      md = FAN_EVENT_NEXT(md, left);
+      handle_event(w, &md, w->buf + off);
+      off += md.event_len;
     }
   }
 }
