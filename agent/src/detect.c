@@ -607,9 +607,13 @@ int detect_new(agent_t *a, detect_t **out) {
   char err[512];
   int rc = rules_compile(&c->rules_dirs, &rules, err, sizeof(err));
   if (rc != 0) {
-    ym_log(YM_LOG_ERROR, 0, "cannot compile the rules: %s", err);
-    free(d);
-    return rc;
+    /* Keep watching without rules; a rules reload can fix this. */
+    ym_log(YM_LOG_ERROR, 0, "cannot compile the rules, scanning with none until a reload: %s",
+           err);
+    if ((rc = rules_empty(&rules)) != 0) {
+      free(d);
+      return rc;
+    }
   }
   scanner_opts_t so = {c->scan_threads,    c->scan_max_file_bytes, c->scan_timeout_s,
                        c->scan_cpu_budget, c->scan_max_queue,      8192};

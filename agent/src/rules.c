@@ -216,6 +216,27 @@ out:
   return rc;
 }
 
+int rules_empty(rules_t **out) {
+  YR_COMPILER *comp = NULL;
+  rules_t *r = calloc(1, sizeof(*r));
+  if (r == NULL || yr_compiler_create(&comp) != ERROR_SUCCESS) {
+    free(r);
+    return YM_ENOMEM;
+  }
+  for (size_t i = 0; i < sizeof(externals) / sizeof(externals[0]); i++)
+    yr_compiler_define_string_variable(comp, externals[i], "");
+  int rc = yr_compiler_get_rules(comp, &r->yr) == ERROR_SUCCESS ? 0 : YM_ENOMEM;
+  yr_compiler_destroy(comp);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  snprintf(r->version, sizeof(r->version), "none");
+  atomic_init(&r->refs, 1);
+  *out = r;
+  return 0;
+}
+
 void rules_ref(rules_t *r) {
   atomic_fetch_add(&r->refs, 1);
 }

@@ -40,6 +40,11 @@ void rules_global_free(void);
  * returned then. The new set has one reference. */
 int rules_compile(const ym_strlist_t *dirs, rules_t **out, char *err, size_t errlen);
 
+/* An empty rule set (version "none"): what the agent scans with when its
+ * rules cannot be compiled at start, so that monitoring still runs and a
+ * later reload can bring rules in. */
+int rules_empty(rules_t **out);
+
 void rules_ref(rules_t *r);
 /* Drops a reference; the last one frees the set. rules_unref(NULL) does
  * nothing. */

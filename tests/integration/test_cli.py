@@ -26,4 +26,9 @@ with open(t.path("good.json"), "w") as f:
     f.write('{"log_level": "debug", "exclude": {"paths": ["/var/cache"]}}')
 r = t.run(["yamorid", "--config", t.path("good.json"), "--check-config"])
 t.check_eq(r.returncode, 0, "good config accepted")
+# docs/config.md holds the generated configuration reference.
+import os
+r = t.run(["yamorid", "--config-doc"])
+with open(os.path.join(yit.SOURCE_DIR, "docs", "config.md")) as f:
+    t.check(r.stdout.decode() in f.read(), "docs/config.md holds the generated key table")
 t.done()
