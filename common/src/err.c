@@ -73,6 +73,9 @@ int ym_err_from_errno(int errnum) {
     return YM_ESTALE;
   case EBADF:
     return YM_ECLOSED;
+  case ENOSPC:
+  case EDQUOT:
+    return YM_ENOSPC;
   default:
     return YM_ESYS;
   }

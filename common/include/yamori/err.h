@@ -30,6 +30,7 @@
   XX(ECRYPTO, "cryptographic operation failed")                                                    \
   XX(ESTALE, "object changed or disappeared")                                                      \
   XX(ECLOSED, "handle is closed")                                                                  \
+  XX(ENOSPC, "no space left on the device")                                                        \
   XX(ESYS, "unexpected system error")
 
 typedef enum {
