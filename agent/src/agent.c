@@ -138,6 +138,9 @@ void agent_post(agent_t *a, agent_post_fn fn, void *arg) {
   uv_async_send(&a->post_async);
 }
 
+static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
+                          bool count_known, void *data);
+
 int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_path,
                const char *output_override) {
   memset(a, 0, sizeof(*a));
@@ -151,6 +154,7 @@ int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_pat
   ym_event_init(&a->base, NULL);
   ym_event_init(&a->scratch, &a->base);
   ym_buf_init(&a->line, LINE_MAX_BYTES);
+  ym_buf_init(&a->upline, LINE_MAX_BYTES);
   uv_mutex_init(&a->post_lock);
   uv_async_init(loop, &a->post_async, on_post);
   a->post_async.data = a;
@@ -165,6 +169,16 @@ int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_pat
   if ((rc = proctab_init(&a->procs, PROCTAB_MAX, a->boot_id)) != 0 ||
       (rc = hashcache_init(&a->hashes, loop, HASH_SLOTS, (uint64_t)conf->hash_max_bytes)) != 0)
     return rc;
+  if (conf->spool_enabled) {
+    char dir[1100];
+    snprintf(dir, sizeof(dir), "%s/spool", conf->state_dir);
+    spool_opts_t so = {dir, (uint64_t)conf->spool_max_bytes, (uint64_t)conf->spool_alert_reserve,
+                       (unsigned)conf->spool_bulk_flush_ms};
+    if ((rc = spool_new(loop, &so, NULL, on_spool_lost, a, &a->spool)) != 0) {
+      ym_log(YM_LOG_ERROR, rc, "cannot open the spool in %s", dir);
+      return rc;
+    }
+  }
   const char *dest = output_override ? output_override : conf->output;
   rc = output_init(&a->out, loop, dest);
   if (rc != 0)
@@ -177,19 +191,47 @@ ym_event_t *agent_event(agent_t *a) {
   return &a->scratch;
 }
 
+/* Alerts and the agent's responses go in their own stream, sent at once. */
+static spool_stream_t stream_of(const ym_event_t *ev) {
+  size_t n;
+  const char *kind = ym_event_get_str(ev, YM_F_EVENT_KIND, &n);
+  if (kind != NULL && n == 5 && memcmp(kind, "alert", 5) == 0)
+    return SPOOL_ALERTS;
+  const char *ds = ym_event_get_str(ev, YM_F_EVENT_DATASET, &n);
+  if (ds != NULL && n == 15 && memcmp(ds, "yamori.response", 15) == 0)
+    return SPOOL_ALERTS;
+  return SPOOL_BULK;
+}
+
 void agent_emit(agent_t *a, ym_event_t *ev) {
   ym_event_set_time(ev, YM_F_EVENT_CREATED, agent_now_ns());
   ym_event_set_int(ev, YM_F_EVENT_SEQUENCE, (int64_t)++a->seq);
   if (!ym_event_has(ev, YM_F_TIMESTAMP))
     ym_event_set_time(ev, YM_F_TIMESTAMP, agent_now_ns());
-  ym_buf_reset(&a->line);
-  if (ym_event_write(ev, &a->line) != 0) {
-    a->counters.dropped++;
-    return;
-  }
+  spool_stream_t stream = stream_of(ev);
+  if (a->spool != NULL)
+    ym_event_set_int(ev, YM_F_YAMORI_STREAM_SEQ, (int64_t)spool_next_seq(a->spool, stream));
   a->counters.events++;
-  if (output_write(&a->out, a->line.data, a->line.len) != 0)
-    a->counters.dropped++;
+  if (a->out.fd >= 0) {
+    ym_buf_reset(&a->line);
+    if (ym_event_write(ev, &a->line) != 0 || output_write(&a->out, a->line.data, a->line.len) != 0)
+      a->counters.dropped++;
+  }
+  if (a->spool != NULL) {
+    /* Serialized once more without host.* and agent.*: the console knows
+     * them from the agent's identity. */
+    ym_buf_reset(&a->upline);
+    if (ym_event_write_own(ev, &a->upline) != 0 || a->upline.len < 2 ||
+        spool_append(a->spool, stream, a->upline.data, a->upline.len - 1) != 0)
+      a->counters.dropped++;
+  }
+}
+
+static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
+                          bool count_known, void *data) {
+  agent_t *a = data;
+  (void)stream;
+  agent_emit_gap(a, "spool", reason, count, count_known);
 }
 
 void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count,
@@ -304,6 +346,8 @@ void agent_close(agent_t *a) {
   detect_free(a->det);
   a->det = NULL;
   uv_close((uv_handle_t *)&a->post_async, NULL);
+  spool_free(a->spool); /* writes what is batched */
+  a->spool = NULL;
   output_close(&a->out);
   uv_run(a->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
   uv_mutex_destroy(&a->post_lock);
@@ -312,6 +356,7 @@ void agent_close(agent_t *a) {
   hashcache_close(&a->hashes);
   proctab_close(&a->procs);
   ym_buf_free(&a->line);
+  ym_buf_free(&a->upline);
   ym_event_free(&a->scratch);
   ym_event_free(&a->base);
   conf_free(a->conf);

@@ -15,6 +15,7 @@
 #include "hashcache.h"
 #include "output.h"
 #include "proctab.h"
+#include "spool.h"
 
 #include "yamori/event.h"
 
@@ -70,6 +71,8 @@ typedef struct agent {
   struct psensor *ps;
   struct fsensor *fs;
   struct detect *det;
+  spool_t *spool;  /* NULL when spool.enabled is false */
+  ym_buf_t upline; /* the event as uploaded (without host.* and agent.*) */
   struct control *ctl;
   uv_async_t post_async;
   uv_mutex_t post_lock;

@@ -97,6 +97,17 @@ static const ym_cfg_field_t table[] = {
       "that was allowed."),
     F("control.socket", YM_CFG_STRING, 1, 100, "\"/run/yamori/yamorid.sock\"", control_socket, NULL,
       check_abs_path, "Unix socket of the local control interface (root only)."),
+    F("spool.enabled", YM_CFG_BOOL, 0, 0, "true", spool_enabled, NULL, NULL,
+      "Keep events on disk for the console (under `state_dir/spool`) until it has committed "
+      "them."),
+    F("spool.max_bytes", YM_CFG_INT, 1048576, 68719476736LL, "268435456", spool_max_bytes, NULL,
+      NULL,
+      "Disk the spool may use; when full, the oldest bulk telemetry is shed (a gap event "
+      "says how much), alerts last."),
+    F("spool.alert_reserve_bytes", YM_CFG_INT, 0, 68719476736LL, "16777216", spool_alert_reserve,
+      NULL, NULL, "Part of `spool.max_bytes` that only alerts may use."),
+    F("spool.bulk_flush_ms", YM_CFG_INT, 100, 60000, "2000", spool_bulk_flush_ms, NULL, NULL,
+      "Bulk telemetry is written in batches at least this often (alerts are written at once)."),
 };
 
 #define NFIELDS (sizeof(table) / sizeof(table[0]))

@@ -43,6 +43,11 @@ typedef struct {
   int policy_file; /* 0 detect, 1 quarantine */
   bool policy_kill;
   char *control_socket;
+  /* console link */
+  bool spool_enabled;
+  long long spool_max_bytes;
+  long long spool_alert_reserve;
+  long long spool_bulk_flush_ms;
 } conf_t;
 
 /* Loads path (NULL: built-in defaults only) into a new snapshot. Returns

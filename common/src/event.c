@@ -239,14 +239,23 @@ static int write_value(const ym_event_t *src, ym_field_t f, ym_buf_t *out) {
   }
 }
 
+static int write_event(const ym_event_t *ev, const ym_event_t *base, ym_buf_t *out);
+
 int ym_event_write(const ym_event_t *ev, ym_buf_t *out) {
+  return write_event(ev, ev->base, out);
+}
+
+int ym_event_write_own(const ym_event_t *ev, ym_buf_t *out) {
+  return write_event(ev, NULL, out);
+}
+
+static int write_event(const ym_event_t *ev, const ym_event_t *base, ym_buf_t *out) {
   size_t start = out->len;
   int rc = ym_buf_append_byte(out, '{');
   const char *prev = NULL; /* name of the previous field written */
   int open = 0;            /* objects open below the top level */
   for (int f = 0; f < YM_F_COUNT && rc == 0; f++) {
-    const ym_event_t *src =
-        IS_SET(ev, f) ? ev : (ev->base && IS_SET(ev->base, f) ? ev->base : NULL);
+    const ym_event_t *src = IS_SET(ev, f) ? ev : (base && IS_SET(base, f) ? base : NULL);
     if (src == NULL)
       continue;
     const char *name = schema[f].name;

@@ -143,6 +143,8 @@
      "The verdict came from the cache (the file version was scanned before).")                     \
   XX(YAMORI_SCAN_TRIGGER, "yamori.scan.trigger", "keyword", YM_K_STR,                              \
      "What started the scan: `write`, `exec` or `demand`.")                                        \
+  XX(YAMORI_STREAM_SEQ, "yamori.stream_seq", "long", YM_K_INT,                                     \
+     "Number of the event in its upload stream (`alerts` or `bulk`), for exactly-once delivery.")  \
   XX(YAMORI_YARA_MATCHES, "yamori.yara.matches", "object", YM_K_RAW,                               \
      "Matching rules with matched strings (identifier, offset, excerpt of at most 32 bytes).")     \
   XX(YAMORI_YARA_SEVERITY, "yamori.yara.severity", "keyword", YM_K_STR,                            \
@@ -216,6 +218,9 @@ const char *ym_event_get_str(const ym_event_t *ev, ym_field_t f, size_t *len);
  * '\n'). Returns 0, YM_ETOOBIG or YM_ENOMEM; the buffer is unchanged on
  * error. */
 int ym_event_write(const ym_event_t *ev, ym_buf_t *out);
+/* The same, without the base event's fields (for upload, where the console
+ * knows host.* and agent.* from the agent's identity). */
+int ym_event_write_own(const ym_event_t *ev, ym_buf_t *out);
 
 /* Formats ns since the epoch as "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" (28 bytes). */
 void ym_time_format(int64_t ns, char out[32]);

@@ -1,0 +1,97 @@
+/*
+ * The console's store: SQLite (WAL) with versioned schema migrations.
+ *
+ * Reads and writes run on one database thread of the store's own; each
+ * asynchronous call queues a job and its callback runs later on the loop
+ * thread (through a uv_async), so the loop never waits on the disk. The
+ * synchronous calls (store_sync_*) are for the command-line tools, which
+ * have no loop.
+ *
+ * Tenants are customer companies. Every query that reads customer data is
+ * scoped by tenant id.
+ */
+#ifndef YAMORI_CONSOLE_STORE_H
+#define YAMORI_CONSOLE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct store store_t;
+
+/* Opens (creating) data_dir/yamori.db and runs pending migrations. loop may
+ * be NULL for synchronous use only. */
+int store_open(const char *data_dir, uv_loop_t *loop, store_t **out);
+/* Waits for queued jobs, then closes. */
+void store_close(store_t *s);
+
+/* ---- tenants and tokens (synchronous: CLI) ---- */
+int store_sync_tenant_add(store_t *s, const char *name, const char *display, int64_t *id);
+/* Calls fn for each tenant. */
+int store_sync_tenant_list(store_t *s, void (*fn)(int64_t id, const char *name,
+                                                 const char *display, int64_t agents, void *d),
+                           void *data);
+/* Creates a token for tenant name: token_id (16 hex) and secret (43
+ * base64url) are generated; only SHA-256(secret) is stored. expires_at: unix
+ * seconds (0: never); max_uses 0: unlimited. */
+int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, int64_t max_uses,
+                            char token_id[17], char secret[44]);
+int store_sync_token_revoke(store_t *s, const char *token_id);
+/* First provider admin: creates user "admin" with a random password
+ * (returned once, hashed with scrypt in the store) when no user exists.
+ * Returns 1 when created, 0 when users exist, <0 on error. */
+int store_sync_ensure_admin(store_t *s, char password[33]);
+
+/* ---- agent API (asynchronous) ---- */
+
+typedef struct {
+  const char *token_id;
+  const char *token_secret;
+  const char *host_id;   /* machine id; may be "" */
+  const char *host_name;
+  const char *host_json; /* the request's host object as JSON text */
+  const char *version;
+} store_enroll_t;
+
+/* result: 0 ok (agent_id, secret, tenant filled); YM_EPERM with reason
+ * "token_invalid" / "token_expired" / "token_revoked" / "token_exhausted". */
+typedef void (*store_enroll_cb)(int rc, const char *reason, const char *agent_id,
+                                const char *secret, const char *tenant, void *data);
+void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, void *data);
+
+/* Authenticates agent_id + secret: rc 0 with tenant id, YM_EPERM otherwise.
+ * Answered from an in-memory cache when possible (callback may then run
+ * before store_auth returns). */
+typedef void (*store_auth_cb)(int rc, int64_t tenant_id, void *data);
+void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth_cb cb, void *data);
+
+/* One validated event to insert. */
+typedef struct {
+  int64_t seq;        /* yamori.stream_seq */
+  int64_t ts_ms;      /* @timestamp */
+  const char *kind;   /* event.kind */
+  const char *dataset;
+  const char *action;
+  const char *json;   /* the event as received */
+  size_t json_len;
+} store_event_t;
+
+/* Inserts a batch in one transaction; duplicates (agent, stream, seq) are
+ * ignored. cb runs after COMMIT with rc 0 and the count actually inserted. */
+typedef void (*store_batch_cb)(int rc, size_t inserted, void *data);
+void store_insert_batch(store_t *s, const char *agent_id, int64_t tenant_id, const char *stream,
+                        const store_event_t *events, size_t n, store_batch_cb cb, void *data);
+
+/* Records a check-in (last seen, version, rules version, counters JSON). */
+typedef void (*store_done_cb)(int rc, void *data);
+void store_checkin(store_t *s, const char *agent_id, const char *version, const char *rules_version,
+                   const char *status_json, store_done_cb cb, void *data);
+
+/* Counters. */
+typedef struct {
+  uint64_t batches, events_inserted, events_duplicate, jobs_queued, commits;
+} store_stats_t;
+void store_stats(store_t *s, store_stats_t *out);
+
+#endif
