@@ -7,8 +7,10 @@
 #include "detect.h"
 #include "os.h"
 #include "sensors.h"
+#include "uplink.h"
 
 #include "yamori/err.h"
+#include "yamori/json.h"
 #include "yamori/log.h"
 #include "yamori/version.h"
 
@@ -141,6 +143,91 @@ void agent_post(agent_t *a, agent_post_fn fn, void *arg) {
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
                           bool count_known, void *data);
 
+static void on_spool_ready(void *data) {
+  agent_t *a = data;
+  if (a->up != NULL)
+    uplink_kick(a->up);
+}
+
+static void on_uplink_lost(spool_stream_t stream, uint64_t count, void *data) {
+  agent_emit_stream_gap(data, "uplink", "too_large", (int)stream, count, true);
+}
+
+/* The agent's part of a check-in (see uplink_status_fn). */
+static char *checkin_status(void *data) {
+  agent_t *a = data;
+  cJSON *j = cJSON_CreateObject();
+  detect_status_t ds;
+  if (a->det != NULL) {
+    detect_status(a->det, &ds);
+    cJSON_AddStringToObject(j, "rules_version", ds.rules_version);
+  }
+  static const char *const exec_p[] = {"off", "detect", "block"};
+  static const char *const file_p[] = {"detect", "quarantine"};
+  cJSON *st = cJSON_AddObjectToObject(j, "status");
+  cJSON *sen = cJSON_AddObjectToObject(st, "sensors");
+  cJSON_AddBoolToObject(sen, "process", a->ps != NULL);
+  cJSON_AddBoolToObject(sen, "file", a->fs != NULL);
+  cJSON_AddBoolToObject(sen, "exec_guard", a->det != NULL && ds.guard_on);
+  cJSON *pol = cJSON_AddObjectToObject(st, "policy");
+  cJSON_AddStringToObject(pol, "exec", exec_p[a->conf->policy_exec]);
+  cJSON_AddStringToObject(pol, "file", file_p[a->conf->policy_file]);
+  cJSON *k = cJSON_AddObjectToObject(j, "counters");
+  agent_counters_json(a, k);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  return text;
+}
+
+void agent_counters_json(agent_t *a, cJSON *k) {
+  const agent_counters_t *ac = &a->counters;
+  cJSON_AddNumberToObject(k, "events", (double)ac->events);
+  cJSON_AddNumberToObject(k, "file_events", (double)ac->file_events);
+  cJSON_AddNumberToObject(k, "process_events", (double)ac->process_events);
+  cJSON_AddNumberToObject(k, "gaps", (double)ac->gaps);
+  cJSON_AddNumberToObject(k, "dropped", (double)ac->dropped);
+  if (a->det != NULL) {
+    detect_status_t ds;
+    detect_status(a->det, &ds);
+    cJSON_AddNumberToObject(k, "alerts", (double)ds.alerts);
+    cJSON_AddNumberToObject(k, "quarantined", (double)ds.quarantined);
+    cJSON_AddNumberToObject(k, "quarantine_failed", (double)ds.quarantine_failed);
+    cJSON_AddNumberToObject(k, "killed", (double)ds.killed);
+    cJSON_AddNumberToObject(k, "files_scanned", (double)ds.scan.scanned);
+    cJSON_AddNumberToObject(k, "scan_cache_hits", (double)ds.scan.cached);
+    cJSON_AddNumberToObject(k, "scan_errors", (double)ds.scan.errors);
+    cJSON_AddNumberToObject(k, "write_scans_dropped", (double)ds.write_scans_dropped);
+    cJSON_AddNumberToObject(k, "exec_checked", (double)ds.guard.requests);
+    cJSON_AddNumberToObject(k, "exec_denied", (double)ds.guard.denied);
+    cJSON_AddNumberToObject(k, "exec_deadline_allowed", (double)ds.guard.timeouts);
+  }
+  if (a->spool != NULL) {
+    spool_stats_t ss;
+    spool_stats(a->spool, &ss);
+    cJSON_AddNumberToObject(k, "spool_queued", (double)ss.events_queued);
+    cJSON_AddNumberToObject(k, "spool_spooled", (double)ss.events_spooled);
+    cJSON_AddNumberToObject(k, "spool_acked", (double)ss.events_acked);
+    cJSON_AddNumberToObject(k, "spool_shed", (double)ss.events_shed);
+    cJSON_AddNumberToObject(k, "spool_corrupt", (double)ss.records_corrupt);
+    cJSON_AddNumberToObject(k, "spool_bytes", (double)ss.bytes_on_disk);
+    cJSON_AddNumberToObject(
+        k, "spool_pending",
+        (double)(spool_pending(a->spool, SPOOL_ALERTS) + spool_pending(a->spool, SPOOL_BULK)));
+  }
+  if (a->up != NULL) {
+    uplink_stats_t us;
+    uplink_stats(a->up, &us);
+    cJSON_AddNumberToObject(k, "uplink_sent", (double)us.sent);
+    cJSON_AddNumberToObject(k, "uplink_acked", (double)us.acked);
+    cJSON_AddNumberToObject(k, "uplink_retries", (double)us.retries);
+    cJSON_AddNumberToObject(k, "uplink_failures", (double)us.failures);
+    cJSON_AddNumberToObject(k, "uplink_checkins", (double)us.checkins);
+    cJSON_AddBoolToObject(k, "uplink_enrolled", us.enrolled);
+    if (us.last_error[0])
+      cJSON_AddStringToObject(k, "uplink_last_error", us.last_error);
+  }
+}
+
 int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_path,
                const char *output_override) {
   memset(a, 0, sizeof(*a));
@@ -174,8 +261,14 @@ int agent_init(agent_t *a, uv_loop_t *loop, conf_t *conf, const char *config_pat
     snprintf(dir, sizeof(dir), "%s/spool", conf->state_dir);
     spool_opts_t so = {dir, (uint64_t)conf->spool_max_bytes, (uint64_t)conf->spool_alert_reserve,
                        (unsigned)conf->spool_bulk_flush_ms};
-    if ((rc = spool_new(loop, &so, NULL, on_spool_lost, a, &a->spool)) != 0) {
+    if ((rc = spool_new(loop, &so, on_spool_ready, on_spool_lost, a, &a->spool)) != 0) {
       ym_log(YM_LOG_ERROR, rc, "cannot open the spool in %s", dir);
+      return rc;
+    }
+    spool_report_recovery(a->spool); /* damage found at start becomes gap events */
+    if ((rc = uplink_new(loop, a->spool, conf->state_dir, checkin_status, on_uplink_lost, a,
+                         &a->up)) != 0) {
+      ym_log(YM_LOG_ERROR, rc, "cannot start the console link");
       return rc;
     }
   }
@@ -194,6 +287,8 @@ ym_event_t *agent_event(agent_t *a) {
 /* Alerts and the agent's responses go in their own stream, sent at once. */
 static spool_stream_t stream_of(const ym_event_t *ev) {
   size_t n;
+  if (ym_event_has(ev, YM_F_YAMORI_GAP_STREAM))
+    return SPOOL_ALERTS;
   const char *kind = ym_event_get_str(ev, YM_F_EVENT_KIND, &n);
   if (kind != NULL && n == 5 && memcmp(kind, "alert", 5) == 0)
     return SPOOL_ALERTS;
@@ -230,13 +325,19 @@ void agent_emit(agent_t *a, ym_event_t *ev) {
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
                           bool count_known, void *data) {
   agent_t *a = data;
-  (void)stream;
-  agent_emit_gap(a, "spool", reason, count, count_known);
+  agent_emit_stream_gap(a, "spool", reason, (int)stream, count, count_known);
 }
 
 void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count,
                     bool known) {
+  agent_emit_stream_gap(a, source, reason, -1, count, known);
+}
+
+void agent_emit_stream_gap(agent_t *a, const char *source, const char *reason, int stream,
+                           uint64_t count, bool known) {
   ym_event_t *ev = agent_event(a);
+  if (stream >= 0)
+    ym_event_set_cstr(ev, YM_F_YAMORI_GAP_STREAM, stream == SPOOL_ALERTS ? "alerts" : "bulk");
   ym_event_set_cstr(ev, YM_F_EVENT_KIND, "event");
   ym_event_set_one(ev, YM_F_EVENT_CATEGORY, "host");
   ym_event_set_one(ev, YM_F_EVENT_TYPE, "info");
@@ -326,6 +427,8 @@ void agent_stop(agent_t *a) {
   psensor_stop(a->ps);
   fsensor_stop(a->fs);
   detect_stop(a->det);
+  uplink_free(a->up); /* its memory goes once the loop has run */
+  a->up = NULL;
   control_free(a->ctl);
   a->ctl = NULL;
   /* Results of scans still running arrive through posts after the loop

@@ -19,6 +19,8 @@
 
 #include "yamori/event.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -71,8 +73,9 @@ typedef struct agent {
   struct psensor *ps;
   struct fsensor *fs;
   struct detect *det;
-  spool_t *spool;  /* NULL when spool.enabled is false */
-  ym_buf_t upline; /* the event as uploaded (without host.* and agent.*) */
+  spool_t *spool;    /* NULL when spool.enabled is false */
+  struct uplink *up; /* NULL without a spool */
+  ym_buf_t upline;   /* the event as uploaded (without host.* and agent.*) */
   struct control *ctl;
   uv_async_t post_async;
   uv_mutex_t post_lock;
@@ -100,11 +103,20 @@ void agent_emit(agent_t *a, ym_event_t *ev);
 /* Writes a gap record: source lost count events (known tells whether the
  * count is exact) for reason. */
 void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count, bool known);
+/* The same for events lost from an upload stream (spool or uplink): the
+ * record names the stream and travels in the alerts stream, which is shed
+ * last, so that the account of what was lost is not lost itself. */
+void agent_emit_stream_gap(agent_t *a, const char *source, const char *reason, int stream,
+                           uint64_t count, bool known);
 
 /* Runs fn(a, arg) on the loop thread soon; callable from any thread. After
  * the agent stopped, fn still runs (during agent_close) so that arg is
  * freed. */
 void agent_post(agent_t *a, agent_post_fn fn, void *arg);
+
+/* Adds every counter of the agent (sensors, detection, spool, uplink) to
+ * the JSON object k: the status command and the check-in share it. */
+void agent_counters_json(agent_t *a, cJSON *k);
 
 /* Wall-clock nanoseconds now. */
 int64_t agent_now_ns(void);

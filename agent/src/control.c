@@ -121,22 +121,7 @@ static void cmd_status(client_t *cl) {
   cJSON_AddBoolToObject(s, "file", a->fs != NULL);
   cJSON_AddBoolToObject(s, "exec_guard", ds.guard_on);
   cJSON *k = cJSON_AddObjectToObject(j, "counters");
-  const agent_counters_t *ac = &a->counters;
-  cJSON_AddNumberToObject(k, "events", (double)ac->events);
-  cJSON_AddNumberToObject(k, "file_events", (double)ac->file_events);
-  cJSON_AddNumberToObject(k, "process_events", (double)ac->process_events);
-  cJSON_AddNumberToObject(k, "gaps", (double)ac->gaps);
-  cJSON_AddNumberToObject(k, "alerts", (double)ds.alerts);
-  cJSON_AddNumberToObject(k, "quarantined", (double)ds.quarantined);
-  cJSON_AddNumberToObject(k, "quarantine_failed", (double)ds.quarantine_failed);
-  cJSON_AddNumberToObject(k, "killed", (double)ds.killed);
-  cJSON_AddNumberToObject(k, "files_scanned", (double)ds.scan.scanned);
-  cJSON_AddNumberToObject(k, "scan_cache_hits", (double)ds.scan.cached);
-  cJSON_AddNumberToObject(k, "scan_errors", (double)ds.scan.errors);
-  cJSON_AddNumberToObject(k, "write_scans_dropped", (double)ds.write_scans_dropped);
-  cJSON_AddNumberToObject(k, "exec_checked", (double)ds.guard.requests);
-  cJSON_AddNumberToObject(k, "exec_denied", (double)ds.guard.denied);
-  cJSON_AddNumberToObject(k, "exec_deadline_allowed", (double)ds.guard.timeouts);
+  agent_counters_json(a, k);
   send_json(cl, j);
   cl->busy = false;
 }

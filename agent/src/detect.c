@@ -608,8 +608,7 @@ int detect_new(agent_t *a, detect_t **out) {
   int rc = rules_compile(&c->rules_dirs, &rules, err, sizeof(err));
   if (rc != 0) {
     /* Keep watching without rules; a rules reload can fix this. */
-    ym_log(YM_LOG_ERROR, 0, "cannot compile the rules, scanning with none until a reload: %s",
-           err);
+    ym_log(YM_LOG_ERROR, 0, "cannot compile the rules, scanning with none until a reload: %s", err);
     if ((rc = rules_empty(&rules)) != 0) {
       free(d);
       return rc;

@@ -33,9 +33,9 @@
  *   sha256          lower-case hex of the content
  *   rule            escaped string like original_path, or null
  *   quarantined_ns  decimal string, wall clock
- * cJSON refuses the lone surrogates \udcXX, so the reader first turns each
- * of them back into its byte (unescape_bytes()), after which cJSON returns
- * the original bytes.
+ * cJSON refuses the lone surrogates \udcXX, so the reader parses with
+ * ym_json_parse_lenient(), which turns each of them back into its byte: the
+ * parsed strings hold the original bytes.
  */
 #include "quarantine.h"
 
@@ -501,75 +501,6 @@ out_delete:
   return rc;
 }
 
-static int hex_val(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/* Returns the value of the 4 hex digits at p, or -1. */
-static long hex4(const char *p) {
-  long v = 0;
-  for (int i = 0; i < 4; i++) {
-    int d = hex_val(p[i]);
-    if (d < 0)
-      return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
-/* Copies the JSON text in[0..len) to a new NUL-terminated buffer, turning
- * each \udcXX escape inside a string (XX from 80 to ff: a byte that was not
- * valid UTF-8, see json.h) into the byte XX. Surrogate pairs and every
- * other escape are copied unchanged for cJSON to decode. The output is never
- * longer than the input. Returns NULL when out of memory. */
-static char *unescape_bytes(const char *in, size_t len, size_t *outlen) {
-  char *out = malloc(len + 1);
-  size_t o = 0, i = 0;
-  bool in_str = false;
-  if (out == NULL)
-    return NULL;
-  while (i < len) {
-    char c = in[i];
-    if (!in_str || c != '\\') {
-      if (c == '"')
-        in_str = !in_str;
-      out[o++] = c;
-      i++;
-      continue;
-    }
-    if (i + 6 <= len && in[i + 1] == 'u') {
-      long v = hex4(in + i + 2);
-      if (v >= 0xDC80 && v <= 0xDCFF) {
-        out[o++] = (char)(unsigned char)(v & 0xFF);
-        i += 6;
-        continue;
-      }
-      if (v >= 0xD800 && v <= 0xDBFF && i + 12 <= len && in[i + 6] == '\\' && in[i + 7] == 'u' &&
-          hex4(in + i + 8) >= 0) {
-        memcpy(out + o, in + i, 12); /* a pair: cJSON decodes it */
-        o += 12;
-        i += 12;
-        continue;
-      }
-    }
-    /* Any other escape: copy the backslash and the escaped character, so
-     * that an escaped quote does not end the string. */
-    size_t n = i + 2 <= len ? 2 : 1;
-    memcpy(out + o, in + i, n);
-    o += n;
-    i += n;
-  }
-  out[o] = '\0';
-  *outlen = o;
-  return out;
-}
-
 /* Reads a decimal string member into a 64-bit value. */
 static bool get_dec(const cJSON *o, const char *key, bool is_signed, uint64_t *u, int64_t *s) {
   const char *v = ym_json_get_str(o, key);
@@ -662,8 +593,8 @@ static int sidecar_decode(const cJSON *o, const char *id, quarantine_entry_t *e)
  * sidecar for id, YM_ENOMEM or an I/O error. */
 static int sidecar_read(int qfd, const char *id, quarantine_entry_t *e) {
   char name[NAME_BUF];
-  char *text = NULL, *plain = NULL;
-  size_t len = 0, plain_len;
+  char *text = NULL;
+  size_t len = 0;
   cJSON *o = NULL;
   struct stat st;
   int rc;
@@ -699,19 +630,17 @@ static int sidecar_read(int qfd, const char *id, quarantine_entry_t *e) {
     if (len > QUARANTINE_SIDECAR_MAX)
       goto out_free;
   }
-  plain = unescape_bytes(text, len, &plain_len);
-  if (plain == NULL) {
-    rc = YM_ENOMEM;
+  rc = ym_json_parse_lenient(text, len, QUARANTINE_SIDECAR_MAX, &o);
+  if (rc != 0) {
+    if (rc != YM_ENOMEM)
+      rc = YM_ECORRUPT;
     goto out_free;
   }
-  if (ym_json_parse(plain, plain_len, QUARANTINE_SIDECAR_MAX, &o, NULL) != 0)
-    goto out_free;
   rc = sidecar_decode(o, id, e);
   if (rc != 0)
     quarantine_entry_free(e);
 out_free:
   cJSON_Delete(o);
-  free(plain);
   free(text);
 out_close:
   close(fd);

@@ -140,7 +140,9 @@ typedef struct {
   char dir[1100];
   seg_t *head, *tail; /* oldest .. newest */
   uint64_t next_seq;
-  uint64_t acked; /* highest acknowledged sequence */
+  uint64_t spooled; /* highest sequence written and fsync'd */
+  uint64_t sending; /* first sequence of the record handed to the uplink, 0 none */
+  uint64_t acked;   /* highest acknowledged sequence */
   uint64_t bytes;
   /* the open batch */
   ym_buf_t batch;
@@ -162,8 +164,28 @@ struct spool {
   spool_lost_cb lost;
   void *data;
   spool_stats_t stats;
+  uint64_t seg_max; /* segment size: an eighth of the cap, so shedding is fine-grained */
   bool closing;
+  /* damage found while opening, reported by spool_report_recovery */
+  struct {
+    spool_stream_t stream;
+    uint64_t count;
+    bool known;
+  } recovered[64];
+  size_t nrecovered;
+  uint64_t recovered_more; /* beyond the table: folded into one report */
 };
+
+static void note_recovery(spool_t *s, spool_stream_t stream, uint64_t count, bool known) {
+  if (s->nrecovered < 64) {
+    s->recovered[s->nrecovered].stream = stream;
+    s->recovered[s->nrecovered].count = count;
+    s->recovered[s->nrecovered].known = known;
+    s->nrecovered++;
+  } else {
+    s->recovered_more += count;
+  }
+}
 
 static int seg_add_rec(seg_t *g, const rec_t *r) {
   if (g->nrecs == g->cap) {
@@ -236,10 +258,11 @@ static void on_recovered(const spool_rec_hdr_t *h, size_t offset, const uint8_t 
   seg_add_rec(c->g, &r);
   if (h->last_seq >= c->st->next_seq)
     c->st->next_seq = h->last_seq + 1;
+  if (h->last_seq > c->st->spooled)
+    c->st->spooled = h->last_seq;
   if (!payload_ok) {
     c->s->stats.records_corrupt++;
-    if (c->s->lost != NULL)
-      c->s->lost(c->id, "spool_corrupt", h->count, true, c->s->data);
+    note_recovery(c->s, c->id, h->count, true);
   }
 }
 
@@ -291,8 +314,7 @@ static void recover_segment(spool_t *s, spool_stream_t id, const char *name) {
     if (ftruncate(fd, (off_t)good) == 0)
       fsync(fd);
     s->stats.segments_corrupt++;
-    if (s->lost != NULL)
-      s->lost(id, "spool_corrupt", 0, false, s->data);
+    note_recovery(s, id, 0, false);
   }
   free(buf);
   close(fd);
@@ -335,7 +357,8 @@ static int recover_stream(spool_t *s, spool_stream_t id) {
   closedir(d);
   if (n > 0)
     qsort(names, n, sizeof(char *), cmp_names);
-  st->next_seq = read_head(st) + 1;
+  st->spooled = read_head(st);
+  st->next_seq = st->spooled + 1;
   for (size_t i = 0; i < n; i++) {
     recover_segment(s, id, names[i]);
     free(names[i]);
@@ -474,6 +497,8 @@ static void write_done(uv_work_t *w, int status) {
     st->bytes += j->len;
     s->stats.bytes_on_disk += j->len;
     s->stats.events_spooled += j->b->count;
+    if (j->b->last_seq > st->spooled)
+      st->spooled = j->b->last_seq;
     s->stats.batches_spooled++;
   } else {
     /* The batch could not be written (disk full, I/O error): its events
@@ -509,8 +534,8 @@ static void start_write(spool_t *s, spool_stream_t id) {
   j->b = b;
   j->fd = -1;
   /* Append to the tail segment while it has room, else start a new one. */
-  if (st->tail != NULL &&
-      st->tail->size + SPOOL_RECORD_HEADER + b->raw.len / 2 < SPOOL_SEGMENT_MAX && st->fd >= 0) {
+  if (st->tail != NULL && st->tail->size + SPOOL_RECORD_HEADER + b->raw.len / 2 < s->seg_max &&
+      st->fd >= 0) {
     j->fd = st->fd;
     snprintf(j->path, sizeof(j->path), "%s", st->tail->path);
   } else {
@@ -567,22 +592,30 @@ static uint64_t unacked_events(const stream_t *st, const seg_t *g) {
   return n;
 }
 
-/* Deletes the oldest segment of a stream (never the one being appended
- * to). Returns the number of events that had not been acknowledged. */
+static bool seg_holds(const seg_t *g, uint64_t seq) {
+  return seq != 0 && g->nrecs > 0 && g->recs[0].first_seq <= seq &&
+         seq <= g->recs[g->nrecs - 1].last_seq;
+}
+
+/* Deletes the oldest segment of a stream that may go: never the one being
+ * appended to, and never the one holding the record the uplink is sending
+ * (its events may be committed by the console already; shedding them
+ * would count them twice). Sets *shed to the number of events in it that
+ * had not been acknowledged. Returns false when no segment may go. */
 static bool shed_oldest(spool_t *s, spool_stream_t id, uint64_t *shed) {
   stream_t *st = &s->st[id];
-  seg_t *g = st->head;
+  seg_t **pp = &st->head;
+  while (*pp != NULL && (*pp == st->tail || seg_holds(*pp, st->sending)))
+    pp = &(*pp)->next;
+  seg_t *g = *pp;
   if (g == NULL || g == st->tail)
     return false;
   *shed = unacked_events(st, g);
-  write_head(st, st->next_seq - 1);
+  write_head(st, st->spooled);
   unlink(g->path);
-  st->head = g->next;
+  *pp = g->next;
   st->bytes -= g->size;
   s->stats.bytes_on_disk -= g->size;
-  /* Everything in it counts as handled from now on. */
-  if (g->nrecs > 0 && g->recs[g->nrecs - 1].last_seq > st->acked)
-    st->acked = g->recs[g->nrecs - 1].last_seq;
   seg_free(g);
   return true;
 }
@@ -630,6 +663,11 @@ int spool_new(uv_loop_t *loop, const spool_opts_t *opts, spool_ready_cb ready, s
   s->lost = lost;
   s->data = data;
   snprintf(s->dir, sizeof(s->dir), "%s", opts->dir);
+  s->seg_max = opts->max_bytes / 8;
+  if (s->seg_max > SPOOL_SEGMENT_MAX)
+    s->seg_max = SPOOL_SEGMENT_MAX;
+  if (s->seg_max < 64 * 1024)
+    s->seg_max = 64 * 1024;
   if (mkdir(s->dir, 0700) != 0 && errno != EEXIST) {
     int rc = ym_err_from_errno(errno);
     free(s);
@@ -678,6 +716,16 @@ int spool_append(spool_t *s, spool_stream_t stream, const char *line, size_t len
   if (stream == SPOOL_ALERTS || st->batch_count >= SPOOL_BATCH_MAX_EVENTS)
     close_batch(s, stream);
   return 0;
+}
+
+void spool_report_recovery(spool_t *s) {
+  for (size_t i = 0; i < s->nrecovered && s->lost != NULL; i++)
+    s->lost(s->recovered[i].stream, "spool_corrupt", s->recovered[i].count, s->recovered[i].known,
+            s->data);
+  if (s->recovered_more > 0 && s->lost != NULL)
+    s->lost(SPOOL_BULK, "spool_corrupt", s->recovered_more, true, s->data);
+  s->nrecovered = 0;
+  s->recovered_more = 0;
 }
 
 void spool_flush(spool_t *s) {
@@ -773,6 +821,7 @@ void spool_read_async(spool_t *s, spool_stream_t stream, spool_read_cb cb, void 
   j->s = s;
   j->id = stream;
   j->rec = *r;
+  s->st[stream].sending = r->first_seq;
   j->cb = cb;
   j->data = data;
   snprintf(j->path, sizeof(j->path), "%s", g->path);
@@ -811,7 +860,7 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
       st->fd = -1;
       st->tail = NULL;
     }
-    write_head(st, st->next_seq - 1);
+    write_head(st, st->spooled);
     unlink(g->path);
     st->head = g->next;
     st->bytes -= g->size;

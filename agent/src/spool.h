@@ -86,6 +86,10 @@ typedef void (*spool_lost_cb)(spool_stream_t stream, const char *reason, uint64_
  * continues their sequences. */
 int spool_new(uv_loop_t *loop, const spool_opts_t *opts, spool_ready_cb ready, spool_lost_cb lost,
               void *data, spool_t **out);
+/* Reports, through the lost callback, the damage found while opening
+ * (spool_new does not call it: the caller may not be ready yet). */
+void spool_report_recovery(spool_t *s);
+
 /* Writes what is batched, waits for writes in flight, frees. Loop thread;
  * runs the loop until the writes are done. */
 void spool_free(spool_t *s);

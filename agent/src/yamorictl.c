@@ -6,6 +6,7 @@
  * and scans with its own scanner threads.
  */
 #include "conf.h"
+#include "identity.h"
 #include "rules.h"
 #include "scanner.h"
 #include "scanwalk.h"
@@ -58,6 +59,8 @@ static void usage(FILE *f) {
         "  quarantine delete ID       delete a quarantined file for good\n"
         "  rules reload               recompile the rules (the old ones stay on error)\n"
         "  selftest                   check that protection works (EICAR test file)\n"
+        "  enroll [--token TOKEN]     connect this PC to the console (the token may also\n"
+        "                             come from YAMORI_TOKEN, which ps does not show)\n"
         "\n"
         "Options:\n"
         "  -c, --config PATH    agent configuration (default " CONF_DEFAULT_PATH ")\n"
@@ -481,6 +484,51 @@ static int cmd_selftest(conn_t *c) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- */
+/* Enrollment                                                         */
+
+/* Enrolls this PC with the console named in the token and writes the
+ * identity file; works whether or not the agent runs (a running agent
+ * notices the file within 5 s). The token comes from --token or, so that
+ * it does not show in ps, from YAMORI_TOKEN; a token given on the command
+ * line is wiped from it at once. Prints the result or a plain error; never
+ * the token. Returns 0 or 1. */
+static int cmd_enroll(const conf_t *conf, char **args, int nargs) {
+  char *arg = NULL;
+  if (nargs == 2 && strcmp(args[0], "--token") == 0)
+    arg = args[1];
+  else if (nargs == 1 && strncmp(args[0], "--token=", 8) == 0)
+    arg = args[0] + 8;
+  else if (nargs != 0) {
+    fprintf(stderr, "yamorictl: usage: yamorictl enroll [--token TOKEN]\n");
+    return 1;
+  }
+  const char *src = arg != NULL ? arg : getenv("YAMORI_TOKEN");
+  if (src == NULL || src[0] == '\0') {
+    fprintf(stderr, "yamorictl: no enrollment token: give --token TOKEN or set YAMORI_TOKEN\n");
+    return 1;
+  }
+  char *token = strndup(src, IDENTITY_TOKEN_MAX + 1);
+  if (arg != NULL)
+    explicit_bzero(arg, strlen(arg));
+  if (token == NULL) {
+    fprintf(stderr, "yamorictl: out of memory\n");
+    return 1;
+  }
+  identity_t id;
+  char err[512];
+  int rc = identity_enroll(token, conf->state_dir, &id, err, sizeof(err));
+  explicit_bzero(token, strlen(token));
+  free(token);
+  if (rc != 0) {
+    fprintf(stderr, "yamorictl: enrollment failed: %s\n", err);
+    return 1;
+  }
+  printf("enrolled as %s in tenant %s\n", id.agent_id, id.tenant);
+  identity_wipe(&id);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"socket", required_argument, NULL, 's'},
@@ -559,6 +607,10 @@ int main(int argc, char **argv) {
       rc = scan_via_agent(&c, &o, args, nargs);
     else
       rc = scan_local(&o, o.rules.n ? &o.rules : &conf->rules_dirs, args, nargs);
+    goto out;
+  }
+  if (strcmp(cmd, "enroll") == 0) {
+    rc = cmd_enroll(conf, args, nargs);
     goto out;
   }
   c.fd = connect_agent(sock);

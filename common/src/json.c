@@ -3,6 +3,7 @@
 #include "yamori/err.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Length of the valid UTF-8 sequence starting at s (at most n bytes
@@ -155,6 +156,107 @@ int ym_json_parse(const char *text, size_t len, size_t max, cJSON **out, size_t 
   }
   *out = j;
   return 0;
+}
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Returns the value of the 4 hex digits at p, or -1. */
+static long hex4(const char *p) {
+  long v = 0;
+  for (int i = 0; i < 4; i++) {
+    int d = hex_digit(p[i]);
+    if (d < 0)
+      return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/* Returns true when the \u escape at in[i] (in[i] == '\\') is a lone
+ * surrogate that stands for a byte: \udc80 to \udcff. */
+static bool is_byte_escape(const char *in, size_t len, size_t i) {
+  if (i + 6 > len || in[i + 1] != 'u')
+    return false;
+  long v = hex4(in + i + 2);
+  return v >= 0xDC80 && v <= 0xDCFF;
+}
+
+/* Copies in[0..len) to a new buffer, turning each \udcXX escape (XX from 80
+ * to ff) into the byte XX. Escapes are consumed two characters at a time, so
+ * an escaped backslash followed by "udc80" stays text. A high surrogate
+ * escape followed by another \u escape is copied as a pair for cJSON to
+ * decode (so \ud800\udc80 is U+10080, not bytes). Replacing a 6-byte
+ * escape by one byte of 0x80 or above never changes where a string ends,
+ * and the output is never longer than the input. Returns NULL when out of
+ * memory. */
+static char *unescape_bytes(const char *in, size_t len, size_t *outlen) {
+  char *out = malloc(len + 1);
+  size_t o = 0, i = 0;
+  if (out == NULL)
+    return NULL;
+  while (i < len) {
+    if (in[i] != '\\') {
+      out[o++] = in[i++];
+      continue;
+    }
+    if (is_byte_escape(in, len, i)) {
+      out[o++] = (char)(unsigned char)(hex4(in + i + 2) & 0xFF);
+      i += 6;
+      continue;
+    }
+    if (i + 12 <= len && in[i + 1] == 'u' && in[i + 6] == '\\' && in[i + 7] == 'u') {
+      long hi = hex4(in + i + 2);
+      if (hi >= 0xD800 && hi <= 0xDBFF && hex4(in + i + 8) >= 0) {
+        memcpy(out + o, in + i, 12);
+        o += 12;
+        i += 12;
+        continue;
+      }
+    }
+    size_t n = i + 2 <= len ? 2 : 1;
+    memcpy(out + o, in + i, n);
+    o += n;
+    i += n;
+  }
+  out[o] = '\0';
+  *outlen = o;
+  return out;
+}
+
+/* Returns true when text holds at least one \udcXX byte escape (or
+ * something that looks like one after an escaped backslash, which only costs
+ * a needless copy). */
+static bool has_byte_escape(const char *text, size_t len) {
+  const char *p = text, *end = text + len;
+  while (p < end && (p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+    if (is_byte_escape(text, len, (size_t)(p - text)))
+      return true;
+    p++;
+  }
+  return false;
+}
+
+int ym_json_parse_lenient(const char *text, size_t len, size_t max, cJSON **out) {
+  *out = NULL;
+  if (len > max)
+    return YM_ETOOBIG;
+  if (!has_byte_escape(text, len))
+    return ym_json_parse(text, len, max, out, NULL);
+  size_t plain_len;
+  char *plain = unescape_bytes(text, len, &plain_len);
+  if (plain == NULL)
+    return YM_ENOMEM;
+  int rc = ym_json_parse(plain, plain_len, max, out, NULL);
+  free(plain);
+  return rc;
 }
 
 const char *ym_json_get_str(const cJSON *obj, const char *key) {

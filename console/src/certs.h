@@ -8,6 +8,7 @@
 #define YAMORI_CONSOLE_CERTS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef struct {
   char cert_file[1024]; /* server certificate + CA, PEM */

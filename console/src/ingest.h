@@ -19,14 +19,14 @@
 
 typedef struct {
   char agent_id[64];
-  char stream[16];   /* "alerts" or "bulk" */
+  char stream[16]; /* "alerts" or "bulk" */
   int64_t first_seq, last_seq;
   int64_t count;
   store_event_t *events; /* n events, json pointing at their lines in text */
   size_t n;
-  char *text;            /* decompressed body, owned */
+  char *text; /* decompressed body, owned */
   size_t text_len;
-  char error[128];       /* on failure: what is wrong (no input echoed) */
+  char error[128]; /* on failure: what is wrong (no input echoed) */
 } ingest_batch_t;
 
 /* Decodes gz[0..len) (gzip). Returns 0, YM_ETOOBIG (decompressed size or

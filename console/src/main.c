@@ -1,31 +1,398 @@
 /*
- * yamori-console: the provider's console (agent API, dashboard, store).
+ * yamori-console: the provider's console.
+ *
+ *   yamori-console serve        run the console (agent API over HTTPS)
+ *   yamori-console tenant ...   manage customer companies
+ *   yamori-console token ...    manage enrollment tokens
+ *
+ * Everything lives in one data directory (default /var/lib/yamori-console,
+ * --data-dir to choose): the SQLite database, the certificates, and the
+ * console's public URL (written by serve, read by token create).
  */
+#include "api.h"
+#include "certs.h"
+#include "http.h"
+#include "store.h"
+
 #include "yamori/buf.h"
+#include "yamori/err.h"
+#include "yamori/json.h"
+#include "yamori/log.h"
 #include "yamori/version.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define EXIT_USAGE 64
+#define DEFAULT_DATA_DIR "/var/lib/yamori-console"
+#define DEFAULT_LISTEN "127.0.0.1:8443"
+
+typedef struct {
+  const char *data_dir;
+  const char *listen;
+  const char *url;
+  const char *tenant;
+  const char *display;
+  long long expires_days;
+  long long max_uses;
+  unsigned rate_per_ip;
+} opts_t;
 
 static void usage(FILE *f) {
-  fputs("Usage: yamori-console [--help] [--version] [COMMAND]\n"
+  fputs("Usage: yamori-console [OPTIONS] COMMAND [ARGS]\n"
         "\n"
         "The Yamori console: receives events from agents and shows them to people.\n"
         "\n"
+        "Commands:\n"
+        "  serve                       run the console\n"
+        "  tenant add NAME             add a customer company\n"
+        "  tenant list                 list customer companies\n"
+        "  token create --tenant NAME  make an enrollment token (printed once)\n"
+        "  token revoke ID             revoke a token\n"
+        "\n"
         "Options:\n"
-        "  -h, --help       show this help and exit\n"
-        "  -V, --version    show versions and exit\n",
+        "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
+        "  -l, --listen ADDR    serve: address and port (default " DEFAULT_LISTEN ")\n"
+        "  -u, --url URL        serve: the URL agents use (default https://LISTEN);\n"
+        "                       token create: override the stored URL\n"
+        "      --display TEXT   tenant add: the company's display name\n"
+        "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
+        "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "  -h, --help           show this help and exit\n"
+        "  -V, --version        show versions and exit\n",
         f);
 }
 
+/* ---------------------------------------------------------------- */
+/* Small files in the data directory                                  */
+
+static int ensure_dir(const char *dir) {
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    return ym_err_from_errno(errno);
+  return 0;
+}
+
+static int write_small(const char *path, const char *text) {
+  char tmp[1200];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return ym_err_from_errno(errno);
+  size_t n = strlen(text);
+  int rc = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0 ? 0 : YM_EIO;
+  close(fd);
+  if (rc == 0 && rename(tmp, path) != 0)
+    rc = ym_err_from_errno(errno);
+  return rc;
+}
+
+static int read_small(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return ym_err_from_errno(errno);
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  if (n < 0)
+    return YM_EIO;
+  buf[n] = '\0';
+  buf[strcspn(buf, "\n")] = '\0';
+  return 0;
+}
+
+/* base64url without padding. */
+static void b64url(const unsigned char *in, size_t n, ym_buf_t *out) {
+  size_t cap = 4 * ((n + 2) / 3) + 1;
+  char *tmp = malloc(cap);
+  if (tmp == NULL)
+    return;
+  int len = EVP_EncodeBlock((unsigned char *)tmp, in, (int)n);
+  while (len > 0 && tmp[len - 1] == '=')
+    len--;
+  for (int i = 0; i < len; i++)
+    tmp[i] = tmp[i] == '+' ? '-' : (tmp[i] == '/' ? '_' : tmp[i]);
+  ym_buf_append(out, tmp, (size_t)len);
+  free(tmp);
+}
+
+/* ---------------------------------------------------------------- */
+/* serve                                                              */
+
+typedef struct {
+  uv_signal_t sigterm, sigint;
+  http_t *http;
+  bool stopping;
+} serve_t;
+
+static void on_signal(uv_signal_t *s, int signum) {
+  serve_t *sv = s->data;
+  (void)signum;
+  if (sv->stopping)
+    return;
+  sv->stopping = true;
+  ym_log(YM_LOG_NOTICE, 0, "stopping on signal %d", signum);
+  http_free(sv->http);
+  sv->http = NULL;
+  uv_close((uv_handle_t *)&sv->sigterm, NULL);
+  uv_close((uv_handle_t *)&sv->sigint, NULL);
+}
+
+static int cmd_serve(const opts_t *o) {
+  int rc = ensure_dir(o->data_dir);
+  if (rc != 0) {
+    ym_log(YM_LOG_ERROR, rc, "cannot create the data directory %s", o->data_dir);
+    return 1;
+  }
+  char certdir[1100], urlfile[1100], url[512];
+  snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
+  snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
+  if (o->url != NULL)
+    snprintf(url, sizeof(url), "%s", o->url);
+  else
+    snprintf(url, sizeof(url), "https://%s", o->listen);
+  /* The URL's host goes into the certificate too. */
+  char host[256] = "";
+  const char *h = strstr(url, "://");
+  if (h != NULL) {
+    h += 3;
+    size_t n = h[0] == '[' ? strcspn(h + 1, "]") : strcspn(h, ":/");
+    snprintf(host, sizeof(host), "%.*s", (int)n, h[0] == '[' ? h + 1 : h);
+  }
+  const char *extra[1] = {host};
+  certs_t certs;
+  rc = certs_ensure(certdir, extra, host[0] ? 1 : 0, &certs);
+  if (rc != 0) {
+    ym_log(YM_LOG_ERROR, rc, "cannot create or load the certificates in %s", certdir);
+    return 1;
+  }
+  write_small(urlfile, url);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store_t *store = NULL;
+  rc = store_open(o->data_dir, &loop, &store);
+  if (rc != 0) {
+    ym_log(YM_LOG_ERROR, rc, "cannot open the database in %s", o->data_dir);
+    return 1;
+  }
+  char password[33];
+  if (store_sync_ensure_admin(store, password) == 1) {
+    printf("first start: provider administrator \"admin\", password %s (shown once)\n", password);
+    memset(password, 0, sizeof(password));
+  }
+  http_opts_t ho = {o->listen, certs.cert_file, certs.key_file, 4 * 1024 * 1024,
+                    o->rate_per_ip ? o->rate_per_ip : 200};
+  serve_t sv = {0};
+  rc = http_new(&loop, &ho, &sv.http);
+  api_t *api = NULL;
+  api_opts_t ao = {60, 50};
+  if (rc == 0)
+    rc = api_new(&loop, sv.http, store, &ao, &api);
+  if (rc == 0)
+    rc = http_start(sv.http);
+  if (rc != 0) {
+    ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
+    http_free(sv.http);
+    api_free(api);
+    store_close(store);
+    return 1;
+  }
+  printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
+  fflush(stdout);
+  uv_signal_init(&loop, &sv.sigterm);
+  uv_signal_init(&loop, &sv.sigint);
+  sv.sigterm.data = sv.sigint.data = &sv;
+  uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&sv.sigint, on_signal, SIGINT);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  api_free(api);
+  store_close(store);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* tenants and tokens                                                 */
+
+static void print_tenant(int64_t id, const char *name, const char *display, int64_t agents,
+                         void *data) {
+  (void)data;
+  printf("%lld\t%s\t%s\t%lld agents\n", (long long)id, name, display ? display : "",
+         (long long)agents);
+}
+
+static int open_store_sync(const opts_t *o, store_t **s) {
+  int rc = ensure_dir(o->data_dir);
+  if (rc == 0)
+    rc = store_open(o->data_dir, NULL, s);
+  if (rc != 0)
+    fprintf(stderr, "yamori-console: cannot open the database in %s: %s\n", o->data_dir,
+            ym_strerror(rc));
+  return rc;
+}
+
+static int cmd_tenant(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  if (argc < 1)
+    return EXIT_USAGE;
+  if (strcmp(argv[0], "add") == 0 && argc == 2) {
+    if (strlen(argv[1]) == 0 || strlen(argv[1]) > 64 ||
+        strspn(argv[1], "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(argv[1])) {
+      fprintf(stderr, "yamori-console: a tenant name is 1 to 64 of a-z 0-9 - _\n");
+      return EXIT_USAGE;
+    }
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    int64_t id;
+    int rc = store_sync_tenant_add(s, argv[1], o->display ? o->display : argv[1], &id);
+    store_close(s);
+    if (rc != 0) {
+      fprintf(stderr, "yamori-console: cannot add tenant %s: %s\n", argv[1],
+              rc == YM_EEXIST ? "it exists already" : ym_strerror(rc));
+      return 1;
+    }
+    printf("tenant %s added (id %lld)\n", argv[1], (long long)id);
+    return 0;
+  }
+  if (strcmp(argv[0], "list") == 0 && argc == 1) {
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    int rc = store_sync_tenant_list(s, print_tenant, NULL);
+    store_close(s);
+    return rc == 0 ? 0 : 1;
+  }
+  return EXIT_USAGE;
+}
+
+static int cmd_token(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  if (argc < 1)
+    return EXIT_USAGE;
+  if (strcmp(argv[0], "create") == 0 && argc == 1) {
+    if (o->tenant == NULL) {
+      fprintf(stderr, "yamori-console: token create needs --tenant NAME\n");
+      return EXIT_USAGE;
+    }
+    char url[512], urlfile[1100], certdir[1100];
+    snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
+    snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
+    if (o->url != NULL)
+      snprintf(url, sizeof(url), "%s", o->url);
+    else if (read_small(urlfile, url, sizeof(url)) != 0) {
+      fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
+      return 1;
+    }
+    certs_t certs;
+    if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
+      fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
+      return 1;
+    }
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    char id[17], secret[44];
+    int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
+    int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
+    store_close(s);
+    if (rc != 0) {
+      fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
+              rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
+      return 1;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "url", url);
+    cJSON_AddStringToObject(j, "pin", certs.pin);
+    char tok[64];
+    snprintf(tok, sizeof(tok), "%s.%s", id, secret);
+    cJSON_AddStringToObject(j, "tok", tok);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    ym_buf_t out;
+    ym_buf_init(&out, 8192);
+    ym_buf_append_str(&out, "ymt1.");
+    b64url((const unsigned char *)text, strlen(text), &out);
+    printf("%s\n", out.data);
+    fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
+    memset(secret, 0, sizeof(secret));
+    free(text);
+    ym_buf_free(&out);
+    return 0;
+  }
+  if (strcmp(argv[0], "revoke") == 0 && argc == 2) {
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    int rc = store_sync_token_revoke(s, argv[1]);
+    store_close(s);
+    if (rc != 0) {
+      fprintf(stderr, "yamori-console: cannot revoke %s: %s\n", argv[1], ym_strerror(rc));
+      return 1;
+    }
+    printf("token %s revoked\n", argv[1]);
+    return 0;
+  }
+  return EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
+  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
+                                           {"listen", required_argument, NULL, 'l'},
+                                           {"url", required_argument, NULL, 'u'},
+                                           {"tenant", required_argument, NULL, OPT_TENANT},
+                                           {"display", required_argument, NULL, OPT_DISPLAY},
+                                           {"expires", required_argument, NULL, OPT_EXPIRES},
+                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
+                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {"version", no_argument, NULL, 'V'},
+                                           {NULL, 0, NULL, 0}};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0};
   int c;
-  while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+  char *end;
+  while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
     switch (c) {
+    case 'd':
+      o.data_dir = optarg;
+      break;
+    case 'l':
+      o.listen = optarg;
+      break;
+    case 'u':
+      o.url = optarg;
+      break;
+    case OPT_TENANT:
+      o.tenant = optarg;
+      break;
+    case OPT_DISPLAY:
+      o.display = optarg;
+      break;
+    case OPT_EXPIRES:
+      o.expires_days = strtoll(optarg, &end, 10);
+      if (*end == 'd')
+        end++;
+      if (*end != '\0' || o.expires_days < 0 || o.expires_days > 3650) {
+        fprintf(stderr, "yamori-console: --expires takes a number of days (0 to 3650)\n");
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_MAX_USES:
+      o.max_uses = strtoll(optarg, &end, 10);
+      if (*end != '\0' || o.max_uses < 0) {
+        fprintf(stderr, "yamori-console: --max-uses takes a number\n");
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_RATE:
+      o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -42,10 +409,23 @@ int main(int argc, char **argv) {
       return EXIT_USAGE;
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "yamori-console: unknown command '%s'\n", argv[optind]);
+  if (optind >= argc) {
+    usage(stderr);
     return EXIT_USAGE;
   }
-  fputs("yamori-console: the console server is not built yet (see README.md)\n", stderr);
-  return 1;
+  ym_log_init("yamori-console", YM_LOG_INFO);
+  signal(SIGPIPE, SIG_IGN);
+  const char *cmd = argv[optind];
+  int rc = EXIT_USAGE;
+  if (strcmp(cmd, "serve") == 0 && optind + 1 == argc)
+    rc = cmd_serve(&o);
+  else if (strcmp(cmd, "tenant") == 0)
+    rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "token") == 0)
+    rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  if (rc == EXIT_USAGE) {
+    fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
+    usage(stderr);
+  }
+  return rc;
 }

@@ -21,16 +21,21 @@
 typedef struct store store_t;
 
 /* Opens (creating) data_dir/yamori.db and runs pending migrations. loop may
- * be NULL for synchronous use only. */
+ * be NULL for synchronous use only. Returns 0, YM_ENOTSUP when the file
+ * was written by a newer console, or another YM_E* code. */
 int store_open(const char *data_dir, uv_loop_t *loop, store_t **out);
-/* Waits for queued jobs, then closes. */
+/* Waits for queued jobs, then closes. On the loop thread, not from a store
+ * callback: the callbacks of every queued job run before it returns. The
+ * loop must run once more (uv_run) to release the store's async handle.
+ * store_close(NULL) does nothing. */
 void store_close(store_t *s);
 
 /* ---- tenants and tokens (synchronous: CLI) ---- */
 int store_sync_tenant_add(store_t *s, const char *name, const char *display, int64_t *id);
 /* Calls fn for each tenant. */
-int store_sync_tenant_list(store_t *s, void (*fn)(int64_t id, const char *name,
-                                                 const char *display, int64_t agents, void *d),
+int store_sync_tenant_list(store_t *s,
+                           void (*fn)(int64_t id, const char *name, const char *display,
+                                      int64_t agents, void *d),
                            void *data);
 /* Creates a token for tenant name: token_id (16 hex) and secret (43
  * base64url) are generated; only SHA-256(secret) is stored. expires_at: unix
@@ -42,13 +47,24 @@ int store_sync_token_revoke(store_t *s, const char *token_id);
  * (returned once, hashed with scrypt in the store) when no user exists.
  * Returns 1 when created, 0 when users exist, <0 on error. */
 int store_sync_ensure_admin(store_t *s, char password[33]);
+/* Checks password against a stored hash ("scrypt$N$r$p$salt$hash", salt and
+ * hash in base64url without padding). Returns 1 for a match, 0 for no
+ * match, YM_EINVAL for a malformed hash or YM_ECRYPTO. */
+int store_password_verify(const char *hash, const char *password);
 
-/* ---- agent API (asynchronous) ---- */
+/* ---- agent API (asynchronous) ----
+ * Loop thread only, and only when the store was opened with a loop (without
+ * one, the callback runs at once with YM_EINVAL). The arguments are copied:
+ * the caller's memory may be freed when the call returns. Each callback
+ * runs exactly once, on the loop thread, after the call has returned
+ * (except where said otherwise); requests that cannot be queued (arguments
+ * out of bounds: YM_EINVAL, YM_ETOOBIG; YM_ENOMEM) get their error that
+ * way too. */
 
 typedef struct {
   const char *token_id;
   const char *token_secret;
-  const char *host_id;   /* machine id; may be "" */
+  const char *host_id; /* machine id; may be "" */
   const char *host_name;
   const char *host_json; /* the request's host object as JSON text */
   const char *version;
@@ -62,23 +78,25 @@ void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, voi
 
 /* Authenticates agent_id + secret: rc 0 with tenant id, YM_EPERM otherwise.
  * Answered from an in-memory cache when possible (callback may then run
- * before store_auth returns). */
+ * before store_auth returns); an id or secret of the wrong form is refused
+ * the same way, without a database lookup. */
 typedef void (*store_auth_cb)(int rc, int64_t tenant_id, void *data);
 void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth_cb cb, void *data);
 
 /* One validated event to insert. */
 typedef struct {
-  int64_t seq;        /* yamori.stream_seq */
-  int64_t ts_ms;      /* @timestamp */
-  const char *kind;   /* event.kind */
+  int64_t seq;      /* yamori.stream_seq */
+  int64_t ts_ms;    /* @timestamp */
+  const char *kind; /* event.kind */
   const char *dataset;
   const char *action;
-  const char *json;   /* the event as received */
+  const char *json; /* the event as received */
   size_t json_len;
 } store_event_t;
 
 /* Inserts a batch in one transaction; duplicates (agent, stream, seq) are
- * ignored. cb runs after COMMIT with rc 0 and the count actually inserted. */
+ * ignored. cb runs after COMMIT with rc 0 and the count actually inserted;
+ * YM_EPERM (nothing inserted) when agent_id is not an agent of tenant_id. */
 typedef void (*store_batch_cb)(int rc, size_t inserted, void *data);
 void store_insert_batch(store_t *s, const char *agent_id, int64_t tenant_id, const char *stream,
                         const store_event_t *events, size_t n, store_batch_cb cb, void *data);
@@ -88,7 +106,10 @@ typedef void (*store_done_cb)(int rc, void *data);
 void store_checkin(store_t *s, const char *agent_id, const char *version, const char *rules_version,
                    const char *status_json, store_done_cb cb, void *data);
 
-/* Counters. */
+/* Counters. jobs_queued is the number of jobs waiting for or running on the
+ * database thread now; the others count since store_open. commits counts
+ * transactions that wrote event batches (several queued batches may share
+ * one). */
 typedef struct {
   uint64_t batches, events_inserted, events_duplicate, jobs_queued, commits;
 } store_stats_t;

@@ -14,7 +14,7 @@ ag = yit.Agent(t)
 # One process with known properties.
 script = t.path("child.sh")
 with open(script, "w") as f:
-    f.write("#!/bin/sh\nexit 7\n")
+    f.write("#!/bin/sh\nsleep 0.3\nexit 7\n")
 os.chmod(script, 0o755)
 p = subprocess.Popen(["/bin/sh", script, "arg one", "-x"], cwd=t.dir)
 p.wait()

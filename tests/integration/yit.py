@@ -306,3 +306,83 @@ def leaf_fields(e, prefix=""):
             yield from leaf_fields(v, name + ".")
         else:
             yield name, v
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Console:
+    """A real yamori-console on 127.0.0.1 with its own data directory."""
+
+    def __init__(self, t, name="console", port=None, extra=()):
+        self.t = t
+        self.name = name
+        self.port = port or free_port()
+        self.data = t.path(name + "-data")
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = self.t.start([binary("yamori-console"), "--data-dir", self.data,
+                                  "--listen", "127.0.0.1:%d" % self.port] + self.extra + ["serve"],
+                                 name=self.name)
+        self.t.wait_for(lambda: b"console listening" in self.proc.stdout_bytes()
+                        or self.proc.poll() is not None, what=self.name + " listening")
+        if self.proc.poll() is not None:
+            self.t.check(False, self.name + " exited: " + self.proc.stderr_text()[-2000:])
+
+    def stop(self, sig=None):
+        if sig is not None:
+            self.proc.signal(sig)
+            self.proc.p.wait()
+        return self.proc.stop()
+
+    def cli(self, *args):
+        r = self.t.run(["yamori-console", "--data-dir", self.data] + list(args))
+        return r
+
+    def tenant(self, name):
+        r = self.cli("tenant", "add", name)
+        self.t.check(r.returncode == 0, "tenant %s added" % name)
+
+    def token(self, tenant, *args):
+        r = self.cli("token", "create", "--tenant", tenant, *args)
+        self.t.check(r.returncode == 0, "token created for %s" % tenant)
+        return r.stdout.decode().strip()
+
+    def db(self):
+        import sqlite3
+        c = sqlite3.connect("file:%s/yamori.db?mode=ro" % self.data, uri=True, timeout=30)
+        return c
+
+    def query(self, sql, *params):
+        c = self.db()
+        try:
+            return c.execute(sql, params).fetchall()
+        finally:
+            c.close()
+
+    def request(self, method, path, body=b"", headers=None, timeout=10):
+        """One HTTPS request (the test's own client; no certificate check)."""
+        import http.client
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, dict(resp.getheaders()), data
+        finally:
+            conn.close()

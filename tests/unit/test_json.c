@@ -96,12 +96,84 @@ static void add_bytes_escapes_inside_cjson(void **state) {
   cJSON_Delete(o);
 }
 
+/* Parses text leniently and checks that it is an object whose member "s"
+ * is the string want[0..n). */
+static void check_lenient(const char *text, const char *want, size_t n) {
+  cJSON *j = NULL;
+  assert_int_equal(ym_json_parse_lenient(text, strlen(text), 1 << 16, &j), 0);
+  const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "s");
+  assert_true(cJSON_IsString(s));
+  assert_int_equal(strlen(s->valuestring), n);
+  assert_memory_equal(s->valuestring, want, n);
+  cJSON_Delete(j);
+}
+
+static void lenient_parse_restores_bytes(void **state) {
+  (void)state;
+  /* Every byte that ym_json_append_string escapes comes back exactly. */
+  char in[256];
+  for (int i = 0; i < 255; i++)
+    in[i] = (char)(i + 1);
+  in[255] = '\xc0';
+  ym_buf_t b;
+  ym_buf_init(&b, 1 << 16);
+  assert_int_equal(ym_buf_append_str(&b, "{\"s\":"), 0);
+  assert_int_equal(ym_json_append_string(&b, in, sizeof(in)), 0);
+  assert_int_equal(ym_buf_append_byte(&b, '}'), 0);
+  check_lenient(b.data, in, sizeof(in));
+  ym_buf_free(&b);
+
+  check_lenient("{\"s\":\"a\\udcffb\"}",
+                "a\xff"
+                "b",
+                3);
+  check_lenient("{\"s\":\"\\uDC80\"}", "\x80", 1); /* upper-case hex */
+  /* A pair is a character, not bytes. */
+  check_lenient("{\"s\":\"\\ud83d\\ude00\"}", "\xf0\x9f\x98\x80", 4);
+  check_lenient("{\"s\":\"\\ud800\\udc80\"}", "\xf0\x90\x82\x80", 4);
+  /* An escaped backslash followed by "udc80" is text. */
+  check_lenient("{\"s\":\"\\\\udc80\"}", "\\udc80", 6);
+  /* An escaped quote does not end the string. */
+  check_lenient("{\"s\":\"\\\"\\udc99\"}", "\"\x99", 2);
+  /* Text without escapes is parsed in place and gives the same result. */
+  check_lenient("{\"s\":\"plain\"}", "plain", 5);
+}
+
+static void lenient_parse_refuses_like_strict(void **state) {
+  (void)state;
+  cJSON *j = NULL;
+  const char *bad[] = {
+      "{\"s\":\"\\udc7f\"}", /* a low surrogate that is not a byte */
+      "{\"s\":\"\\udc8\"}",  /* short escape */
+      "{\"s\":\"\\ud800\"}", /* lone high surrogate */
+      "{\"s\":\"\\ud800\\u0041\"}",
+      "{\"s\":\"\\udc80}", /* unterminated string */
+      "{\"s\":1} \\udc80", /* text after the value */
+      "\\udc80",           /* a byte escape outside a string */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    assert_int_equal(ym_json_parse_lenient(bad[i], strlen(bad[i]), 1 << 16, &j), YM_EPARSE);
+    assert_null(j);
+  }
+  const char *t = "{\"s\":\"\\udc80\"}";
+  assert_int_equal(ym_json_parse_lenient(t, strlen(t), strlen(t) - 1, &j), YM_ETOOBIG);
+  assert_null(j);
+  /* Only len bytes are read: the text need not be NUL-terminated. */
+  assert_int_equal(ym_json_parse_lenient("{\"s\":\"\\udc80\"}xyz", 14, 100, &j), 0);
+  cJSON_Delete(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(escapes_controls_and_quotes),        cmocka_unit_test(keeps_valid_utf8),
-      cmocka_unit_test(escapes_invalid_utf8_as_surrogates), cmocka_unit_test(output_parses_back),
-      cmocka_unit_test(append_is_bounded_and_atomic),       cmocka_unit_test(parse_is_bounded),
+      cmocka_unit_test(escapes_controls_and_quotes),
+      cmocka_unit_test(keeps_valid_utf8),
+      cmocka_unit_test(escapes_invalid_utf8_as_surrogates),
+      cmocka_unit_test(output_parses_back),
+      cmocka_unit_test(append_is_bounded_and_atomic),
+      cmocka_unit_test(parse_is_bounded),
       cmocka_unit_test(add_bytes_escapes_inside_cjson),
+      cmocka_unit_test(lenient_parse_restores_bytes),
+      cmocka_unit_test(lenient_parse_refuses_like_strict),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -130,7 +130,9 @@
   XX(YAMORI_GAP_REASON, "yamori.gap.reason", "keyword", YM_K_STR,                                  \
      "Gap: `queue_overflow`, `receive_overrun`, `sequence` or `in_flight_limit`.")                 \
   XX(YAMORI_GAP_SOURCE, "yamori.gap.source", "keyword", YM_K_STR,                                  \
-     "Gap: `fanotify`, `proc_connector` or `agent`.")                                              \
+     "Gap: `fanotify`, `proc_connector`, `scanner`, `spool` or `uplink`.")                         \
+  XX(YAMORI_GAP_STREAM, "yamori.gap.stream", "keyword", YM_K_STR,                                  \
+     "Gap from the spool or uplink: the upload stream the lost events belonged to.")               \
   XX(YAMORI_MISSING, "yamori.missing", "keyword", YM_K_ARR,                                        \
      "Names of fields that could not be read (the process was gone, the path vanished).")          \
   XX(YAMORI_PROCESS_ARGS_TRUNCATED, "yamori.process.args_truncated", "boolean", YM_K_BOOL,         \

@@ -40,6 +40,16 @@ int ym_json_add_bytes(cJSON *obj, const char *key, const char *s, size_t n);
  * err_offset is not NULL, the byte offset where parsing stopped. */
 int ym_json_parse(const char *text, size_t len, size_t max, cJSON **out, size_t *err_offset);
 
+/* Parses at most max bytes of JSON text written with the convention above:
+ * each lone \udcXX escape (XX from 80 to ff) inside a string becomes the
+ * byte XX in the parsed string, so the original bytes come back exactly
+ * (cJSON alone refuses lone surrogates). Surrogate pairs and every other
+ * escape are decoded as usual; otherwise the same as ym_json_parse: returns
+ * 0, YM_ETOOBIG (len > max, before parsing), YM_EPARSE or YM_ENOMEM. The
+ * text is not modified; escapes are rewritten on a copy, which is made only
+ * when the text contains one. */
+int ym_json_parse_lenient(const char *text, size_t len, size_t max, cJSON **out);
+
 /* Accessors that return NULL (or false / -1) when the member is missing or
  * has another type. */
 const char *ym_json_get_str(const cJSON *obj, const char *key);

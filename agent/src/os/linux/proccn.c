@@ -18,6 +18,9 @@
  * never arrived; that becomes OS_PROCEV_LOST with lost_known true, delivered
  * before the message that revealed the gap. The two overlap: the messages
  * dropped by an overflow show up again later as gaps, with their count.
+ * A gap is measured from the last message received from the same CPU, so
+ * messages dropped on a CPU before the first one received from it, and
+ * those after the last one, are covered only by the ENOBUFS report.
  *
  * The subscription ack (what == PROC_EVENT_NONE) is part of that numbering
  * on current kernels: cn_proc_ack() goes through the same send path as

@@ -1,0 +1,408 @@
+#include "api.h"
+
+#include "ingest.h"
+
+#include "yamori/err.h"
+#include "yamori/json.h"
+#include "yamori/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ENROLL_MAX_BODY (64 * 1024)
+#define CHECKIN_MAX_BODY (64 * 1024)
+#define AGENT_BUCKETS 4096
+
+typedef struct {
+  char agent_id[40];
+  double tokens;
+  uint64_t last_ns;
+} bucket_t;
+
+struct api {
+  uv_loop_t *loop;
+  http_t *http;
+  store_t *store;
+  api_opts_t opts;
+  bucket_t buckets[AGENT_BUCKETS];
+  api_stats_t stats;
+};
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Token bucket per agent (hashed into a fixed table; a collision only
+ * shares a bucket). Returns true when the request may go on. */
+static bool agent_allowed(api_t *a, const char *agent_id) {
+  if (a->opts.rate_per_agent == 0)
+    return true;
+  uint32_t h = 2166136261u;
+  for (const char *p = agent_id; *p; p++)
+    h = (h ^ (unsigned char)*p) * 16777619u;
+  bucket_t *b = &a->buckets[h % AGENT_BUCKETS];
+  uint64_t now = mono_ns();
+  double burst = 2.0 * a->opts.rate_per_agent;
+  if (strcmp(b->agent_id, agent_id) != 0) {
+    snprintf(b->agent_id, sizeof(b->agent_id), "%s", agent_id);
+    b->tokens = burst;
+    b->last_ns = now;
+  }
+  b->tokens += (double)(now - b->last_ns) / 1e9 * a->opts.rate_per_agent;
+  if (b->tokens > burst)
+    b->tokens = burst;
+  b->last_ns = now;
+  if (b->tokens < 1.0)
+    return false;
+  b->tokens -= 1.0;
+  return true;
+}
+
+static void reply_json(http_req_t *r, int status, cJSON *j) {
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  if (text == NULL) {
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  http_reply(r, status, text, strlen(text), 0);
+  free(text);
+}
+
+/* ---------------------------------------------------------------- */
+/* Authentication                                                     */
+
+typedef void (*authed_fn)(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant);
+
+typedef struct {
+  api_t *a;
+  http_req_t *r;
+  authed_fn next;
+  char agent_id[40];
+} auth_ctx_t;
+
+static void on_auth(int rc, int64_t tenant, void *data) {
+  auth_ctx_t *c = data;
+  if (rc != 0) {
+    c->a->stats.auth_failures++;
+    http_reply_error(c->r, 401, "unauthorized", "unknown agent or wrong secret: enroll again");
+  } else if (!agent_allowed(c->a, c->agent_id)) {
+    c->a->stats.rate_limited++;
+    http_reply(c->r, 429, "{\"error\":\"rate_limited\"}", 24, 1);
+  } else {
+    c->next(c->a, c->r, c->agent_id, tenant);
+  }
+  free(c);
+}
+
+/* Parses "Authorization: Bearer <agent_id>.<secret>" and authenticates. */
+static void authenticate(api_t *a, http_req_t *r, authed_fn next) {
+  const char *h = http_req_header(r, "authorization");
+  const char *dot;
+  if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || (dot = strchr(h + 7, '.')) == NULL ||
+      dot - (h + 7) > 39 || dot - (h + 7) < 1 || strlen(dot + 1) > 128) {
+    a->stats.auth_failures++;
+    http_reply_error(r, 401, "unauthorized", "missing or malformed Authorization header");
+    return;
+  }
+  auth_ctx_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  c->a = a;
+  c->r = r;
+  c->next = next;
+  memcpy(c->agent_id, h + 7, (size_t)(dot - (h + 7)));
+  store_auth(a->store, c->agent_id, dot + 1, on_auth, c);
+}
+
+/* ---------------------------------------------------------------- */
+/* POST /api/v1/enroll                                                */
+
+typedef struct {
+  api_t *a;
+  http_req_t *r;
+} enroll_ctx_t;
+
+static void on_enrolled(int rc, const char *reason, const char *agent_id, const char *secret,
+                        const char *tenant, void *data) {
+  enroll_ctx_t *c = data;
+  if (rc != 0) {
+    c->a->stats.enroll_refused++;
+    http_reply_error(c->r, rc == YM_EPERM ? 401 : 500, reason ? reason : "internal",
+                     "enrollment refused");
+  } else {
+    c->a->stats.enrolled++;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "agent_id", agent_id);
+    cJSON_AddStringToObject(j, "secret", secret);
+    cJSON_AddStringToObject(j, "tenant", tenant);
+    cJSON_AddNumberToObject(j, "checkin_s", c->a->opts.checkin_s);
+    reply_json(c->r, 200, j);
+  }
+  free(c);
+}
+
+static void on_enroll(http_req_t *r, void *data) {
+  api_t *a = data;
+  size_t len;
+  const char *body = http_req_body(r, &len);
+  cJSON *j = NULL;
+  if (len > ENROLL_MAX_BODY || ym_json_parse_lenient(body, len, ENROLL_MAX_BODY, &j) != 0 ||
+      !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
+    return;
+  }
+  const char *tok = ym_json_get_str(j, "token");
+  const cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
+  const char *dot = tok ? strchr(tok, '.') : NULL;
+  if (tok == NULL || dot == NULL || dot - tok != 16 || strlen(dot + 1) != 43 ||
+      !cJSON_IsObject(host)) {
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "token and host are required");
+    return;
+  }
+  char token_id[17];
+  memcpy(token_id, tok, 16);
+  token_id[16] = '\0';
+  const char *host_id = ym_json_get_str(host, "id");
+  const char *host_name = ym_json_get_str(host, "name");
+  const char *version = ym_json_get_str(cJSON_GetObjectItemCaseSensitive(j, "agent"), "version");
+  char *host_json = cJSON_PrintUnformatted(host);
+  if ((host_id && strlen(host_id) > 128) || (host_name && strlen(host_name) > 255) ||
+      host_json == NULL || strlen(host_json) > 16384) {
+    free(host_json);
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "host facts too large");
+    return;
+  }
+  enroll_ctx_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    free(host_json);
+    cJSON_Delete(j);
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  c->a = a;
+  c->r = r;
+  store_enroll_t req = {token_id,
+                        dot + 1,
+                        host_id ? host_id : "",
+                        host_name ? host_name : "",
+                        host_json,
+                        version ? version : ""};
+  store_enroll(a->store, &req, on_enrolled, c);
+  free(host_json);
+  cJSON_Delete(j);
+}
+
+/* ---------------------------------------------------------------- */
+/* POST /api/v1/events                                                */
+
+typedef struct {
+  uv_work_t work;
+  api_t *a;
+  http_req_t *r;
+  char agent_id[40];
+  int64_t tenant;
+  void *body; /* a copy: the request's memory may go if the client does */
+  size_t len;
+  int rc;
+  ingest_batch_t batch;
+} batch_ctx_t;
+
+static void batch_ctx_free(batch_ctx_t *c) {
+  ingest_batch_free(&c->batch);
+  free(c->body);
+  free(c);
+}
+
+static void decode_work(uv_work_t *w) {
+  batch_ctx_t *c = w->data;
+  c->rc = ingest_decode(c->body, c->len, &c->batch);
+}
+
+static void on_committed(int rc, size_t inserted, void *data) {
+  batch_ctx_t *c = data;
+  if (rc != 0) {
+    http_reply_error(c->r, 503, "unavailable", "the store could not commit; retry");
+  } else {
+    c->a->stats.batches++;
+    c->a->stats.events += inserted;
+    c->a->stats.duplicates += c->batch.n - inserted;
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"acked\":%lld}", (long long)c->batch.last_seq);
+    http_reply(c->r, 200, body, (size_t)n, 0);
+  }
+  batch_ctx_free(c);
+}
+
+static void decode_done(uv_work_t *w, int status) {
+  batch_ctx_t *c = w->data;
+  (void)status;
+  if (c->rc != 0) {
+    c->a->stats.bad_batches++;
+    if (c->rc == YM_ETOOBIG)
+      http_reply_error(c->r, 413, "too_large", "split the batch");
+    else
+      http_reply_error(c->r, 400, "bad_request", c->batch.error[0] ? c->batch.error : "malformed");
+    batch_ctx_free(c);
+    return;
+  }
+  if (strcmp(c->batch.agent_id, c->agent_id) != 0) {
+    c->a->stats.bad_batches++;
+    http_reply_error(c->r, 403, "agent_mismatch", "the batch names another agent");
+    batch_ctx_free(c);
+    return;
+  }
+  store_insert_batch(c->a->store, c->agent_id, c->tenant, c->batch.stream, c->batch.events,
+                     c->batch.n, on_committed, c);
+}
+
+static void events_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant) {
+  const char *enc = http_req_header(r, "content-encoding");
+  if (enc == NULL || strcmp(enc, "gzip") != 0) {
+    http_reply_error(r, 415, "unsupported_encoding", "batches must be gzip");
+    return;
+  }
+  batch_ctx_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  c->a = a;
+  c->r = r;
+  c->tenant = tenant;
+  snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent_id);
+  const void *body = http_req_body(r, &c->len);
+  c->body = malloc(c->len ? c->len : 1);
+  if (c->body == NULL) {
+    free(c);
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  memcpy(c->body, body, c->len);
+  c->work.data = c;
+  /* Decompressing and checking up to 32 MiB is CPU work: off the loop. */
+  uv_queue_work(a->loop, &c->work, decode_work, decode_done);
+}
+
+static void on_events(http_req_t *r, void *data) {
+  authenticate(data, r, events_authed);
+}
+
+/* ---------------------------------------------------------------- */
+/* POST /api/v1/checkin                                               */
+
+typedef struct {
+  api_t *a;
+  http_req_t *r;
+} checkin_ctx_t;
+
+static void on_checked_in(int rc, void *data) {
+  checkin_ctx_t *c = data;
+  if (rc != 0) {
+    http_reply_error(c->r, 503, "unavailable", "retry");
+  } else {
+    c->a->stats.checkins++;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "next_checkin_s", c->a->opts.checkin_s);
+    cJSON_AddNullToObject(j, "policy");
+    cJSON_AddNullToObject(j, "rules");
+    cJSON_AddNullToObject(j, "release");
+    cJSON_AddArrayToObject(j, "commands");
+    reply_json(c->r, 200, j);
+  }
+  free(c);
+}
+
+static void checkin_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant) {
+  (void)tenant;
+  size_t len;
+  const char *body = http_req_body(r, &len);
+  cJSON *j = NULL;
+  if (len > CHECKIN_MAX_BODY || ym_json_parse_lenient(body, len, CHECKIN_MAX_BODY, &j) != 0 ||
+      !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
+    return;
+  }
+  const char *claimed = ym_json_get_str(j, "agent_id");
+  if (claimed != NULL && strcmp(claimed, agent_id) != 0) {
+    cJSON_Delete(j);
+    http_reply_error(r, 403, "agent_mismatch", "the check-in names another agent");
+    return;
+  }
+  const char *version = ym_json_get_str(j, "version");
+  const char *rules = ym_json_get_str(j, "rules_version");
+  cJSON *status = cJSON_CreateObject();
+  cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "status");
+  cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "counters");
+  if (cJSON_IsObject(s))
+    cJSON_AddItemToObject(status, "status", cJSON_Duplicate(s, true));
+  if (cJSON_IsObject(k))
+    cJSON_AddItemToObject(status, "counters", cJSON_Duplicate(k, true));
+  char *status_json = cJSON_PrintUnformatted(status);
+  cJSON_Delete(status);
+  checkin_ctx_t *c = calloc(1, sizeof(*c));
+  if (c == NULL || status_json == NULL || (version && strlen(version) > 64) ||
+      (rules && strlen(rules) > 64)) {
+    free(c);
+    free(status_json);
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "check-in fields too large");
+    return;
+  }
+  c->a = a;
+  c->r = r;
+  store_checkin(a->store, agent_id, version ? version : "", rules ? rules : "", status_json,
+                on_checked_in, c);
+  free(status_json);
+  cJSON_Delete(j);
+}
+
+static void on_checkin(http_req_t *r, void *data) {
+  authenticate(data, r, checkin_authed);
+}
+
+static void on_health(http_req_t *r, void *data) {
+  (void)data;
+  http_reply(r, 200, "{\"status\":\"ok\"}", 15, 0);
+}
+
+int api_new(uv_loop_t *loop, http_t *http, store_t *store, const api_opts_t *opts, api_t **out) {
+  api_t *a = calloc(1, sizeof(*a));
+  if (a == NULL)
+    return YM_ENOMEM;
+  a->loop = loop;
+  a->http = http;
+  a->store = store;
+  a->opts = *opts;
+  int rc = http_route(http, "POST", "/api/v1/enroll", on_enroll, a);
+  if (rc == 0)
+    rc = http_route(http, "POST", "/api/v1/events", on_events, a);
+  if (rc == 0)
+    rc = http_route(http, "POST", "/api/v1/checkin", on_checkin, a);
+  if (rc == 0)
+    rc = http_route(http, "GET", "/api/v1/health", on_health, a);
+  if (rc != 0) {
+    free(a);
+    return rc;
+  }
+  *out = a;
+  return 0;
+}
+
+void api_free(api_t *a) {
+  free(a);
+}
+
+void api_stats(const api_t *a, api_stats_t *out) {
+  *out = a->stats;
+}

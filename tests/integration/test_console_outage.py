@@ -1,0 +1,26 @@
+"""Console down while 100,000 events are produced, then back: all arrive,
+each stored once."""
+import os
+import signal
+import yit
+import linkutil
+
+yit.require_root()
+t = yit.Test(__file__)
+con = yit.Console(t)
+con.tenant("acme")
+ag = linkutil.enrolled_agent(t, con)
+con.stop(signal.SIGKILL)
+
+d = t.path("outage")
+os.mkdir(d)
+N = 33400  # 3 events each: 100,200 events
+linkutil.storm(d, N)
+con.start()
+t.wait_for(lambda: sum(linkutil.stored_paths(con, ag.agent_id, "/outage/").values()) >= 3 * N,
+           timeout=600, what="all storm events stored", interval=1)
+got = linkutil.stored_paths(con, ag.agent_id, "/outage/")
+t.check_eq(len(got), 3 * N, "every (file, action) stored")
+t.check(all(v == 1 for v in got.values()), "each stored once")
+linkutil.stream_check(t, con, ag.agent_id, "after outage")
+t.done()
