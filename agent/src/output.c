@@ -32,6 +32,7 @@ int output_init(output_t *o, uv_loop_t *loop, const char *dest) {
     o->own_fd = true;
   }
   uv_timer_start(&o->timer, on_timer, FLUSH_MS, FLUSH_MS);
+  uv_unref((uv_handle_t *)&o->timer); /* never what keeps the agent running */
   return 0;
 }
 
