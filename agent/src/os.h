@@ -111,6 +111,9 @@ int os_procwatch_new(uv_loop_t *loop, size_t rcvbuf, os_procev_cb cb, void *data
 int os_procwatch_start(os_procwatch_t *w);
 /* Unsubscribes and closes; the handle is freed once libuv has closed it. */
 void os_procwatch_free(os_procwatch_t *w);
+/* Handles the process events queued now, as the readable callback would
+ * (a no-op when called from inside a delivery). */
+void os_procwatch_drain(os_procwatch_t *w);
 
 /* ------------------------------------------------------------------ */
 /* File events (fanotify filesystem marks on Linux)                     */

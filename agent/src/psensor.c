@@ -105,8 +105,15 @@ proc_entry_t *psensor_lookup(agent_t *a, int pid) {
   if (e != NULL)
     return e;
   os_proc_info_t info;
-  if (os_proc_read(pid, 1, 256, &info) != 0)
+  if (os_proc_read(pid, 1, 256, &info) != 0) {
+    /* Gone already: its fork and exec may still wait in the process
+     * sensor's queue (the two kernel sources are read independently). */
+    if (a->ps != NULL && a->ps->watch != NULL) {
+      os_procwatch_drain(a->ps->watch);
+      return proctab_get(&a->procs, pid);
+    }
     return NULL;
+  }
   e = proctab_upsert(&a->procs, pid);
   if (e != NULL) {
     fill_entry_from_info(a, e, &info);

@@ -52,6 +52,9 @@
 #define READS_PER_CALLBACK 16
 #define HANDLE_MAX 128
 
+struct os_fswatch;
+static void fswatch_read(struct os_fswatch *w);
+
 #define EVENT_MASK                                                                                 \
   (FAN_CREATE | FAN_DELETE | FAN_RENAME | FAN_CLOSE_WRITE | FAN_OPEN_EXEC | FAN_ONDIR)
 
@@ -81,6 +84,7 @@ struct os_fswatch {
   uv_poll_t mpoll;
   int open_handles;
   bool closing;
+  bool draining;
   os_fsev_cb cb;
   os_fsmount_cb mount_cb;
   void *data;
@@ -456,8 +460,15 @@ static void handle_event(os_fswatch_t *w, const struct fanotify_event_metadata *
 }
 
 void os_fswatch_drain(os_fswatch_t *w) {
-  if (w->closing)
+  /* Not reentrant: the read buffer is being walked by the outer call. */
+  if (w->closing || w->draining)
     return;
+  w->draining = true;
+  fswatch_read(w);
+  w->draining = false;
+}
+
+static void fswatch_read(os_fswatch_t *w) {
   for (int i = 0; i < READS_PER_CALLBACK && !w->closing; i++) {
     ssize_t n = read(w->fan_fd, w->buf, READ_BUF);
     if (n < 0 && errno == EINTR)

@@ -76,6 +76,8 @@ struct os_procwatch {
   void *data;
   bool listening;  /* The kernel acknowledged PROC_CN_MCAST_LISTEN. */
   bool closing;    /* os_procwatch_free() was called: no more callbacks. */
+  bool draining;   /* os_procwatch_drain() is running */
+  bool in_read;    /* the receive loop is running */
   uint32_t cookie; /* Our ack number in requests; the kernel answers cookie + 1. */
   size_t ncpu;
   cpu_seq_t *cpus;
@@ -271,6 +273,9 @@ static ssize_t recv_one(os_procwatch_t *w, char *buf, size_t size) {
 static void on_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
   os_procwatch_t *w = handle->data;
+  if (w->in_read)
+    return; /* reached again from inside a delivery: the outer loop goes on */
+  w->in_read = true;
   union {
     struct nlmsghdr align;
     char bytes[RECV_BUF_SIZE];
@@ -300,12 +305,22 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
    * ENOBUFS overrun exactly that way, and the recv() above has cleared it,
    * so the handle is started again. An error that recv() did not reveal is
    * not expected; the handle then stays stopped and the loss is reported. */
+  w->in_read = false;
   if (status < 0 && !w->closing) {
     if (progress && uv_poll_start(&w->poll, UV_READABLE, on_readable) == 0)
       return;
     os_procev_t l = {.kind = OS_PROCEV_LOST, .lost_known = false, .ts_ns = mono_ns()};
     deliver(w, &l);
   }
+}
+
+void os_procwatch_drain(os_procwatch_t *w) {
+  /* Not from inside its own delivery: the receive loop is not reentrant. */
+  if (w == NULL || w->closing || w->draining)
+    return;
+  w->draining = true;
+  on_readable(&w->poll, 0, UV_READABLE);
+  w->draining = false;
 }
 
 int os_procwatch_new(uv_loop_t *loop, size_t rcvbuf, os_procev_cb cb, void *data,
