@@ -16,6 +16,7 @@
 #define EXCERPT_BYTES 32
 #define MATCHES_JSON_MAX (64 * 1024)
 #define MAX_PAUSE_NS 1000000000LL
+#define KEEP_BUF_BYTES (1024 * 1024)
 
 typedef struct {
   bool used;
@@ -406,6 +407,13 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_unlock(&s->lock);
     scan_one(s, &w, r);
+    if (w.cap > KEEP_BUF_BYTES) {
+      /* A large file was read: give the memory back rather than keeping
+       * the agent's footprint at the largest file ever scanned. */
+      free(w.buf);
+      w.buf = NULL;
+      w.cap = 0;
+    }
     bool background = r->prio == SCAN_PRIO_BACKGROUND;
     int64_t spent = r->duration_ns;
     r->done(r); /* r belongs to the callback from here on */
