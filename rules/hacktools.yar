@@ -95,11 +95,11 @@ rule Yamori_Hacktool_Mimikatz_Command_Script : hacktool credential_access window
 rule Yamori_Hacktool_LSASS_Dump_Commands : hacktool credential_access windows
 {
     meta:
-        description = "Script or command file that dumps LSASS memory or the SAM/SYSTEM hives or NTDS.dit (comsvcs MiniDump, procdump -ma lsass, reg save of both hives, ntdsutil IFM)."
+        description = "Script or command file that dumps LSASS memory or the SAM/SYSTEM hives or NTDS.dit (comsvcs MiniDump, procdump full dumps of lsass, reg save of both hives, ntdsutil IFM)."
         severity = "high"
         author = "Yamori project"
         date = "2026-11-25"
-        reference = "https://attack.mitre.org/techniques/T1003/"
+        reference = "https://attack.mitre.org/techniques/T1003/001/"
         mitre_attack = "T1003.001"
 
     strings:

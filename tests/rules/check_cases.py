@@ -10,8 +10,8 @@ defines on every scan:
   filepath   full path of the file
   extension  lower-case extension without the dot ("" when none; a leading
              dot, as in ".bashrc", does not start an extension)
-  filetype   "elf", "pe", "macho", "script" (starts with #!), "text" or "data",
-             from the first bytes of the content
+  filetype   "elf", "pe", "macho", "script" (starts with #!), "text" or "data"
+             (a control character in the first 512 bytes), from the content
   owner      user name of the file owner (always "root" here)
 
 The case passes when the named rule matches ("expect": "match") or does not
@@ -43,16 +43,24 @@ RULE_DECL = re.compile(
     re.MULTILINE)
 
 MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf",
-                b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+                b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
+                b"\xca\xfe\xba\xbe")
 
 
 def extension_of(filename):
-    """Lower-case extension without the dot; "" when there is none."""
+    """Lower-case (ASCII) extension without the dot; "" when there is none.
+
+    As the agent computes it: the text after the last dot of the base name,
+    unless that dot starts the name (".bashrc" has none) or the extension
+    is 32 bytes or longer."""
     base = os.path.basename(filename)
-    stem = base.lstrip(".")
-    if "." not in stem:
+    dot = base.rfind(".")
+    if dot <= 0:
         return ""
-    return stem.rsplit(".", 1)[1].lower()
+    ext = base[dot + 1:]
+    if len(ext.encode("utf-8")) >= 32:
+        return ""
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in ext)
 
 
 def filetype_of(data):
@@ -66,18 +74,12 @@ def filetype_of(data):
         return "macho"
     if data[:2] == b"#!":
         return "script"
-    head = data[:4096]
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return "text"  # UTF-16 with a byte order mark
-    if b"\x00" in head:
-        return "data"
-    if not head:
-        return "text"
-    # Printable ASCII, common whitespace, ESC, CTRL-Z, and any byte >= 0x80
-    # (UTF-8, Shift_JIS and other legacy encodings) count as text.
-    textual = sum(1 for b in head
-                  if b >= 0x20 or b in (0x09, 0x0a, 0x0c, 0x0d, 0x1a, 0x1b))
-    return "text" if textual * 100 >= len(head) * 95 else "data"
+    # "data" when the first 512 bytes hold a control character other than
+    # tab, line feed, form feed or carriage return; otherwise "text".
+    for b in data[:512]:
+        if b < 0x20 and b not in (0x09, 0x0a, 0x0c, 0x0d):
+            return "data"
+    return "text"
 
 
 def declared_rules(rule_files):
@@ -86,9 +88,6 @@ def declared_rules(rule_files):
     for path in rule_files:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        # Drop comments so that commented-out rules are not counted.
-        text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
-        text = re.sub(r"//[^\n]*", "", text)
         for m in RULE_DECL.finditer(text):
             modifiers = m.group(1) or ""
             rules[m.group(2)] = (os.path.basename(path),
