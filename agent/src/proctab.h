@@ -35,6 +35,8 @@ typedef struct proc_entry {
   /* A start event of this process waits for its hash: its end is held
    * back until the start is written. */
   bool start_pending;
+  /* Ended, kept a few seconds so that file events still queued name it. */
+  bool exited;
   bool exit_pending;
   int exit_code;
   int64_t exit_ns;

@@ -42,9 +42,23 @@ typedef struct {
   char name[64];
 } user_slot_t;
 
+#define RETIRED_MAX 65536
+#define RETIRE_NS 5000000000LL
+
+/* A process that ended, waiting to leave the table. */
+typedef struct {
+  int pid;
+  uint64_t start_ticks;
+  int64_t ended_mono;
+} retired_t;
+
 struct psensor {
   agent_t *a;
   os_procwatch_t *watch;
+  retired_t *retired; /* ring */
+  size_t rhead, rcount;
+  uv_timer_t purge;
+  bool purge_started;
   user_slot_t users[USER_SLOTS];
   size_t pending; /* start events waiting for a hash */
   uint32_t gen;
@@ -71,6 +85,46 @@ static const char *user_name(psensor_t *p, uint32_t uid) {
   s->uid = uid;
   snprintf(s->name, sizeof(s->name), "%s", pw.pw_name);
   return s->name;
+}
+
+static int64_t mono_now(void) {
+  struct timespec m;
+  clock_gettime(CLOCK_MONOTONIC, &m);
+  return (int64_t)m.tv_sec * 1000000000 + m.tv_nsec;
+}
+
+/* Removes the oldest retired entry if it is still that ended process. */
+static void purge_one(psensor_t *p) {
+  retired_t *r = &p->retired[p->rhead];
+  proc_entry_t *e = proctab_get(&p->a->procs, r->pid);
+  if (e != NULL && e->exited && e->start_ticks == r->start_ticks)
+    proctab_remove(&p->a->procs, r->pid);
+  p->rhead = (p->rhead + 1) % RETIRED_MAX;
+  p->rcount--;
+}
+
+static void on_purge(uv_timer_t *t) {
+  psensor_t *p = t->data;
+  int64_t now = mono_now();
+  while (p->rcount > 0 && now - p->retired[p->rhead].ended_mono >= RETIRE_NS)
+    purge_one(p);
+}
+
+/* An ended process leaves the table after RETIRE_NS: the file sensor's
+ * queue may still hold its last file events. */
+static void retire(psensor_t *p, proc_entry_t *e) {
+  if (p->retired == NULL) {
+    proctab_remove(&p->a->procs, e->pid);
+    return;
+  }
+  if (p->rcount == RETIRED_MAX)
+    purge_one(p);
+  e->exited = true;
+  retired_t *r = &p->retired[(p->rhead + p->rcount) % RETIRED_MAX];
+  r->pid = e->pid;
+  r->start_ticks = e->start_ticks;
+  r->ended_mono = mono_now();
+  p->rcount++;
 }
 
 static int64_t mono_to_real(uint64_t mono_ns) {
@@ -102,6 +156,15 @@ static void fill_entry_from_info(agent_t *a, proc_entry_t *e, const os_proc_info
 
 proc_entry_t *psensor_lookup(agent_t *a, int pid) {
   proc_entry_t *e = proctab_get(&a->procs, pid);
+  if (e != NULL && e->exe == NULL) {
+    /* Known only from its exec notification so far: its exec event may
+     * still wait in the process sensor's queue. */
+    if (a->ps != NULL && a->ps->watch != NULL)
+      os_procwatch_drain(a->ps->watch);
+    e = proctab_get(&a->procs, pid);
+    if (e != NULL && e->exe == NULL && e->exec_open != NULL)
+      proctab_set_exe(e, e->exec_open, e->exec_open_len);
+  }
   if (e != NULL)
     return e;
   os_proc_info_t info;
@@ -182,7 +245,10 @@ void psensor_seed(agent_t *a) {
 
 void psensor_note_exec(agent_t *a, int pid, const char *path, size_t len) {
   /* The fork event of pid may not have been handled yet: create the entry. */
-  proc_entry_t *e = proctab_upsert(&a->procs, pid);
+  proc_entry_t *e = proctab_get(&a->procs, pid);
+  if (e != NULL && e->exited)
+    proctab_remove(&a->procs, pid); /* the pid was reused */
+  e = proctab_upsert(&a->procs, pid);
   if (e != NULL && e->exec_open == NULL)
     proctab_set_exec_open(e, path, len);
 }
@@ -272,7 +338,7 @@ static void finish_start(pstart_t *s, const char *hex) {
     e->start_pending = false;
     if (e->exit_pending) {
       emit_end(p, e, e->pid, e->exit_code, e->exit_ns);
-      proctab_remove(&a->procs, e->pid);
+      retire(p, e);
     }
   }
   ym_event_free(&s->ev);
@@ -427,6 +493,9 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
 
 static void on_fork(psensor_t *p, const os_procev_t *pe) {
   agent_t *a = p->a;
+  proc_entry_t *old = proctab_get(&a->procs, pe->pid);
+  if (old != NULL && old->exited)
+    proctab_remove(&a->procs, pe->pid); /* the pid was reused */
   proc_entry_t *e = proctab_upsert(&a->procs, pe->pid);
   if (e == NULL)
     return;
@@ -456,10 +525,12 @@ static void on_exit_ev(psensor_t *p, const os_procev_t *pe) {
     e->exit_ns = when;
     return;
   }
+  if (e != NULL && e->exited)
+    return; /* already ended (a duplicate) */
   if (e == NULL || !excluded_exe(a, e))
     emit_end(p, e, pe->pid, pe->exit_code, when);
   if (e != NULL)
-    proctab_remove(&a->procs, pe->pid);
+    retire(p, e);
 }
 
 static void on_procev(const os_procev_t *pe, void *data) {
@@ -501,6 +572,16 @@ int psensor_new(agent_t *a, psensor_t **out) {
   if (p == NULL)
     return YM_ENOMEM;
   p->a = a;
+  p->retired = calloc(RETIRED_MAX, sizeof(*p->retired));
+  if (p->retired == NULL) {
+    free(p);
+    return YM_ENOMEM;
+  }
+  uv_timer_init(a->loop, &p->purge);
+  p->purge.data = p;
+  uv_timer_start(&p->purge, on_purge, 1000, 1000);
+  uv_unref((uv_handle_t *)&p->purge);
+  p->purge_started = true;
   p->gen = 1;
   *out = p;
   return 0;
@@ -527,11 +608,16 @@ void psensor_stop(psensor_t *p) {
     os_procwatch_free(p->watch);
     p->watch = NULL;
   }
+  if (p != NULL && p->purge_started) {
+    uv_close((uv_handle_t *)&p->purge, NULL);
+    p->purge_started = false;
+  }
 }
 
 void psensor_free(psensor_t *p) {
   if (p == NULL)
     return;
   psensor_stop(p);
+  free(p->retired);
   free(p);
 }
