@@ -19,9 +19,9 @@ linkutil.storm(d, N)
 con.start()
 # Counted in SQL while waiting (cheap); checked event by event at the end.
 t.wait_for(lambda: con.query("SELECT count(*) FROM events WHERE agent_id = ? AND dataset = "
-                             "'yamori.file' AND json LIKE ?", ag.agent_id, "%/outage/%")[0][0] >= 3 * N,
+                             "'yamori.file' AND json LIKE ?", ag.agent_id, "%" + d + "/%")[0][0] >= 3 * N,
            timeout=600, what="all storm events stored", interval=2)
-got = linkutil.stored_paths(con, ag.agent_id, "/outage/")
+got = linkutil.stored_paths(con, ag.agent_id, d + "/")
 t.check_eq(len(got), 3 * N, "every (file, action) stored")
 t.check(all(v == 1 for v in got.values()), "each stored once")
 linkutil.stream_check(t, con, ag.agent_id, "after outage")
