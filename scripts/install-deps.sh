@@ -15,6 +15,7 @@ build_pkgs=(
 test_pkgs=(
   libcmocka-dev python3 clang libclang-rt-14-dev clang-format
   util-linux iproute2 procps
+  chromium nodejs
 )
 bench_pkgs=(yara inotify-tools auditd time)
 
@@ -30,8 +31,27 @@ for p in "${want[@]}"; do
   fi
 done
 
+# The dashboard's browser tests drive Debian's chromium with playwright-core
+# from the npm registry, pinned in tests/browser/package-lock.json and kept
+# in tests/browser/node_modules (never a downloaded browser).
+browser_modules() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm is missing; the browser tests will be skipped" >&2
+    return 0
+  fi
+  if [ -f "$dir/node_modules/playwright-core/package.json" ] &&
+     [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    return 0
+  fi
+  echo "install-deps: npm ci in tests/browser"
+  (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#want[@]} packages present"
+  browser_modules
   exit 0
 fi
 
@@ -50,4 +70,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if printf '%s\n' "${missing[@]}" | grep -qx auditd; then
   systemctl stop auditd 2>/dev/null || service auditd stop 2>/dev/null || true
 fi
+# Debian's nodejs may come without npm (the distribution packages it apart).
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+browser_modules
 echo "install-deps: done"

@@ -1,0 +1,252 @@
+// Drives the dashboard in Debian's chromium (headless) with playwright-core.
+// Started by tests/integration/test_dashboard_browser.py with a JSON file
+// describing the running console, agent, incident and hostile strings.
+// Prints "ok - ..." / "FAIL - ..." lines; exits 0 when it could run to the
+// end (the Python test counts the lines), 2 on a crash.
+
+import { readFileSync, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const T = 20000; // ordinary waits (ms)
+
+let failures = 0;
+function ok(cond, what) {
+  if (cond) console.log("ok - " + what);
+  else {
+    failures++;
+    console.log("FAIL - " + what);
+  }
+  return cond;
+}
+
+// What the dashboard shows for an endpoint string (dom.js clean()):
+// control characters and direction overrides as visible escapes.
+function shown(s) {
+  return String(s).replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? "\\x" + n.toString(16).padStart(2, "0") : "\\u" + n.toString(16).padStart(4, "0");
+  });
+}
+
+const violations = [];
+const pageErrors = [];
+const cspConsole = [];
+const dialogs = [];
+
+const browser = await chromium.launch({ executablePath: cfg.chromium, headless: true, args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync"] });
+const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: "ja-JP", viewport: { width: 1280, height: 900 } });
+const page = await context.newPage();
+await page.exposeBinding("__ymViolation", (src, v) => violations.push(v));
+await page.addInitScript(() => {
+  document.addEventListener("securitypolicyviolation", (e) => {
+    window.__ymViolation(e.violatedDirective + " blocked=" + e.blockedURI + " at " + e.sourceFile + ":" + e.lineNumber);
+  });
+});
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("console", (m) => {
+  const txt = m.text();
+  if (/Content.Security.Policy|Refused to (execute|load|apply|evaluate)/i.test(txt)) cspConsole.push(txt);
+});
+page.on("dialog", async (d) => {
+  dialogs.push(d.type() + ": " + d.message());
+  await d.dismiss().catch(() => {});
+});
+
+async function shot(name) {
+  await page.screenshot({ path: join(cfg.shots, name + ".png"), fullPage: true }).catch(() => {});
+}
+
+async function step(name, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    ok(false, name + ": " + String(e && e.message ? e.message : e).split("\n")[0]);
+    await shot("fail-" + name.replace(/[^a-z0-9]+/gi, "-"));
+  }
+}
+
+async function visibleText(text, timeout) {
+  await page.getByText(text, { exact: false }).first().waitFor({ state: "visible", timeout: timeout || T });
+  return true;
+}
+
+async function go(hash) {
+  await page.evaluate((h) => {
+    location.hash = h;
+  }, hash);
+}
+
+// ---------------------------------------------------------------- login
+await step("login", async () => {
+  const resp = await page.goto(cfg.url + "/", { waitUntil: "load" });
+  ok(resp && resp.status() === 200, "GET / answers 200");
+  const csp = (resp && resp.headers()["content-security-policy"]) || "";
+  ok(/script-src 'self'/.test(csp) && !/unsafe-inline|unsafe-eval/.test(csp),
+    "the dashboard is served with a strict Content-Security-Policy (" + csp + ")");
+  await page.locator("#login-user").waitFor({ timeout: T });
+  ok(await visibleText("ユーザー名とパスワードを入力してください"), "the login page is in Japanese by default");
+  await page.fill("#login-user", cfg.user);
+  await page.fill("#login-password", "wrong password 123");
+  await page.click("#login-submit");
+  ok(await visibleText("ユーザー名またはパスワードが正しくありません"), "a wrong password is refused with a plain message");
+  await page.fill("#login-password", cfg.password);
+  await page.click("#login-submit");
+  await page.locator("#verdict").waitFor({ timeout: T });
+  const verdict = await page.locator("#verdict").textContent();
+  ok(["すべてのPCは安全です", "確認が必要なPCがあります", "対応が必要なPCがあります"].includes(verdict),
+    "the overview gives a one-line verdict (" + verdict + ")");
+  ok(verdict === "対応が必要なPCがあります", "with an open malware incident the verdict asks for action");
+  const danger = await page.locator('.tile[data-state="danger"] .tile-num').textContent();
+  ok(Number(danger) >= 1, "the overview counts the PC with the incident as danger (" + danger + ")");
+  await shot("overview");
+});
+
+// ---------------------------------------------------------------- PCs
+await step("pcs", async () => {
+  await go("#/pcs");
+  await page.locator("table.pcs").waitFor({ timeout: T });
+  ok(await visibleText(cfg.real_host), "the PC list shows the real agent (" + cfg.real_host + ")");
+  await page.fill("#pc-search", cfg.real_host);
+  await page.press("#pc-search", "Enter");
+  await page.waitForFunction(() => location.hash.includes("q="), null, { timeout: T });
+  await page.locator("table.pcs a.host").first().waitFor({ timeout: T });
+  const hosts = await page.locator("table.pcs a.host").allTextContents();
+  ok(hosts.length >= 1 && hosts.every((x) => x.includes(cfg.real_host)), "the search narrows the list to the host");
+  await page.locator("table.pcs a.host", { hasText: cfg.real_host }).first().click();
+  await page.locator("h1.host").waitFor({ timeout: T });
+  ok(await visibleText(cfg.real_agent), "the PC detail shows the agent id");
+  ok(await visibleText("検知ルール版"), "the PC detail shows the rules version row");
+  await shot("pc-detail");
+});
+
+// ---------------------------------------------------------------- incident: quarantine and restore
+await step("incident", async () => {
+  if (!ok(cfg.incident !== null, "an incident exists for the EICAR detection")) return;
+  await go("#/incidents");
+  await page.locator("table.incidents").waitFor({ timeout: T });
+  await page.locator('tr[data-incident="' + cfg.incident + '"] a.incident-link').click();
+  await page.locator("#incident-file").waitFor({ timeout: T });
+  ok((await page.locator("#incident-file").textContent()) === cfg.eicar_path, "the incident shows the file's path");
+  ok(await visibleText("実行したプロセス"), "the incident shows the acting process");
+  await shot("incident");
+
+  ok((await page.inputValue("#cmd-quarantine-path")) === cfg.eicar_path, "the quarantine field holds the file's path");
+  await page.click('button[data-cmd="quarantine"]');
+  ok(await visibleText("を送りました"), "the quarantine command was sent");
+  const qRow = page.locator('tr[data-kind="quarantine"]').first();
+  await qRow.waitFor({ timeout: T });
+  await page.locator('tr[data-kind="quarantine"][data-state="done"], tr[data-kind="quarantine"][data-state="failed"], tr[data-kind="quarantine"][data-state="expired"]')
+    .first().waitFor({ timeout: cfg.command_timeout_ms });
+  const qState = await qRow.getAttribute("data-state");
+  ok(qState === "done", "the quarantine finished on the PC (state " + qState + ")");
+  ok((await qRow.textContent()).includes("完了"), "the dashboard shows the result as 完了");
+  ok(!existsSync(cfg.eicar_path), "the file left its directory");
+  await shot("quarantined");
+
+  const restore = qRow.locator("button[data-restore]");
+  await restore.waitFor({ timeout: T });
+  await restore.click();
+  await page.locator('tr[data-kind="restore"]').first().waitFor({ timeout: T });
+  await page.locator('tr[data-kind="restore"][data-state="done"], tr[data-kind="restore"][data-state="failed"], tr[data-kind="restore"][data-state="expired"]')
+    .first().waitFor({ timeout: cfg.command_timeout_ms });
+  const rState = await page.locator('tr[data-kind="restore"]').first().getAttribute("data-state");
+  ok(rState === "done", "the restore finished on the PC (state " + rState + ")");
+  ok(existsSync(cfg.eicar_path) && statSync(cfg.eicar_path).size === cfg.eicar_size, "the file is back with its size");
+  await shot("restored");
+
+  await page.click('button[data-state="acknowledged"]');
+  await page.locator(".badges .inc-acknowledged").waitFor({ timeout: T });
+  ok(true, "the incident can be acknowledged from the dashboard");
+  await page.fill("#incident-note", "確認しました <b>note</b>");
+  await page.click("text=メモを追加");
+  ok(await visibleText("確認しました <b>note</b>"), "a note is added and shown as text");
+});
+
+// ---------------------------------------------------------------- language
+await step("language", async () => {
+  await go("#/overview");
+  await page.locator("#verdict").waitFor({ timeout: T });
+  const nav = page.locator('nav.menu a[href="#/incidents"]');
+  ok((await nav.textContent()) === "インシデント", "the menu is in Japanese");
+  await page.selectOption("#lang", "en");
+  await page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "Incidents",
+    null, { timeout: T });
+  ok(true, "after switching, the menu is in English");
+  ok((await page.locator("#verdict").textContent()) === "Some PCs need action now", "the verdict is in English");
+  ok((await page.evaluate(() => document.documentElement.lang)) === "en", "the document language is en");
+  await page.reload({ waitUntil: "load" });
+  await page.locator("#verdict").waitFor({ timeout: T });
+  ok((await nav.textContent()) === "Incidents", "the choice is kept over a reload");
+  await page.selectOption("#lang", "ja");
+  await page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "インシデント",
+    null, { timeout: T });
+  ok(true, "switching back gives Japanese again");
+});
+
+// ---------------------------------------------------------------- hostile strings
+await step("hostile", async () => {
+  if (!ok(cfg.hostile_agent, "the hostile PC was enrolled")) return;
+  const host = shown(cfg.hostile_host);
+  await go("#/pcs");
+  await page.locator("table.pcs").waitFor({ timeout: T });
+  ok(await visibleText(host), "the hostile host name is shown literally in the PC list");
+  await page.locator("table.pcs a.host", { hasText: "pc-<img" }).first().click();
+  await page.locator("h1.host").waitFor({ timeout: T });
+  ok((await page.locator("h1.host").textContent()) === host, "the PC detail heading is the literal host name");
+  ok(await visibleText('0.1.0"><img src=x>'), "the hostile agent version is literal text");
+  await shot("hostile-pc");
+
+  if (ok(cfg.hostile_incident !== null, "the hostile alert became an incident")) {
+    await go("#/incidents/" + cfg.hostile_incident);
+    await page.locator("#incident-file").waitFor({ timeout: T });
+    ok((await page.locator("#incident-file").textContent()) === shown(cfg.hostile_path),
+      "the hostile path is the incident's file, as text");
+    ok(await visibleText(shown(cfg.hostile_proc)), "the hostile process is shown as text");
+    ok(await visibleText("init\\x1b[2J"), "a control character in a parent's name is shown escaped");
+    await page.locator("details.raw summary").first().click();
+    ok(await visibleText("<b>desc</b></script>"), "the raw event shows the hostile rule text literally");
+    await shot("hostile-incident");
+  }
+
+  await go("#/events?agent=" + encodeURIComponent(cfg.hostile_agent));
+  await page.locator("table.events").waitFor({ timeout: T });
+  ok(await visibleText(shown(cfg.hostile_path)), "the hostile path is shown in the event list");
+
+  await go("#/events?path=" + encodeURIComponent(cfg.real_hostile_path.slice(0, cfg.real_hostile_path.lastIndexOf("/") + 1)));
+  await page.locator("table.events").waitFor({ timeout: T });
+  ok(await visibleText(shown(cfg.real_hostile_path), 60000), "a real hostile file name seen by the agent is shown as text");
+  await shot("hostile-events");
+
+  await go("#/overview");
+  await page.locator("#verdict").waitFor({ timeout: T });
+  ok(await visibleText(host), "the hostile host name is literal in the overview's incident list");
+});
+
+// ---------------------------------------------------------------- nothing ran
+await step("no script ran", async () => {
+  const pwned = await page.evaluate(() => window.__pwned);
+  ok(pwned === undefined, "no injected script ran (window.__pwned is " + pwned + ")");
+  ok((await page.locator("img, svg, script:not([src])").count()) === 0, "no injected element exists in the page");
+});
+ok(dialogs.length === 0, "no dialog opened" + (dialogs.length ? ": " + dialogs.join(" | ") : ""));
+ok(violations.length === 0, "no Content-Security-Policy violation was reported" +
+  (violations.length ? ": " + violations.slice(0, 5).join(" | ") : ""));
+ok(cspConsole.length === 0, "no CSP message on the console" + (cspConsole.length ? ": " + cspConsole.slice(0, 3).join(" | ") : ""));
+ok(pageErrors.length === 0, "no uncaught error in the page" + (pageErrors.length ? ": " + pageErrors.slice(0, 3).join(" | ") : ""));
+
+// ---------------------------------------------------------------- logout
+await step("logout", async () => {
+  await page.click("#logout");
+  await page.locator("#login-user").waitFor({ timeout: T });
+  await go("#/incidents");
+  await page.reload({ waitUntil: "load" });
+  await page.locator("#login-user").waitFor({ timeout: T });
+  ok(true, "after logging out the dashboard asks for a login again");
+});
+
+await browser.close();
+console.log("browser script: " + failures + " failed checks");
+process.exit(0);

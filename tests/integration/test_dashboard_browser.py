@@ -1,0 +1,227 @@
+"""The dashboard in a real browser (Debian's chromium, headless, driven by
+playwright-core from tests/browser/node_modules) against the real console
+and a real agent:
+
+- log in, see the PCs;
+- an incident made by a real EICAR detection on the real agent: open it,
+  quarantine the file and restore it from the dashboard, see the results
+  (and the file really leaves and comes back);
+- switch the language (a Japanese string, then its English one, kept over a
+  reload);
+- hostile endpoint strings (a host name enrolled through the agent API, an
+  alert and a file event whose path and process carry `<img onerror>`,
+  `</script>`, quotes and control characters, and a real file with such a
+  name seen by the real agent) render as literal text: no script runs, no
+  dialog opens, no Content-Security-Policy violation is reported.
+
+The browser part is tests/browser/dashboard.mjs; its "ok"/"FAIL" lines are
+this test's checks."""
+import base64
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import yit
+from yit import get
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import linkutil  # noqa: E402
+
+BROWSER_DIR = os.path.join(yit.SOURCE_DIR, "tests", "browser")
+CHROMIUM = os.environ.get("YAMORI_CHROMIUM", "/usr/bin/chromium")
+
+yit.require_root()
+node = shutil.which("node")
+if node is None:
+    yit.skip("node is not installed (scripts/install-deps.sh installs nodejs)")
+if not os.access(CHROMIUM, os.X_OK):
+    yit.skip("%s is missing (scripts/install-deps.sh installs Debian's chromium)" % CHROMIUM)
+if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+    yit.skip("tests/browser/node_modules is missing (scripts/install-deps.sh runs npm ci there)")
+
+t = yit.Test(__file__)
+con = yit.Console(t)
+con.tenant("acme")
+m = re.search(rb'provider administrator "admin", password (\S+)', con.proc.stdout_bytes())
+t.check(m is not None, "the console printed the first administrator's password")
+if m is None:
+    t.done()
+admin_password = m.group(1).decode()
+
+
+class UiClient:
+    """The dashboard API as the browser uses it (cookie + CSRF token)."""
+
+    def __init__(self, con):
+        self.con = con
+        self.cookie = ""
+        self.csrf = ""
+
+    def call(self, method, path, body=None):
+        headers = {"Content-Type": "application/json"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if method == "POST" and self.csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        data = json.dumps(body).encode() if body is not None else b""
+        s, h, b = self.con.request(method, "/api/ui/" + path, data, headers)
+        for k, v in h.items():
+            if k.lower() == "set-cookie" and v.startswith("ym_session="):
+                self.cookie = v.split(";")[0]
+        try:
+            return s, json.loads(b) if b else None
+        except ValueError:
+            return s, None
+
+    def login(self, user, password):
+        s, j = self.call("POST", "login", {"user": user, "password": password})
+        if s == 200 and j:
+            self.csrf = j.get("csrf", "")
+        return s
+
+
+ui = UiClient(con)
+s = ui.login("admin", admin_password)
+t.check_eq(s, 200, "the administrator logs in through the API")
+
+# ---- a real agent and a real EICAR detection ----
+ag = linkutil.enrolled_agent(t, con, {"scan": {"on_write": True},
+                                      "policy": {"exec": "off", "file": "detect"}})
+os.chmod(t.dir, 0o755)
+d = t.path("userdir")
+os.mkdir(d)
+target = os.path.join(d, "eicar.com")
+# The test file is put together here, never stored whole.
+eicar = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-" + b"ANTIVIRUS-TEST-FILE!$H+H*")
+r = subprocess.run(["sh", "-c", "cat > '%s'" % target], input=eicar)
+t.check_eq(r.returncode, 0, "a shell wrote the EICAR test file")
+alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == target,
+                      what="the agent's alert", timeout=60)
+t.check(os.path.exists(target), "the file is still there (policy detect: the dashboard quarantines)")
+
+
+def find_incident(path):
+    s, j = ui.call("GET", "incidents?state=open&limit=50")
+    if s != 200 or not j:
+        return None
+    for it in j.get("items", []):
+        if it.get("file_path") == path:
+            return it
+    return None
+
+
+inc = t.wait_for(lambda: find_incident(target), timeout=120, interval=1.0,
+                 what="an incident for the EICAR file in /api/ui/incidents")
+
+# ---- a hostile PC: enrolled through the agent API with a hostile host name ----
+HOSTILE = "<img src=x onerror=\"window.__pwned=1\">'\"</script><script>window.__pwned=2</script>\x07\x1b[31m"
+hostile_host = "pc-" + HOSTILE
+hostile_dir = t.path("h<img src=x onerror=alert(1)>\"q'")
+hostile_path = os.path.join(hostile_dir, "x</script><b>bold</b>\x1b[0m.exe")
+hostile_proc = "/usr/bin/<svg onload=window.__pwned=3>"
+token = con.token("acme")
+raw = json.loads(base64.urlsafe_b64decode(token[5:] + "=" * (-len(token[5:]) % 4)))
+enroll = {"token": raw["tok"], "host": {"id": "hostile-host-id", "name": hostile_host,
+                                       "os": {"name": "Debian <i>GNU</i>", "version": "12\x00"}},
+          "agent": {"version": "0.1.0\"><img src=x>"}}
+s, _, b = con.request("POST", "/api/v1/enroll", json.dumps(enroll).encode(),
+                      {"Content-Type": "application/json"})
+t.check_eq(s, 200, "an agent with a hostile host name enrolls through the agent API")
+hostile_id = None
+if s == 200:
+    ans = json.loads(b)
+    hostile_id = ans["agent_id"]
+    auth = {"Authorization": "Bearer %s.%s" % (hostile_id, ans["secret"]),
+            "Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    # The real alert is the template: the console sees the same shape.
+    ev = json.loads(json.dumps(alert)) if alert else {"event": {"kind": "alert", "category": ["malware"],
+                                                                "dataset": "yamori.malware",
+                                                                "action": "malware-detected"},
+                                                      "rule": {"name": "Yamori_EICAR_Test_File"}}
+    ev["@timestamp"] = now
+    ev.setdefault("event", {})["created"] = now
+    ev["agent"] = dict(ev.get("agent") or {}, id=hostile_id)
+    ev["host"] = dict(ev.get("host") or {}, name=hostile_host)
+    ev["file"] = dict(ev.get("file") or {}, path=hostile_path, name=os.path.basename(hostile_path))
+    ev["process"] = {"pid": 4242, "name": "<svg onload=window.__pwned=3>", "executable": hostile_proc,
+                     "args": [hostile_proc, "--x='\"</script>"], "entity_id": "hostile-entity",
+                     "parent": {"pid": 1, "name": "init\x1b[2J", "executable": "/sbin/init"}}
+    ev["rule"] = dict(ev.get("rule") or {}, description="<b>desc</b></script>\x07")
+    ev.setdefault("yamori", {})["stream_seq"] = 1
+    fev = {"@timestamp": now, "event": {"kind": "event", "dataset": "yamori.file", "action": "creation",
+                                        "created": now, "type": ["creation"]},
+           "agent": {"id": hostile_id}, "host": {"name": hostile_host},
+           "file": {"path": hostile_path, "name": os.path.basename(hostile_path)},
+           "process": ev["process"], "yamori": {"stream_seq": 1}}
+
+    def send(stream, e):
+        hdr = {"agent_id": hostile_id, "stream": stream, "first_seq": 1, "last_seq": 1, "count": 1}
+        body = gzip.compress((json.dumps(hdr) + "\n" + json.dumps(e) + "\n").encode())
+        return con.request("POST", "/api/v1/events", body, auth)[0]
+
+    t.check_eq(send("alerts", ev), 200, "a hostile alert was accepted")
+    t.check_eq(send("bulk", fev), 200, "a hostile file event was accepted")
+
+# A real file with a hostile name, seen by the real agent.
+os.makedirs(os.path.dirname(hostile_path), exist_ok=True)
+real_hostile = os.path.join(hostile_dir, "r\x1b[31m<img src=x onerror=window.__pwned=4>'\".txt")
+with open(real_hostile, "w") as f:
+    f.write("x")
+ag.wait_event(lambda e: get(e, "file.path") == real_hostile, what="the hostile file name in the agent")
+
+hostile_inc = None
+if hostile_id:
+    def find_hostile():
+        s, j = ui.call("GET", "incidents?state=open&limit=50&agent=" + urllib.parse.quote(hostile_id))
+        return (j or {}).get("items", [None])[0] if s == 200 and (j or {}).get("items") else None
+    hostile_inc = t.wait_for(find_hostile, timeout=60, interval=1.0, what="the hostile incident")
+
+s, j = ui.call("GET", "agents?limit=50")
+real_host = None
+for it in (j or {}).get("items", []) if s == 200 else []:
+    if it.get("id") == ag.agent_id:
+        real_host = it.get("host_name")
+t.check(real_host is not None, "the real agent is listed by /api/ui/agents")
+
+# ---- the browser ----
+cfg = {
+    "url": con.url,
+    "user": "admin",
+    "password": admin_password,
+    "chromium": CHROMIUM,
+    "shots": t.dir,
+    "real_host": real_host or "",
+    "real_agent": ag.agent_id,
+    "incident": inc["id"] if inc else None,
+    "eicar_path": target,
+    "eicar_size": len(eicar),
+    "hostile_host": hostile_host,
+    "hostile_agent": hostile_id,
+    "hostile_incident": hostile_inc["id"] if hostile_inc else None,
+    "hostile_path": hostile_path,
+    "hostile_proc": hostile_proc,
+    "real_hostile_path": real_hostile,
+    "command_timeout_ms": 240000,
+}
+cfg_path = t.path("browser.json")
+with open(cfg_path, "w") as f:
+    json.dump(cfg, f)
+r = subprocess.run([node, os.path.join(BROWSER_DIR, "dashboard.mjs"), cfg_path], cwd=BROWSER_DIR,
+                   capture_output=True, timeout=900)
+out = r.stdout.decode("utf-8", "replace")
+for line in out.splitlines():
+    if line.startswith("ok - "):
+        t.check(True, "browser: " + line[5:])
+    elif line.startswith("FAIL - "):
+        t.check(False, "browser: " + line[7:])
+    elif line.strip():
+        print("browser: " + line)
+t.check_eq(r.returncode, 0, "the browser script finished cleanly: " + r.stderr.decode("utf-8", "replace")[-2000:])
+t.done()
