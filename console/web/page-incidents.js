@@ -184,11 +184,11 @@ async function renderDetail(main, id, ctx) {
       ])),
     ];
     if (inc.kind !== "silent") parts.push(alertSection(inc), fileSection(inc), processSection(inc));
-    if (canOperate()) parts.push(manageSection(inc, reload));
-    parts.push(notesSection(inc), timelineSection(inc));
     if (agent.id) {
       parts.push(await commandPanel(agent.id, inc, sub, { path: inc.file_path || "", process: procs[0] || null }));
     }
+    if (canOperate()) parts.push(manageSection(inc, reload));
+    parts.push(notesSection(inc), timelineSection(inc));
     if (!ctx.alive()) return;
     fill(main, parts);
   };
