@@ -42,7 +42,13 @@ export function h(tag, attrs, ...children) {
         for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = String(dv);
       } else if (k === "value") {
         el.value = v;
-      } else if (k === "checked" || k === "disabled" || k === "selected" || k === "required") {
+      } else if (k === "selected") {
+        el.defaultSelected = !!v;
+        el.selected = !!v;
+      } else if (k === "checked") {
+        el.defaultChecked = !!v;
+        el.checked = !!v;
+      } else if (k === "disabled" || k === "required") {
         el[k] = !!v;
       } else if (/^on/i.test(k) || k === "style" || k === "srcdoc") {
         throw new Error("attribute not allowed: " + k);

@@ -39,7 +39,8 @@ function resultView(c, send) {
 }
 
 // agentId: the PC; incident: the incident item or null; opts.process: the
-// acting process (for kill); opts.path: the file (for scan and quarantine).
+// acting process (for kill); opts.path: the file (for scan and quarantine);
+// opts.quarantineId: a quarantine entry to offer for restore.
 export async function commandPanel(agentId, incident, ctx, opts) {
   opts = opts || {};
   const listBox = h("div", { class: "commands", id: "commands" });
@@ -101,7 +102,7 @@ export async function commandPanel(agentId, incident, ctx, opts) {
     const proc = opts.process || null;
     const scanPath = h("input", { id: "cmd-scan-path", value: opts.path || "/home", required: true });
     const qPath = h("input", { id: "cmd-quarantine-path", value: opts.path || "", required: true });
-    const rId = h("input", { id: "cmd-restore-id", value: "", placeholder: t("cmd.restore_id_hint") });
+    const rId = h("input", { id: "cmd-restore-id", value: opts.quarantineId || "", placeholder: t("cmd.restore_id_hint") });
     const kPid = h("input", { id: "cmd-kill-pid", type: "number", min: 1, value: proc && proc.pid ? proc.pid : "" });
     const btn = (kind, label, fn, confirmText) => {
       const b = h("button", { type: "button", class: "btn", dataset: { cmd: kind } }, label);

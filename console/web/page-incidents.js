@@ -185,7 +185,11 @@ async function renderDetail(main, id, ctx) {
     ];
     if (inc.kind !== "silent") parts.push(alertSection(inc), fileSection(inc), processSection(inc));
     if (agent.id) {
-      parts.push(await commandPanel(agent.id, inc, sub, { path: inc.file_path || "", process: procs[0] || null }));
+      // A file the agent quarantined by itself names its quarantine entry.
+      const quarantined = (Array.isArray(inc.alerts) ? inc.alerts : []).map((a) => get(a.event, "yamori.quarantine.id"))
+        .find((q) => typeof q === "string" && q);
+      parts.push(await commandPanel(agent.id, inc, sub, { path: inc.file_path || "", process: procs[0] || null,
+        quarantineId: quarantined || "" }));
     }
     if (canOperate()) parts.push(manageSection(inc, reload));
     parts.push(notesSection(inc), timelineSection(inc));
