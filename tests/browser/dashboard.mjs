@@ -39,6 +39,7 @@ const browser = await chromium.launch({ executablePath: cfg.chromium, headless: 
   "--disable-component-update", "--disable-sync"] });
 const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: "ja-JP", viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
+page.setDefaultTimeout(T);
 await page.exposeBinding("__ymViolation", (src, v) => violations.push(v));
 await page.addInitScript(() => {
   document.addEventListener("securitypolicyviolation", (e) => {
