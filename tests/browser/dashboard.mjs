@@ -187,6 +187,43 @@ await step("language", async () => {
   ok(true, "switching back gives Japanese again");
 });
 
+// ---------------------------------------------------------------- events, settings, report
+await step("events", async () => {
+  await go("#/events?agent=" + encodeURIComponent(cfg.real_agent) + "&tree=1");
+  await page.locator("table.events").waitFor();
+  ok((await page.locator("table.events tbody tr").count()) >= 1, "the real PC's events are listed");
+  await page.locator("#process-tree").waitFor();
+  ok((await page.locator("#process-tree .proc-name").count()) >= 1, "the process tree of the real PC has processes");
+  await go("#/events?kind=alert&agent=" + encodeURIComponent(cfg.real_agent));
+  await page.locator("table.events").waitFor();
+  ok(await visibleText(cfg.eicar_path), "the alert filter shows the EICAR alert");
+});
+
+await step("settings", async () => {
+  await go("#/settings");
+  await page.locator("#set-helpdesk").waitFor();
+  await page.fill("#set-helpdesk", "0120-000-000 (平日 9-18時)");
+  await page.click("#settings-save");
+  ok(await visibleText("保存しました"), "tenant settings are saved");
+  await page.click("#tok-create");
+  await page.locator("#token-value").waitFor();
+  ok((await page.inputValue("#token-value")).startsWith("ymt1."), "a new enrollment token is shown once");
+  ok((await page.locator("#installer-link").getAttribute("href")).startsWith("/api/ui/tenants/"), "the installer link is there");
+});
+
+await step("report", async () => {
+  const d = new Date();
+  const month = d.getFullYear() + "-" + String(d.getMonth() + 1).padStart(2, "0");
+  await go("#/report?month=" + month);
+  await page.locator("#report").waitFor();
+  ok((await page.locator("#report h1").textContent()).includes("セキュリティ月次レポート"), "the monthly report is in Japanese");
+  ok(await visibleText("0120-000-000"), "the report names the help desk");
+  await page.emulateMedia({ media: "print" });
+  ok(!(await page.locator("nav.menu").isVisible()) && (await page.locator("#report").isVisible()),
+    "printing shows the report without the menu");
+  await page.emulateMedia({ media: "screen" });
+});
+
 // ---------------------------------------------------------------- hostile strings
 await step("hostile", async () => {
   if (!ok(cfg.hostile_agent, "the hostile PC was enrolled")) return;
