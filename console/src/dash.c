@@ -819,6 +819,16 @@ int dash_command_create(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 400, "bad_request", "incident_id must be a positive number");
   if (kind == NULL)
     return web_fail(q, 400, "bad_request", "kind is required");
+  sqlite3_stmt *chk = prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)"
+                               " AND revoked = 0");
+  if (chk == NULL)
+    return db_fail(q);
+  sqlite3_bind_text(chk, 1, q->id[0], -1, SQLITE_STATIC);
+  sqlite3_bind_int64(chk, 2, q->scope);
+  bool known = sqlite3_step(chk) == SQLITE_ROW;
+  sqlite3_finalize(chk);
+  if (!known)
+    return not_found(q);
   int rc = begin(db);
   cJSON *item = NULL;
   int64_t tenant = 0;
