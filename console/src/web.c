@@ -680,7 +680,7 @@ static int load_static(web_t *w, const char *dir) {
       f->data = NULL;
       continue;
     }
-    snprintf(f->name, sizeof(f->name), "%s", e->d_name);
+    memcpy(f->name, e->d_name, strlen(e->d_name) + 1); /* length checked above */
     f->len = got;
     f->ctype = type;
     w->n_files++;
