@@ -10,9 +10,11 @@
  * console's public URL (written by serve, read by token create).
  */
 #include "api.h"
+#include "auth.h"
 #include "certs.h"
 #include "http.h"
 #include "incidents.h"
+#include "web.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -46,6 +48,10 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  const char *web_dir;
+  const char *installer;
+  unsigned checkin_s;
+  unsigned maintenance_s;
 } opts_t;
 
 static void usage(FILE *f) {
@@ -68,6 +74,10 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
+        "      --installer FILE serve: the generic agent installer offered per tenant\n"
+        "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
+        "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -149,6 +159,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 /* The tables of the console's modules, after the store's own. */
 static int apply_schemas(store_t *s) {
   int rc = incidents_schema(s);
+  if (rc == 0)
+    rc = auth_schema(s);
   return rc;
 }
 
@@ -202,16 +214,34 @@ static int cmd_serve(const opts_t *o) {
   serve_t sv = {0};
   rc = http_new(&loop, &ho, &sv.http);
   api_t *api = NULL;
-  api_opts_t ao = {60, 50};
+  api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  incidents_t *incidents = NULL;
+  incidents_opts_t io = {o->maintenance_s, NULL};
+  if (rc == 0)
+    rc = incidents_new(&loop, store, &io, &incidents);
+  if (rc == 0)
+    rc = api_add_checkin(api, incidents_checkin, incidents);
+  web_t *web = NULL;
+  web_opts_t wo = {o->web_dir ? o->web_dir : YAMORI_WEB_DIR,
+                   url,
+                   certs.pin,
+                   o->installer,
+                   o->data_dir,
+                   incidents};
+  if (rc == 0)
+    rc = web_new(&loop, sv.http, store, &wo, &web);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
     api_free(api);
+    web_free(web);
     store_close(store);
+    incidents_free(incidents);
+    uv_run(&loop, UV_RUN_DEFAULT);
     return 1;
   }
   printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
@@ -223,7 +253,9 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
   api_free(api);
+  web_free(web);
   store_close(store);
+  incidents_free(incidents);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return 0;
@@ -355,19 +387,34 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
-  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"url", required_argument, NULL, 'u'},
-                                           {"tenant", required_argument, NULL, OPT_TENANT},
-                                           {"display", required_argument, NULL, OPT_DISPLAY},
-                                           {"expires", required_argument, NULL, OPT_EXPIRES},
-                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
-                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0};
+  enum {
+    OPT_DISPLAY = 256,
+    OPT_EXPIRES,
+    OPT_MAX_USES,
+    OPT_TENANT,
+    OPT_RATE,
+    OPT_WEB_DIR,
+    OPT_INSTALLER,
+    OPT_CHECKIN_S,
+    OPT_MAINTENANCE_S
+  };
+  static const struct option longopts[] = {
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"url", required_argument, NULL, 'u'},
+      {"tenant", required_argument, NULL, OPT_TENANT},
+      {"display", required_argument, NULL, OPT_DISPLAY},
+      {"expires", required_argument, NULL, OPT_EXPIRES},
+      {"max-uses", required_argument, NULL, OPT_MAX_USES},
+      {"rate-per-ip", required_argument, NULL, OPT_RATE},
+      {"web-dir", required_argument, NULL, OPT_WEB_DIR},
+      {"installer", required_argument, NULL, OPT_INSTALLER},
+      {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
+      {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, 0, 0};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -406,6 +453,26 @@ int main(int argc, char **argv) {
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
+    case OPT_WEB_DIR:
+      o.web_dir = optarg;
+      break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_CHECKIN_S:
+    case OPT_MAINTENANCE_S: {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*end != '\0' || v < 1 || v > 86400) {
+        fprintf(stderr, "yamori-console: --%s takes seconds (1 to 86400)\n",
+                c == OPT_CHECKIN_S ? "checkin-s" : "maintenance-s");
+        return EXIT_USAGE;
+      }
+      if (c == OPT_CHECKIN_S)
+        o.checkin_s = (unsigned)v;
+      else
+        o.maintenance_s = (unsigned)v;
+      break;
+    }
     case 'h':
       usage(stdout);
       return 0;
