@@ -81,8 +81,11 @@ function reportView(r) {
     h("section", null, h("h2", null, t("rep.incidents")), table([
       { label: t("col.incident"), cell: (i) => i.title || "#" + i.id },
       { label: t("col.pc"), cell: (i) => i.host_name || "" },
-      { label: t("inc.first"), cell: (i) => fmtDate(i.first_ms) },
+      { label: t("inc.first"), cell: (i) => fmtTime(i.first_ms) },
+      { label: t("rep.notified"), cell: (i) => (i.notified_ms ? fmtTime(i.notified_ms) : "—") },
+      { label: t("rep.acknowledged"), cell: (i) => (i.acknowledged_ms ? fmtTime(i.acknowledged_ms) : "—") },
       { label: t("col.state"), cell: (i) => incStateBadge(i.state) },
+      { label: t("rep.resolved"), cell: (i) => (i.resolved_ms ? fmtTime(i.resolved_ms) : "—") },
       { label: t("rep.actions"), cell: (i) => (Array.isArray(i.actions) && i.actions.length
         ? i.actions.map((a) => (t("cmdkind." + a) !== "cmdkind." + a ? t("cmdkind." + a) : String(a))).join(t("list.sep"))
         : t("rep.no_actions")) },

@@ -228,4 +228,7 @@ for line in out.splitlines():
     elif line.strip():
         print("browser: " + line)
 t.check_eq(r.returncode, 0, "the browser script finished cleanly: " + r.stderr.decode("utf-8", "replace")[-2000:])
+# The dashboard's policy names a report-uri: the console logs every report.
+t.check("content-security-policy violation" not in con.proc.stderr_text(),
+        "the console received no Content-Security-Policy violation report")
 t.done()
