@@ -38,14 +38,18 @@ const dialogs = [];
 const browser = await chromium.launch({ executablePath: cfg.chromium, headless: true, args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
   "--disable-component-update", "--disable-sync"] });
 const context = await browser.newContext({ ignoreHTTPSErrors: true, locale: "ja-JP", viewport: { width: 1280, height: 900 } });
+// Every page of a context reports Content-Security-Policy violations.
+async function instrument(ctx) {
+  await ctx.exposeBinding("__ymViolation", (src, v) => violations.push(v));
+  await ctx.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__ymViolation(e.violatedDirective + " blocked=" + e.blockedURI + " at " + e.sourceFile + ":" + e.lineNumber);
+    });
+  });
+}
+await instrument(context);
 const page = await context.newPage();
 page.setDefaultTimeout(T);
-await page.exposeBinding("__ymViolation", (src, v) => violations.push(v));
-await page.addInitScript(() => {
-  document.addEventListener("securitypolicyviolation", (e) => {
-    window.__ymViolation(e.violatedDirective + " blocked=" + e.blockedURI + " at " + e.sourceFile + ":" + e.lineNumber);
-  });
-});
 page.on("pageerror", (e) => pageErrors.push(String(e)));
 page.on("console", (m) => {
   const txt = m.text();
@@ -284,11 +288,33 @@ await step("no script ran", async () => {
   ok(pwned === undefined, "no injected script ran (window.__pwned is " + pwned + ")");
   ok((await page.locator("img, svg, script:not([src])").count()) === 0, "no injected element exists in the page");
 });
-ok(dialogs.length === 0, "no dialog opened" + (dialogs.length ? ": " + dialogs.join(" | ") : ""));
-ok(violations.length === 0, "no Content-Security-Policy violation was reported" +
-  (violations.length ? ": " + violations.slice(0, 5).join(" | ") : ""));
-ok(cspConsole.length === 0, "no CSP message on the console" + (cspConsole.length ? ": " + cspConsole.slice(0, 3).join(" | ") : ""));
-ok(pageErrors.length === 0, "no uncaught error in the page" + (pageErrors.length ? ": " + pageErrors.slice(0, 3).join(" | ") : ""));
+// ---------------------------------------------------------------- a customer's viewer
+await step("viewer", async () => {
+  const vctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  await instrument(vctx);
+  const vp = await vctx.newPage();
+  vp.setDefaultTimeout(T);
+  vp.on("pageerror", (e) => pageErrors.push("viewer: " + String(e)));
+  vp.on("dialog", async (d) => {
+    dialogs.push("viewer " + d.type());
+    await d.dismiss().catch(() => {});
+  });
+  await vp.goto(cfg.url + "/#/incidents/" + cfg.incident);
+  await vp.fill("#login-user", cfg.viewer);
+  await vp.fill("#login-password", cfg.viewer_password);
+  await vp.click("#login-submit");
+  await vp.locator("#incident-file").waitFor();
+  ok(true, "the viewer lands on the page asked for before the login");
+  ok((await vp.locator("#tenant").count()) === 0, "a customer's user has no company selector");
+  ok((await vp.locator("button[data-cmd], button[data-state]").count()) === 0, "a viewer gets no response or state buttons");
+  ok((await vp.locator('nav.menu a[href="#/users"]').count()) === 0, "a viewer has no users page in the menu");
+  await vp.evaluate(() => {
+    location.hash = "#/overview";
+  });
+  await vp.locator("#verdict").waitFor();
+  ok((await vp.locator("table.list").count()) === 1, "the viewer's overview has no table of companies");
+  await vctx.close();
+});
 
 // ---------------------------------------------------------------- logout
 await step("logout", async () => {
@@ -299,6 +325,12 @@ await step("logout", async () => {
   await page.locator("#login-user").waitFor({ timeout: T });
   ok(true, "after logging out the dashboard asks for a login again");
 });
+
+ok(dialogs.length === 0, "no dialog opened" + (dialogs.length ? ": " + dialogs.join(" | ") : ""));
+ok(violations.length === 0, "no Content-Security-Policy violation was reported" +
+  (violations.length ? ": " + violations.slice(0, 5).join(" | ") : ""));
+ok(cspConsole.length === 0, "no CSP message on the console" + (cspConsole.length ? ": " + cspConsole.slice(0, 3).join(" | ") : ""));
+ok(pageErrors.length === 0, "no uncaught error in the page" + (pageErrors.length ? ": " + pageErrors.slice(0, 3).join(" | ") : ""));
 
 await browser.close();
 console.log("browser script: " + failures + " failed checks");

@@ -194,6 +194,14 @@ for it in (j or {}).get("items", []) if s == 200 else []:
         real_host = it.get("host_name")
 t.check(real_host is not None, "the real agent is listed by /api/ui/agents")
 
+# A customer's viewer: sees only their company, reads, changes nothing.
+viewer_password = "shop-owner-password-1"
+s, j = ui.call("GET", "tenants")
+acme_id = next((x["id"] for x in (j or {}).get("items", []) if x.get("name") == "acme"), None)
+s, _ = ui.call("POST", "users", {"name": "owner", "password": viewer_password, "role": "viewer",
+                                 "tenant_id": acme_id})
+t.check_eq(s, 200, "a viewer of the customer company was added through the API")
+
 # ---- the browser ----
 cfg = {
     "url": con.url,
@@ -213,6 +221,8 @@ cfg = {
     "hostile_proc": hostile_proc,
     "real_hostile_path": real_hostile,
     "command_timeout_ms": 240000,
+    "viewer": "owner",
+    "viewer_password": viewer_password,
 }
 cfg_path = t.path("browser.json")
 with open(cfg_path, "w") as f:
