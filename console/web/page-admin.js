@@ -46,8 +46,9 @@ export async function renderUsers(main, args, ctx) {
     section(t("user.list"), table([
       { label: t("user.name"), cell: (u) => u.name },
       { label: t("user.role"), cell: (u) => (["viewer", "operator", "admin"].includes(u.role) ? t("role." + u.role) : u.role) },
-      { label: t("col.tenant"), cell: (u) => (u.tenant ? tenantName(u.tenant) : tenantOf(u.tenant_id)) },
-      { label: t("user.created"), cell: (u) => fmtTime(u.created_ms) },
+      { label: t("col.tenant"), cell: (u) => (u.tenant && typeof u.tenant === "object" ? tenantName(u.tenant)
+        : u.tenant_id === null || u.tenant_id === undefined ? t("tenant.provider")
+          : session.tenants.some((x) => x.id === u.tenant_id) ? tenantOf(u.tenant_id) : String(u.tenant || u.tenant_id)) },
     ], items)),
     section(t("user.add"), form));
 }

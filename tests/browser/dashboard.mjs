@@ -162,7 +162,9 @@ await step("quarantine and restore", async () => {
   await page.locator("#incident-file").waitFor();
   ok((await page.inputValue("#cmd-quarantine-path")) === cfg.eicar_path, "the quarantine field holds the file's path");
   await page.click('button[data-cmd="quarantine"]');
-  ok(await visibleText("を送りました"), "the quarantine command was sent");
+  await page.locator('#command-status .msg').first().waitFor();
+  const sent = await page.locator("#command-status .msg").first().textContent();
+  if (!ok(sent.includes("を送りました"), "the quarantine command was sent (" + sent + ")")) return;
   const qRow = page.locator('tr[data-kind="quarantine"]').first();
   await qRow.waitFor({ timeout: T });
   await page.locator('tr[data-kind="quarantine"][data-state="done"], tr[data-kind="quarantine"][data-state="failed"], tr[data-kind="quarantine"][data-state="expired"]')
