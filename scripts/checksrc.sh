@@ -16,4 +16,17 @@ if [ -n "$hits" ]; then
   echo "$hits" >&2
   exit 1
 fi
-echo "checksrc: ok ($(echo "$files" | wc -w) files)"
+# The dashboard never turns text into HTML or code (docs/dashboard.md):
+# no innerHTML, outerHTML, insertAdjacentHTML, document.write, eval or new
+# Function in console/web. tests/browser/check_static.mjs checks more.
+web=$(git ls-files 'console/web/*' 2>/dev/null || true)
+[ -n "$web" ] || web=$(find console/web -type f 2>/dev/null)
+if [ -n "$web" ]; then
+  hits=$(grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|(^|[^A-Za-z0-9_.])eval[[:space:]]*\(|new[[:space:]]+Function[[:space:]]*\(' $web || true)
+  if [ -n "$hits" ]; then
+    echo "checksrc: HTML or code from strings in the dashboard:" >&2
+    echo "$hits" >&2
+    exit 1
+  fi
+fi
+echo "checksrc: ok ($(echo "$files" | wc -w) files, $(echo "$web" | wc -w) dashboard files)"
