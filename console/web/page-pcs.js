@@ -92,7 +92,8 @@ async function renderDetail(main, id, ctx) {
       upd.reason ? [t("pc.update.reason"), upd.reason] : null,
     ]) : h("p", { class: "muted" }, t("pc.update.none"))),
     section(t("pc.health"),
-      counters ? objectFacts(counters) : null,
+      counters ? keyCounters(counters) : null,
+      counters ? h("details", { class: "raw" }, h("summary", null, t("pc.all_counters")), objectFacts(counters)) : null,
       status.sensors ? h("h3", null, t("pc.sensors")) : null, status.sensors ? objectFacts(status.sensors) : null,
       status.policy ? h("h3", null, t("pc.policy")) : null, status.policy ? objectFacts(status.policy) : null,
       !counters && !status.sensors ? h("p", { class: "muted" }, t("none")) : null),
@@ -115,6 +116,22 @@ async function renderDetail(main, id, ctx) {
   ];
   if (!ctx.alive()) return;
   fill(main, parts);
+}
+
+// The counters that tell whether the PC is healthy, in words; the ones
+// that mean lost or failed work are marked when they are not zero.
+const KEY_COUNTERS = [
+  ["events", false], ["alerts", false], ["quarantined", false], ["gaps", true], ["dropped", true],
+  ["spool_pending", false], ["spool_shed", true], ["spool_corrupt", true], ["uplink_failures", true],
+  ["scan_errors", true], ["write_scans_dropped", true], ["exec_denied", false],
+];
+
+function keyCounters(c) {
+  return h("dl", { class: "facts counters" }, KEY_COUNTERS.filter(([k]) => c[k] !== undefined).map(([k, bad]) => {
+    const v = Number(c[k]);
+    return [h("dt", null, t("ctr." + k)),
+      h("dd", { class: bad && v > 0 ? "warn" : null, dataset: { counter: k } }, fmtNum(Number.isFinite(v) ? v : c[k]))];
+  }));
 }
 
 function gapField(g, name) {

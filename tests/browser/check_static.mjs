@@ -115,7 +115,10 @@ const FAMILIES = {
   "evkind.": ["event", "alert"],
   "tl.": ["created", "alert", "state", "owner", "note", "command", "notified"],
   "rec.": ["update_agents", "offline_pcs", "open_incidents", "none"],
-  "err.": ["generic", "bad_login", "csrf", "forbidden", "not_found", "weak_password", "network"],
+  "err.": ["generic", "bad_login", "csrf", "forbidden", "not_found", "weak_password", "network", "not_built",
+    "rate_limited"],
+  "ctr.": ["events", "alerts", "quarantined", "gaps", "dropped", "spool_pending", "spool_shed", "spool_corrupt",
+    "uplink_failures", "scan_errors", "write_scans_dropped", "exec_denied"],
 };
 for (const [prefix, members] of Object.entries(FAMILIES)) {
   const gone = members.filter((m) => !ja.has(prefix + m) || !en.has(prefix + m));
