@@ -315,6 +315,31 @@ await step("viewer", async () => {
   });
   await vp.locator("#verdict").waitFor();
   ok((await vp.locator("table.list").count()) === 1, "the viewer's overview has no table of companies");
+
+  // Password change, then a login with the new password.
+  const newPassword = cfg.viewer_password + "-changed";
+  await vp.evaluate(() => {
+    location.hash = "#/password";
+  });
+  await vp.locator("#pw-old").waitFor();
+  await vp.fill("#pw-old", cfg.viewer_password);
+  await vp.fill("#pw-new", "short");
+  await vp.fill("#pw-again", "short");
+  await vp.click("form button[type=submit]");
+  await vp.locator(".msg.error").waitFor();
+  ok((await vp.locator(".msg.error").textContent()).includes("12文字以上"), "a short new password is refused");
+  await vp.fill("#pw-new", newPassword);
+  await vp.fill("#pw-again", newPassword);
+  await vp.click("form button[type=submit]");
+  await vp.locator(".msg.ok").waitFor();
+  ok(true, "the viewer changed the password");
+  await vp.click("#logout");
+  await vp.locator("#login-user").waitFor();
+  await vp.fill("#login-user", cfg.viewer);
+  await vp.fill("#login-password", newPassword);
+  await vp.click("#login-submit");
+  await vp.locator("#verdict").waitFor();
+  ok(true, "the new password logs in");
   await vctx.close();
 });
 
