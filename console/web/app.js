@@ -189,7 +189,7 @@ function renderPassword(main) {
     minlength: 12 });
   const again = h("input", { type: "password", id: "pw-again", autocomplete: "new-password", required: true });
   const status = h("div", { class: "status" });
-  const form = h("form", { class: "card narrow", method: "post", action: "/" },
+  const form = h("form", { class: "card narrow", method: "post", action: "/", novalidate: true },
     h("h1", null, t("pw.title")),
     field(t("pw.old"), old), field(t("pw.new"), nw, t("pw.hint")), field(t("pw.again"), again),
     h("button", { type: "submit", class: "btn primary" }, t("pw.submit")), status);

@@ -26,7 +26,7 @@ export async function renderUsers(main, args, ctx) {
       session.tenants.map((tn) => h("option", { value: String(tn.id), selected: session.tenant === tn.id }, tenantName(tn))));
   }
   const status = h("div", { class: "status", role: "status" });
-  const form = h("form", { class: "row", method: "post", action: "/" }, field(t("user.name"), name),
+  const form = h("form", { class: "row", method: "post", action: "/", novalidate: true }, field(t("user.name"), name),
     field(t("login.password"), pass, t("pw.hint")), field(t("user.role"), role),
     tenantSel ? field(t("col.tenant"), tenantSel) : null,
     h("button", { type: "submit", class: "btn primary" }, t("user.add")), status);
