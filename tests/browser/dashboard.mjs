@@ -78,6 +78,11 @@ async function visibleText(text, timeout) {
   return true;
 }
 
+// True when the page has no horizontal scrolling (long strings wrap).
+async function fitsWidth() {
+  return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+}
+
 async function go(hash) {
   await page.evaluate((h) => {
     location.hash = h;
@@ -278,10 +283,24 @@ await step("hostile", async () => {
   await page.locator("table.events").waitFor({ timeout: T });
   ok(await visibleText(shown(cfg.real_hostile_path), 60000), "a real hostile file name seen by the agent is shown as text");
   await shot("hostile-events");
+  ok(await fitsWidth(), "long hostile strings do not widen the page beyond the window");
 
   await go("#/overview");
   await page.locator("#verdict").waitFor({ timeout: T });
   ok(await visibleText(host), "the hostile host name is literal in the overview's incident list");
+});
+
+// ---------------------------------------------------------------- a phone
+await step("phone", async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const hash of ["#/overview", "#/pcs", "#/incidents/" + cfg.incident]) {
+    await go(hash);
+    await page.locator("main.page-" + hash.split("/")[1] + " h1").first().waitFor();
+    await page.waitForTimeout(300);
+    ok(await fitsWidth(), "on a phone-sized window " + hash + " needs no sideways scrolling");
+  }
+  await shot("phone-incident");
+  await page.setViewportSize({ width: 1280, height: 900 });
 });
 
 // ---------------------------------------------------------------- nothing ran
