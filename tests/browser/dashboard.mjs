@@ -190,6 +190,20 @@ await step("quarantine and restore", async () => {
   ok(rState === "done", "the restore finished on the PC (state " + rState + ")");
   ok(existsSync(cfg.eicar_path) && statSync(cfg.eicar_path).size === cfg.eicar_size, "the file is back with its size");
   await shot("restored");
+
+  // A triage bundle, collected on the PC and downloaded through the link.
+  await page.click('button[data-cmd="triage"]');
+  await page.locator('tr[data-kind="triage"]').first().waitFor();
+  await page.locator('tr[data-kind="triage"][data-state="done"], tr[data-kind="triage"][data-state="failed"], tr[data-kind="triage"][data-state="expired"]')
+    .first().waitFor({ timeout: cfg.command_timeout_ms });
+  const tRow = page.locator('tr[data-kind="triage"]').first();
+  ok((await tRow.getAttribute("data-state")) === "done", "the triage bundle was collected");
+  const link = tRow.locator("a[data-bundle]");
+  await link.waitFor();
+  const resp = await page.request.get(new URL(await link.getAttribute("href"), cfg.url).href);
+  const body = await resp.body();
+  ok(resp.status() === 200 && body.length > 20 && body[0] === 0x1f && body[1] === 0x8b,
+    "the bundle downloads as gzip (" + resp.status() + ", " + body.length + " bytes)");
 });
 
 // ---------------------------------------------------------------- language
