@@ -111,6 +111,7 @@ await step("login", async () => {
   ok(verdict === "対応が必要なPCがあります", "with an open malware incident the verdict asks for action");
   const danger = await page.locator('.tile[data-state="danger"] .tile-num').textContent();
   ok(Number(danger) >= 1, "the overview counts the PC with the incident as danger (" + danger + ")");
+  ok((await page.locator("a.tenant-link", { hasText: "acme" }).count()) === 1, "provider staff see the table of companies");
   await shot("overview");
 });
 
