@@ -4,6 +4,7 @@
  *   yamori-console serve        run the console (agent API over HTTPS)
  *   yamori-console tenant ...   manage customer companies
  *   yamori-console token ...    manage enrollment tokens
+ *   yamori-console installer    make a company's installer (dist.h)
  *
  * Everything lives in one data directory (default /var/lib/yamori-console,
  * --data-dir to choose): the SQLite database, the certificates, and the
@@ -11,6 +12,7 @@
  */
 #include "api.h"
 #include "certs.h"
+#include "dist.h"
 #include "http.h"
 #include "store.h"
 
@@ -45,6 +47,9 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  const char *installer; /* the generic installer file */
+  const char *out;
+  const char *helpdesk;
 } opts_t;
 
 static void usage(FILE *f) {
@@ -58,6 +63,8 @@ static void usage(FILE *f) {
         "  tenant list                 list customer companies\n"
         "  token create --tenant NAME  make an enrollment token (printed once)\n"
         "  token revoke ID             revoke a token\n"
+        "  installer --tenant NAME     make the company's installer: a new enrollment\n"
+        "                              token inside the generic installer\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -67,6 +74,12 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --out FILE       installer: where to write it (default\n"
+        "                       yamori-installer-NAME.run)\n"
+        "      --installer FILE installer: the generic installer (default: $YAMORI_INSTALLER,\n"
+        "                       yamori-installer.run next to this program or in\n"
+        "                       ../installer/, /usr/share/yamori/yamori-installer.run)\n"
+        "      --helpdesk TEXT  installer: help desk contact shown when installation ends\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -273,58 +286,141 @@ static int cmd_tenant(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* Creates an enrollment token for o->tenant (with o->expires_days and
+ * o->max_uses) and appends its "ymt1." form to out. Returns 0, 1 (an error,
+ * already reported on stderr) or EXIT_USAGE. */
+static int make_token(const opts_t *o, ym_buf_t *out) {
+  store_t *s = NULL;
+  if (o->tenant == NULL) {
+    fprintf(stderr, "yamori-console: a token needs --tenant NAME\n");
+    return EXIT_USAGE;
+  }
+  char url[512], urlfile[1100], certdir[1100];
+  snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
+  snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
+  if (o->url != NULL)
+    snprintf(url, sizeof(url), "%s", o->url);
+  else if (read_small(urlfile, url, sizeof(url)) != 0) {
+    fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
+    return 1;
+  }
+  certs_t certs;
+  if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
+    fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
+    return 1;
+  }
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  char id[17], secret[44];
+  int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
+  int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
+  store_close(s);
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
+            rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
+    return 1;
+  }
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "url", url);
+  cJSON_AddStringToObject(j, "pin", certs.pin);
+  char tok[64];
+  snprintf(tok, sizeof(tok), "%s.%s", id, secret);
+  cJSON_AddStringToObject(j, "tok", tok);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  rc = text != NULL ? ym_buf_append_str(out, "ymt1.") : YM_ENOMEM;
+  if (rc == 0)
+    b64url((const unsigned char *)text, strlen(text), out);
+  fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
+  explicit_bzero(secret, sizeof(secret));
+  explicit_bzero(tok, sizeof(tok));
+  if (text != NULL)
+    explicit_bzero(text, strlen(text));
+  free(text);
+  return rc == 0 ? 0 : 1;
+}
+
+/* installer --tenant T [--out FILE] [--installer FILE] [--helpdesk TEXT]:
+ * a new enrollment token in a copy of the generic installer (dist.h). */
+static int cmd_installer(const opts_t *o, int argc) {
+  if (argc != 0)
+    return EXIT_USAGE;
+  char tmpl[4096];
+  if (o->installer != NULL)
+    snprintf(tmpl, sizeof(tmpl), "%s", o->installer);
+  else if (dist_find_template(tmpl, sizeof(tmpl)) != 0) {
+    fprintf(stderr, "yamori-console: the generic installer was not found (looked for "
+                    "yamori-installer.run next to this program, in ../installer/ and in "
+                    "/usr/share/yamori/): give --installer FILE\n");
+    return 1;
+  }
+  char outname[600];
+  if (o->out != NULL)
+    snprintf(outname, sizeof(outname), "%s", o->out);
+  else if (o->tenant != NULL)
+    snprintf(outname, sizeof(outname), "yamori-installer-%s.run", o->tenant);
+  ym_buf_t tok, file;
+  ym_buf_init(&tok, 8192);
+  ym_buf_init(&file, DIST_TEMPLATE_MAX + DIST_CONFIG_MAX);
+  int rc = make_token(o, &tok);
+  if (rc != 0)
+    goto out;
+  int drc = dist_installer_ex(tmpl, tok.data, o->helpdesk, &file);
+  if (drc != 0) {
+    fprintf(stderr, "yamori-console: cannot make the installer from %s: %s\n", tmpl,
+            drc == YM_EPARSE   ? "it is not a Yamori installer"
+            : drc == YM_EINVAL ? "the help desk text is not one line of text (256 bytes at most)"
+                               : ym_strerror(drc));
+    rc = 1;
+    goto out;
+  }
+  /* The file holds a live token: readable by its owner only. */
+  char tmp[700];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", outname);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  size_t off = 0;
+  while (fd >= 0 && off < file.len) {
+    ssize_t w = write(fd, file.data + off, file.len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    off += (size_t)w;
+  }
+  if (fd < 0 || off != file.len || fsync(fd) != 0 || close(fd) != 0 || rename(tmp, outname) != 0) {
+    fprintf(stderr, "yamori-console: cannot write %s: %s\n", outname, strerror(errno));
+    if (fd >= 0)
+      unlink(tmp);
+    rc = 1;
+    goto out;
+  }
+  printf("%s\n", outname);
+  fprintf(stderr, "installer for tenant %s written to %s (%zu bytes); on the PC run: sudo sh %s\n",
+          o->tenant, outname, file.len, outname);
+out:
+  if (tok.data != NULL)
+    explicit_bzero(tok.data, tok.len);
+  if (file.data != NULL)
+    explicit_bzero(file.data, file.len);
+  ym_buf_free(&tok);
+  ym_buf_free(&file);
+  return rc;
+}
+
 static int cmd_token(const opts_t *o, int argc, char **argv) {
   store_t *s = NULL;
   if (argc < 1)
     return EXIT_USAGE;
   if (strcmp(argv[0], "create") == 0 && argc == 1) {
-    if (o->tenant == NULL) {
-      fprintf(stderr, "yamori-console: token create needs --tenant NAME\n");
-      return EXIT_USAGE;
-    }
-    char url[512], urlfile[1100], certdir[1100];
-    snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
-    snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
-    if (o->url != NULL)
-      snprintf(url, sizeof(url), "%s", o->url);
-    else if (read_small(urlfile, url, sizeof(url)) != 0) {
-      fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
-      return 1;
-    }
-    certs_t certs;
-    if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
-      fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
-      return 1;
-    }
-    if (open_store_sync(o, &s) != 0)
-      return 1;
-    char id[17], secret[44];
-    int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
-    int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
-    store_close(s);
-    if (rc != 0) {
-      fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
-              rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
-      return 1;
-    }
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "url", url);
-    cJSON_AddStringToObject(j, "pin", certs.pin);
-    char tok[64];
-    snprintf(tok, sizeof(tok), "%s.%s", id, secret);
-    cJSON_AddStringToObject(j, "tok", tok);
-    char *text = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    ym_buf_t out;
-    ym_buf_init(&out, 8192);
-    ym_buf_append_str(&out, "ymt1.");
-    b64url((const unsigned char *)text, strlen(text), &out);
-    printf("%s\n", out.data);
-    fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
-    memset(secret, 0, sizeof(secret));
-    free(text);
-    ym_buf_free(&out);
-    return 0;
+    ym_buf_t tok;
+    ym_buf_init(&tok, 8192);
+    int rc = make_token(o, &tok);
+    if (rc == 0)
+      printf("%s\n", tok.data);
+    if (tok.data != NULL)
+      explicit_bzero(tok.data, tok.len);
+    ym_buf_free(&tok);
+    return rc;
   }
   if (strcmp(argv[0], "revoke") == 0 && argc == 2) {
     if (open_store_sync(o, &s) != 0)
@@ -342,7 +438,16 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
+  enum {
+    OPT_DISPLAY = 256,
+    OPT_EXPIRES,
+    OPT_MAX_USES,
+    OPT_TENANT,
+    OPT_RATE,
+    OPT_INSTALLER,
+    OPT_OUT,
+    OPT_HELPDESK
+  };
   static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
                                            {"listen", required_argument, NULL, 'l'},
                                            {"url", required_argument, NULL, 'u'},
@@ -351,10 +456,13 @@ int main(int argc, char **argv) {
                                            {"expires", required_argument, NULL, OPT_EXPIRES},
                                            {"max-uses", required_argument, NULL, OPT_MAX_USES},
                                            {"rate-per-ip", required_argument, NULL, OPT_RATE},
+                                           {"installer", required_argument, NULL, OPT_INSTALLER},
+                                           {"out", required_argument, NULL, OPT_OUT},
+                                           {"helpdesk", required_argument, NULL, OPT_HELPDESK},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, NULL};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -390,6 +498,15 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
       }
       break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_OUT:
+      o.out = optarg;
+      break;
+    case OPT_HELPDESK:
+      o.helpdesk = optarg;
+      break;
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
@@ -423,6 +540,8 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "installer") == 0)
+    rc = cmd_installer(&o, argc - optind - 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);
