@@ -523,7 +523,13 @@ install_files() {
   done
   mkdir -p "$ETC" "$STATE" && chmod 0700 "$STATE" || return 1
   if [ ! -f "$CONF" ]; then
-    printf '{\n  "rules": {"dirs": ["%s"]}\n}\n' "$OPT/current/rules" >"$CONF.tmp" &&
+    # Inside a container the kernel gives no process events (preflight
+    # said so): the process sensor is off, the rest works.
+    sensors=""
+    case "$PF_REPORT" in
+    *"warn	proc_connector	"*) sensors=',\n  "sensors": {"process": false}' ;;
+    esac
+    printf '{\n  "rules": {"dirs": ["%s"]}'"$sensors"'\n}\n' "$OPT/current/rules" >"$CONF.tmp" &&
       chmod 0644 "$CONF.tmp" && mv -f "$CONF.tmp" "$CONF" || return 1
   fi
   if [ -n "$HELPDESK" ]; then

@@ -559,6 +559,64 @@ static void pf_line(const char *name, const char *status, const char *fmt, ...) 
   fflush(stdout);
 }
 
+/* Subscribes fd (bound to the proc connector group) and waits up to 1 s
+ * for the kernel's answer, then unsubscribes. Returns 0 when the kernel
+ * answered, 1 when it did not and this system is a container (which has
+ * a PID namespace of its own), -ETIMEDOUT otherwise. */
+static int pf_cn_listen(int fd) {
+  struct sockaddr_nl me;
+  socklen_t sl = sizeof(me);
+  if (getsockname(fd, (struct sockaddr *)&me, &sl) != 0)
+    return -errno;
+  for (int round = 0; round < 2; round++) {
+    uint32_t op = round == 0 ? PROC_CN_MCAST_LISTEN : PROC_CN_MCAST_IGNORE;
+    union {
+      struct nlmsghdr align;
+      char bytes[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(uint32_t))];
+    } msg;
+    memset(&msg, 0, sizeof(msg));
+    struct nlmsghdr nh = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct cn_msg) + sizeof(uint32_t)),
+                          .nlmsg_type = NLMSG_DONE};
+    struct cn_msg c = {.id = {.idx = CN_IDX_PROC, .val = CN_VAL_PROC},
+                       .seq = me.nl_pid,
+                       .ack = me.nl_pid,
+                       .len = (uint16_t)sizeof(uint32_t)};
+    memcpy(msg.bytes, &nh, sizeof(nh));
+    memcpy(msg.bytes + NLMSG_HDRLEN, &c, sizeof(c));
+    memcpy(msg.bytes + NLMSG_HDRLEN + sizeof(c), &op, sizeof(op));
+    struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+    if (sendto(fd, msg.bytes, nh.nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+      return -errno;
+    if (round == 1)
+      break;
+    /* Other listeners' events reach this socket too: only the kernel's
+     * answer to this request (ack + 1) counts. */
+    bool acked = false;
+    for (int tries = 0; tries < 64 && !acked; tries++) {
+      struct pollfd p = {fd, POLLIN, 0};
+      if (poll(&p, 1, 1000) != 1)
+        break;
+      union {
+        struct nlmsghdr align;
+        char bytes[4096];
+      } in;
+      ssize_t n = recv(fd, in.bytes, sizeof(in.bytes), 0);
+      if (n >= (ssize_t)(NLMSG_HDRLEN + sizeof(struct cn_msg))) {
+        struct cn_msg r;
+        memcpy(&r, in.bytes + NLMSG_HDRLEN, sizeof(r));
+        acked = r.id.idx == CN_IDX_PROC && r.ack == me.nl_pid + 1;
+      }
+    }
+    if (!acked) {
+      /* systemd and container managers leave this file in a container. */
+      if (access("/run/systemd/container", F_OK) == 0 || access("/.dockerenv", F_OK) == 0)
+        return 1;
+      return -ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
 /* The kernel interfaces the sensors need, tried for real (root only). */
 static int pf_kernel(void) {
   int bad = 0;
@@ -585,13 +643,19 @@ static int pf_kernel(void) {
   }
   fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
   struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+  int cn = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? pf_cn_listen(fd) : -errno;
+  if (cn == 0) {
     pf_line("proc_connector", "ok", "process events (netlink proc connector) available");
+  } else if (cn == 1) {
+    /* The kernel serves the proc connector to the initial PID namespace
+     * only. */
+    pf_line("proc_connector", "warn",
+            "this system runs in a container (its own PID namespace), where the kernel gives "
+            "no process events: file protection works, process monitoring will be off");
   } else {
     pf_line("proc_connector", "fail",
-            "the kernel offers no process events (%s); "
-            "CONFIG_PROC_EVENTS is needed",
-            strerror(errno));
+            "the kernel offers no process events (%s); CONFIG_PROC_EVENTS is needed",
+            strerror(-cn));
     bad++;
   }
   if (fd >= 0)
