@@ -269,7 +269,7 @@ token_url() {
   [ "$pad" -ge 1 ] && p="="
   [ "$pad" -ge 2 ] && p="=="
   printf '%s%s' "$b" "$p" | tr '_-' '/+' | base64 -d 2>/dev/null |
-    sed -n 's/.*"url":"\([^"]*\)".*/\1/p'
+    sed -n 's/.*"url"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p'
 }
 
 valid_token() {

@@ -141,7 +141,12 @@ if [ "$1" = configure ]; then
   mkdir -p /etc/yamori /var/lib/yamori
   chmod 0700 /var/lib/yamori
   if [ ! -f /etc/yamori/agent.json ]; then
-    printf '{\n  "rules": {"dirs": ["/opt/yamori/current/rules"]}\n}\n' >/etc/yamori/agent.json
+    # In a container the kernel gives no process events: that sensor is off.
+    sensors=""
+    if /opt/yamori/current/bin/yamorictl preflight 2>/dev/null | grep -q '^proc_connector	warn'; then
+      sensors=',\n  "sensors": {"process": false}'
+    fi
+    printf '{\n  "rules": {"dirs": ["/opt/yamori/current/rules"]}'"$sensors"'\n}\n' >/etc/yamori/agent.json
   fi
   if [ ! -f /var/lib/yamori/identity.json ]; then
     tok=${YAMORI_TOKEN:-}
