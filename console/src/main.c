@@ -11,9 +11,12 @@
  * console's public URL (written by serve, read by token create).
  */
 #include "api.h"
+#include "auth.h"
 #include "certs.h"
 #include "dist.h"
 #include "http.h"
+#include "incidents.h"
+#include "web.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -47,7 +50,10 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
-  const char *installer; /* the generic installer file */
+  const char *web_dir;
+  const char *installer; /* the generic installer file (serve, installer) */
+  unsigned checkin_s;
+  unsigned maintenance_s;
   const char *out;
   const char *helpdesk;
 } opts_t;
@@ -74,11 +80,15 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
+        "      --installer FILE serve, installer: the generic agent installer made into each\n"
+        "                       company's own (default: $YAMORI_INSTALLER, then\n"
+        "                       yamori-installer.run next to this program or in\n"
+        "                       ../installer/, then /usr/share/yamori/yamori-installer.run)\n"
+        "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
+        "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
         "      --out FILE       installer: where to write it (default\n"
         "                       yamori-installer-NAME.run)\n"
-        "      --installer FILE installer: the generic installer (default: $YAMORI_INSTALLER,\n"
-        "                       yamori-installer.run next to this program or in\n"
-        "                       ../installer/, /usr/share/yamori/yamori-installer.run)\n"
         "      --helpdesk TEXT  installer: help desk contact shown when installation ends\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
@@ -158,6 +168,14 @@ static void on_signal(uv_signal_t *s, int signum) {
   uv_close((uv_handle_t *)&sv->sigint, NULL);
 }
 
+/* The tables of the console's modules, after the store's own. */
+static int apply_schemas(store_t *s) {
+  int rc = incidents_schema(s);
+  if (rc == 0)
+    rc = auth_schema(s);
+  return rc;
+}
+
 static int cmd_serve(const opts_t *o) {
   int rc = ensure_dir(o->data_dir);
   if (rc != 0) {
@@ -192,6 +210,8 @@ static int cmd_serve(const opts_t *o) {
   uv_loop_init(&loop);
   store_t *store = NULL;
   rc = store_open(o->data_dir, &loop, &store);
+  if (rc == 0)
+    rc = apply_schemas(store);
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot open the database in %s", o->data_dir);
     return 1;
@@ -206,16 +226,36 @@ static int cmd_serve(const opts_t *o) {
   serve_t sv = {0};
   rc = http_new(&loop, &ho, &sv.http);
   api_t *api = NULL;
-  api_opts_t ao = {60, 50};
+  api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  incidents_t *incidents = NULL;
+  incidents_opts_t io = {o->maintenance_s, NULL};
+  if (rc == 0)
+    rc = incidents_new(&loop, store, &io, &incidents);
+  if (rc == 0)
+    rc = api_add_checkin(api, incidents_checkin, incidents);
+  web_t *web = NULL;
+  /* Without --installer, the generic installer next to this program (or
+   * the build tree's) is offered when there is one. */
+  static char found_installer[4096];
+  const char *installer = o->installer;
+  if (installer == NULL && dist_find_template(found_installer, sizeof(found_installer)) == 0)
+    installer = found_installer;
+  web_opts_t wo = {
+      o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
+  if (rc == 0)
+    rc = web_new(&loop, sv.http, store, &wo, &web);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
     api_free(api);
+    web_free(web);
     store_close(store);
+    incidents_free(incidents);
+    uv_run(&loop, UV_RUN_DEFAULT);
     return 1;
   }
   printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
@@ -227,7 +267,9 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
   api_free(api);
+  web_free(web);
   store_close(store);
+  incidents_free(incidents);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return 0;
@@ -247,6 +289,10 @@ static int open_store_sync(const opts_t *o, store_t **s) {
   int rc = ensure_dir(o->data_dir);
   if (rc == 0)
     rc = store_open(o->data_dir, NULL, s);
+  if (rc == 0 && (rc = apply_schemas(*s)) != 0) {
+    store_close(*s);
+    *s = NULL;
+  }
   if (rc != 0)
     fprintf(stderr, "yamori-console: cannot open the database in %s: %s\n", o->data_dir,
             ym_strerror(rc));
@@ -444,25 +490,33 @@ int main(int argc, char **argv) {
     OPT_MAX_USES,
     OPT_TENANT,
     OPT_RATE,
+    OPT_WEB_DIR,
     OPT_INSTALLER,
+    OPT_CHECKIN_S,
+    OPT_MAINTENANCE_S,
     OPT_OUT,
     OPT_HELPDESK
   };
-  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"url", required_argument, NULL, 'u'},
-                                           {"tenant", required_argument, NULL, OPT_TENANT},
-                                           {"display", required_argument, NULL, OPT_DISPLAY},
-                                           {"expires", required_argument, NULL, OPT_EXPIRES},
-                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
-                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
-                                           {"installer", required_argument, NULL, OPT_INSTALLER},
-                                           {"out", required_argument, NULL, OPT_OUT},
-                                           {"helpdesk", required_argument, NULL, OPT_HELPDESK},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, NULL};
+  static const struct option longopts[] = {
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"url", required_argument, NULL, 'u'},
+      {"tenant", required_argument, NULL, OPT_TENANT},
+      {"display", required_argument, NULL, OPT_DISPLAY},
+      {"expires", required_argument, NULL, OPT_EXPIRES},
+      {"max-uses", required_argument, NULL, OPT_MAX_USES},
+      {"rate-per-ip", required_argument, NULL, OPT_RATE},
+      {"web-dir", required_argument, NULL, OPT_WEB_DIR},
+      {"installer", required_argument, NULL, OPT_INSTALLER},
+      {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
+      {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
+      {"out", required_argument, NULL, OPT_OUT},
+      {"helpdesk", required_argument, NULL, OPT_HELPDESK},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  opts_t o = {
+      DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, 0, 0, NULL, NULL};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -498,9 +552,6 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
       }
       break;
-    case OPT_INSTALLER:
-      o.installer = optarg;
-      break;
     case OPT_OUT:
       o.out = optarg;
       break;
@@ -510,6 +561,26 @@ int main(int argc, char **argv) {
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
+    case OPT_WEB_DIR:
+      o.web_dir = optarg;
+      break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_CHECKIN_S:
+    case OPT_MAINTENANCE_S: {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*end != '\0' || v < 1 || v > 86400) {
+        fprintf(stderr, "yamori-console: --%s takes seconds (1 to 86400)\n",
+                c == OPT_CHECKIN_S ? "checkin-s" : "maintenance-s");
+        return EXIT_USAGE;
+      }
+      if (c == OPT_CHECKIN_S)
+        o.checkin_s = (unsigned)v;
+      else
+        o.maintenance_s = (unsigned)v;
+      break;
+    }
     case 'h':
       usage(stdout);
       return 0;
