@@ -152,11 +152,16 @@ t.check_eq(json.load(open(m.path("/var/lib/yamori/identity.json")))["agent_id"],
            "repair keeps the identity")
 
 # ---- upgrade: a newer installer ----
+# When the launcher is built (YAMORI_TEST_LAUNCHER names another one), the
+# newer installer brings it: the unit then starts the agent through it.
+launcher = os.environ.get("YAMORI_TEST_LAUNCHER", yit.binary("agent/yamori-launcher"))
+with_launcher = os.path.isfile(launcher)
 v2dir = t.path("v2")
 r = subprocess.run([os.path.join(yit.SOURCE_DIR, "installer", "mkinstaller.sh"), "--version", "99.0.1",
                     "--out", v2dir, "--yamorid", yit.binary("yamorid"),
                     "--yamorictl", yit.binary("yamorictl"),
-                    "--rules", os.path.join(yit.SOURCE_DIR, "rules"), "--no-deb"],
+                    "--rules", os.path.join(yit.SOURCE_DIR, "rules"), "--no-deb"]
+                   + (["--launcher", launcher] if with_launcher else []),
                    capture_output=True)
 t.check(r.returncode == 0, "newer installer built: " + r.stderr.decode()[-300:])
 acme2 = company_installer("acme2.run", os.path.join(v2dir, "yamori-installer.run"))
@@ -175,6 +180,20 @@ r = m.run(["systemctl", "is-active", "yamori"])
 t.check_eq(r.stdout.decode().strip(), "active", "the service is active after the upgrade")
 t.check(con.query("SELECT last_seen FROM agents WHERE id = ?", agent_id)[0][0] >= before,
         "the upgraded agent checked in")
+if with_launcher:
+    unit = open(m.path("/etc/systemd/system/yamori.service")).read()
+    t.check("ExecStart=/opt/yamori/bin/yamori-launcher -- --config /etc/yamori/agent.json" in unit,
+            "the unit starts the launcher")
+    st = json.load(open(m.path("/var/lib/yamori/update/state.json")))
+    t.check(st.get("active") == "99.0.1" and st.get("previous") not in (None, "", "99.0.1"),
+            "the launcher's state names the new version, the old one as previous: %s" % st)
+    r = m.run(["systemctl", "show", "yamori", "-p", "MainPID", "--value"])
+    main_pid = r.stdout.decode().strip()
+    comm = m.sh("cat /proc/%s/comm" % main_pid).stdout.decode().strip()
+    t.check_eq(comm, "yamori-launcher", "the service's main process is the launcher")
+    t.check(agent_running(), "the launcher runs the agent")
+else:
+    print("# no launcher built: the upgrade runs yamorid directly")
 
 # ---- uninstall, then purge ----
 r = m.run(["sh", "/root/acme2.run", "--uninstall", "--silent"])
