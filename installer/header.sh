@@ -179,7 +179,11 @@ $(t nochange)" 2>/dev/null
 step() {
   STEP=$((STEP + 1))
   case "$UI" in
-  silent) say "yamori-installer: [$STEP/$STEPS] $(t "$1")" ;;
+  silent)
+    el=""
+    [ -n "${T0:-}" ] && el=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf " (%.1f s)", b - a}')
+    say "yamori-installer: [$STEP/$STEPS]$el $(t "$1")"
+    ;;
   text) say "[$STEP/$STEPS] $(t "$1") ..." ;;
   zenity)
     if [ -n "$PROGRESS_FD" ]; then
@@ -708,6 +712,17 @@ fi
 
 # 2. Preflight: nothing is changed before it has passed.
 T0=$(date +%s.%N)
+# The steps this run will show: check, [libraries], files, [enroll], start,
+# [wait].
+will_enroll() {
+  [ -n "$TOKEN" ] && { ! enrolled || [ "$(identity_field url)" != "${YM_URL%/}" ]; }
+}
+STEPS=3
+n_deps=$(printf '%s\n' $YM_DEPS | grep -c .)
+n_have=$(dpkg-query -W -f='${Status}\n' $YM_DEPS 2>/dev/null | grep -c 'install ok installed')
+[ "${n_have:-0}" -lt "$n_deps" ] && STEPS=$((STEPS + 1))
+will_enroll && STEPS=$((STEPS + 1))
+[ "$NO_WAIT" = 0 ] && STEPS=$((STEPS + 1))
 step step_check
 preflight_local
 if [ -n "$TOKEN" ]; then
@@ -747,8 +762,6 @@ if [ "$NEED_DEPS" = 1 ] && [ "$CHECK" = 0 ]; then
   2) refuse "$(t no_apt)$YM_DEPS" ;;
   *) refuse "$(t apt_fail)$YM_DEPS ($(tail -n 2 "$TMP/apt.log" | tr '\n' ' '))" ;;
   esac
-else
-  STEPS=$((STEPS - 1))
 fi
 if ! deps_missing; then
   preflight_agent
@@ -772,11 +785,9 @@ fi
 run_install() {
   step step_files
   install_files || die "cannot write the files under $OPT, $ETC or $STATE"
-  if [ -n "$TOKEN" ] && { ! enrolled || [ "$(identity_field url)" != "${YM_URL%/}" ]; }; then
+  if will_enroll; then
     step step_enroll
     msg=$(do_enroll) || die "$(t enroll_fail)$msg"
-  else
-    STEPS=$((STEPS - 1))
   fi
   step step_start
   systemctl restart yamori.service || die "$(t start_fail)"

@@ -168,6 +168,51 @@ int dist_installer(const char *template_path, const char *token, ym_buf_t *out) 
   return dist_installer_ex(template_path, token, NULL, out);
 }
 
+void dist_helpdesk_line(const char *in, char *out, size_t cap) {
+  if (cap > DIST_HELPDESK_MAX + 1)
+    cap = DIST_HELPDESK_MAX + 1;
+  size_t o = 0;
+  bool sep = false;
+  for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p != '\0' && cap > 0;) {
+    if (*p == '\n' || *p == '\r') {
+      sep = o > 0;
+      p++;
+      continue;
+    }
+    /* The length of the UTF-8 sequence at p (1 for a byte to replace). */
+    size_t n = 1;
+    if (*p >= 0x80) {
+      n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;
+      size_t k = 1;
+      while (k < n && p[k] != '\0')
+        k++;
+      if (k < n || !ym_json_utf8_valid((const char *)p, n))
+        n = 0; /* invalid: one '?' for this byte */
+    } else if (*p < 0x20 || *p == 0x7f) {
+      p++;
+      continue;
+    }
+    size_t need = (sep ? 3 : 0) + (n ? n : 1);
+    if (o + need + 1 > cap)
+      break;
+    if (sep) {
+      memcpy(out + o, " / ", 3);
+      o += 3;
+      sep = false;
+    }
+    if (n == 0) {
+      out[o++] = '?';
+      p++;
+    } else {
+      memcpy(out + o, p, n);
+      o += n;
+      p += n;
+    }
+  }
+  if (cap > 0)
+    out[o] = '\0';
+}
+
 int dist_find_template(char *out, size_t cap) {
   const char *env = getenv("YAMORI_INSTALLER");
   if (env != NULL && env[0] != '\0') {

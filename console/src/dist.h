@@ -25,7 +25,7 @@
 
 #define DIST_TEMPLATE_MAX (64u * 1024 * 1024) /* largest generic installer read */
 #define DIST_TOKEN_MAX 4096                   /* the whole "ymt1." token */
-#define DIST_HELPDESK_MAX 256                 /* bytes of help desk text */
+#define DIST_HELPDESK_MAX 512                 /* bytes of help desk text */
 #define DIST_CONFIG_MAX 16384                 /* the header reads at most this block */
 
 /* Appends to out the per-company installer: the generic installer at
@@ -44,6 +44,13 @@ int dist_installer(const char *template_path, const char *token, ym_buf_t *out);
  * without control characters, else YM_EINVAL. */
 int dist_installer_ex(const char *template_path, const char *token, const char *helpdesk,
                       ym_buf_t *out);
+
+/* Folds a tenant's help desk text (several lines, as the dashboard keeps
+ * it) into one line for dist_installer_ex(): line breaks become " / ",
+ * other control characters are dropped, invalid UTF-8 bytes become '?',
+ * and the result is cut at a character boundary to fit cap (at most
+ * DIST_HELPDESK_MAX + 1 bytes are used). in may be NULL. */
+void dist_helpdesk_line(const char *in, char *out, size_t cap);
 
 /* Finds the generic installer when none was named: $YAMORI_INSTALLER, then
  * next to the console's own program (<dir>/yamori-installer.run, then

@@ -386,6 +386,25 @@ static int make_token(const opts_t *o, ym_buf_t *out) {
   return rc == 0 ? 0 : 1;
 }
 
+typedef struct {
+  const char *tenant;
+  char text[1024];
+} helpdesk_q_t;
+
+/* Reads the tenant's help desk text (store_fn). */
+static int tenant_helpdesk(sqlite3 *db, void *arg) {
+  helpdesk_q_t *q = arg;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT helpdesk FROM tenants WHERE name = ?1", -1, &st, NULL) !=
+      SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, q->tenant, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+    snprintf(q->text, sizeof(q->text), "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  return 0;
+}
+
 /* installer --tenant T [--out FILE] [--installer FILE] [--helpdesk TEXT]:
  * a new enrollment token in a copy of the generic installer (dist.h). */
 static int cmd_installer(const opts_t *o, int argc) {
@@ -411,7 +430,18 @@ static int cmd_installer(const opts_t *o, int argc) {
   int rc = make_token(o, &tok);
   if (rc != 0)
     goto out;
-  int drc = dist_installer_ex(tmpl, tok.data, o->helpdesk, &file);
+  /* The help desk: --helpdesk, else the tenant's own (dashboard settings). */
+  char helpdesk[DIST_HELPDESK_MAX + 1] = "";
+  if (o->helpdesk == NULL) {
+    store_t *s = NULL;
+    helpdesk_q_t hq = {o->tenant, ""};
+    if (open_store_sync(o, &s) == 0) {
+      store_sync_call(s, tenant_helpdesk, &hq);
+      store_close(s);
+    }
+    dist_helpdesk_line(hq.text, helpdesk, sizeof(helpdesk));
+  }
+  int drc = dist_installer_ex(tmpl, tok.data, o->helpdesk ? o->helpdesk : helpdesk, &file);
   if (drc != 0) {
     fprintf(stderr, "yamori-console: cannot make the installer from %s: %s\n", tmpl,
             drc == YM_EPARSE   ? "it is not a Yamori installer"

@@ -202,11 +202,37 @@ static void test_output_cap(void **state) {
   ym_buf_free(&out);
 }
 
+static void test_helpdesk_line(void **state) {
+  (void)state;
+  char out[DIST_HELPDESK_MAX + 1];
+  dist_helpdesk_line("Yamori desk\r\n03-1234-5678\n\nmail: a@b.jp\t", out, sizeof(out));
+  assert_string_equal(out, "Yamori desk / 03-1234-5678 / mail: a@b.jp");
+  dist_helpdesk_line("\xe7\xaa\x93\xe5\x8f\xa3 \xff ok", out, sizeof(out));
+  assert_string_equal(out, "\xe7\xaa\x93\xe5\x8f\xa3 ? ok");
+  dist_helpdesk_line(NULL, out, sizeof(out));
+  assert_string_equal(out, "");
+  /* Cut at a character boundary: 5 bytes of room, 3-byte characters. */
+  char small[6];
+  dist_helpdesk_line("\xe7\xaa\x93\xe5\x8f\xa3", small, sizeof(small));
+  assert_string_equal(small, "\xe7\xaa\x93");
+  /* Whatever comes in, what comes out is accepted as help desk text. */
+  char lng[2000];
+  for (size_t i = 0; i < sizeof(lng) - 1; i++)
+    lng[i] = (char)(i % 7 == 0 ? '\n' : 'a' + (char)(i % 26));
+  lng[sizeof(lng) - 1] = '\0';
+  dist_helpdesk_line(lng, out, sizeof(out));
+  ym_buf_t b;
+  ym_buf_init(&b, 1 << 20);
+  assert_int_equal(dist_installer_ex(tmpl, TOKEN, out, &b), 0);
+  ym_buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_appends_block), cmocka_unit_test(test_replaces_block_and_helpdesk),
       cmocka_unit_test(test_bad_tokens),    cmocka_unit_test(test_bad_helpdesk),
       cmocka_unit_test(test_bad_files),     cmocka_unit_test(test_output_cap),
+      cmocka_unit_test(test_helpdesk_line),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
