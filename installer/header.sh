@@ -808,7 +808,7 @@ if [ "$UI" = zenity ]; then
   ) | zenity --progress --title "$(t title)" --width 480 --auto-close --no-cancel \
     --text "$(t step_files)" 2>/dev/null
   [ "$(cat "$status_file" 2>/dev/null)" = 0 ] || die "$(tail -n 1 "$TMP/install.log")"
-  zenity --info --title "$(t title)" --width 480 --text "$(t done)
+  zenity --info --title "$(t title)" --width 480 --text "$(t "done")
 
 $(t done_sub)${HELPDESK:+
 
@@ -820,11 +820,11 @@ fi
 T1=$(date +%s.%N)
 ELAPSED=$(awk -v a="$T0" -v b="$T1" 'BEGIN {printf "%.1f", b - a}')
 if [ "$UI" = silent ]; then
-  say "yamori-installer: done in ${ELAPSED} s: $(t done) $(t done_sub)"
+  say "yamori-installer: done in ${ELAPSED} s: $(t "done") $(t done_sub)"
   [ -n "$HELPDESK" ] && say "yamori-installer: $(t helpdesk)$HELPDESK"
 elif [ "$UI" = text ]; then
   say ""
-  say "*** $(t done) ***"
+  say "*** $(t "done") ***"
   say "$(t done_sub) (${ELAPSED} s)"
   [ -n "$HELPDESK" ] && say "$(t helpdesk)$HELPDESK"
   say ""

@@ -84,6 +84,23 @@ def nothing_installed(what):
     t.check_eq(left, [], what + ": nothing was installed")
 
 
+def watchdog_holds(what):
+    """With a 2 s watchdog, the agent (pinging from its loop every 1 s) is
+    not restarted over 5 s; the ping time advances."""
+    m.sh("mkdir -p /etc/systemd/system/yamori.service.d && printf '[Service]\\nWatchdogSec=2\\n' "
+         "> /etc/systemd/system/yamori.service.d/wd.conf && systemctl daemon-reload && "
+         "systemctl restart yamori")
+    def prop(name):
+        return m.run(["systemctl", "show", "yamori", "-p", name, "--value"]).stdout.decode().strip()
+    t0 = prop("WatchdogTimestampMonotonic")
+    time.sleep(5)
+    t.check_eq(prop("WatchdogUSec"), "2s", what + ": the test watchdog is in force")
+    t.check_eq(prop("NRestarts"), "0", what + ": no watchdog restart in 5 s")
+    t.check(prop("WatchdogTimestampMonotonic") not in ("", "0", t0), what + ": the pings arrive")
+    m.sh("rm -rf /etc/systemd/system/yamori.service.d && systemctl daemon-reload && "
+         "systemctl restart yamori")
+
+
 def agent_running():
     r = m.sh("cat /proc/[0-9]*/comm 2>/dev/null")
     return "yamorid" in r.stdout.decode().split()
@@ -152,6 +169,7 @@ t.check(len(rows) == 1 and rows[0][0] > 0, "the PC appears in the console with a
 t.check_eq(oct(os.stat(m.path("/var/lib/yamori")).st_mode & 0o777), "0o700", "state is root-only")
 r = m.run(["yamorictl", "status"])
 t.check(r.returncode == 0 and b"running" in r.stdout, "yamorictl on PATH talks to the agent")
+watchdog_holds("yamorid")
 
 marker = "yamori-it-%d" % os.getpid()
 m.sh("echo hello > /tmp/%s.txt" % marker)
@@ -207,6 +225,7 @@ if with_launcher:
     comm = m.sh("cat /proc/%s/comm" % main_pid).stdout.decode().strip()
     t.check_eq(comm, "yamori-launcher", "the service's main process is the launcher")
     t.check(agent_running(), "the launcher runs the agent")
+    watchdog_holds("launcher")
 else:
     print("# no launcher built: the upgrade runs yamorid directly")
 
