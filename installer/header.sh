@@ -147,7 +147,17 @@ STEPS=6
 say() { printf '%s\n' "$*"; }
 err() { printf '%s\n' "$*" >&2; }
 
+# Closes the progress dialog, if one is open.
+progress_close() {
+  if [ -n "$PROGRESS_FD" ]; then
+    exec 3>&-
+    PROGRESS_FD=""
+    [ -n "${PROGRESS_PID:-}" ] && wait "$PROGRESS_PID" 2>/dev/null
+  fi
+}
+
 cleanup() {
+  progress_close
   [ -n "$TMP" ] && rm -rf "$TMP"
   TMP=""
 }
@@ -156,7 +166,8 @@ trap 'exit 130' INT TERM HUP
 
 # die MESSAGE: shows the failure and exits 1.
 die() {
-  if [ "$UI" = zenity ] && [ -z "$PROGRESS_FD" ]; then
+  progress_close
+  if [ "$UI" = zenity ]; then
     zenity --error --title "$(t title)" --no-wrap --text "$(t failed)$1" 2>/dev/null
   fi
   err "yamori-installer: $(t failed)$1"
@@ -165,6 +176,7 @@ die() {
 
 # refuse MESSAGE: a preflight failure (exit 2): nothing was changed.
 refuse() {
+  progress_close
   if [ "$UI" = zenity ]; then
     zenity --error --title "$(t title)" --no-wrap --text "$1
 
@@ -710,8 +722,18 @@ $(t what)" 2>/dev/null || {
   fi
 fi
 
-# 2. Preflight: nothing is changed before it has passed.
+# 2. Preflight: nothing is changed before it has passed. On a desktop a
+# progress dialog follows every step from here (through a FIFO, so that
+# the steps run in this shell).
 T0=$(date +%s.%N)
+TMP=$(mktemp -d /tmp/yamori-install.XXXXXX) || die "mktemp"
+if [ "$UI" = zenity ] && mkfifo "$TMP/progress"; then
+  zenity --progress --title "$(t title)" --width 480 --auto-close --no-cancel \
+    --text "$(t step_check)" <"$TMP/progress" 2>/dev/null &
+  PROGRESS_PID=$!
+  exec 3<>"$TMP/progress"
+  PROGRESS_FD=3
+fi
 # The steps this run will show: check, [libraries], files, [enroll], start,
 # [wait].
 will_enroll() {
@@ -738,7 +760,6 @@ if [ "$PF_FAIL" -gt 0 ] && [ "$CHECK" = 0 ]; then
   print_report >&2
   refuse "$(first_failure)"
 fi
-TMP=$(mktemp -d /tmp/yamori-install.XXXXXX) || die "mktemp"
 extract "$TMP" || die "the installer file is damaged (cannot unpack it): download it again"
 NEED_DEPS=0
 if deps_missing; then
@@ -797,24 +818,15 @@ run_install() {
   fi
 }
 
+run_install
 if [ "$UI" = zenity ]; then
-  # The steps run in a subshell that feeds the progress dialog.
-  status_file=$TMP/status
-  (
-    PROGRESS_FD=3
-    exec 3>&1 1>>"$TMP/install.log" 2>&1
-    run_install
-    echo 0 >"$status_file"
-  ) | zenity --progress --title "$(t title)" --width 480 --auto-close --no-cancel \
-    --text "$(t step_files)" 2>/dev/null
-  [ "$(cat "$status_file" 2>/dev/null)" = 0 ] || die "$(tail -n 1 "$TMP/install.log")"
+  printf '100\n' >&3 2>/dev/null
+  progress_close
   zenity --info --title "$(t title)" --width 480 --text "$(t "done")
 
 $(t done_sub)${HELPDESK:+
 
 $(t helpdesk)$HELPDESK}" 2>/dev/null
-else
-  run_install
 fi
 
 T1=$(date +%s.%N)
