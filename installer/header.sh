@@ -469,9 +469,22 @@ print_report() {
   done
 }
 
-# The first failure's message.
+# The first failure's message. In Japanese, the checks made by yamorictl
+# (whose lines are English) get a Japanese summary in front.
 first_failure() {
-  printf '%s' "$PF_REPORT" | awk -F '	' '$1 == "fail" {print $3; exit}'
+  line=$(printf '%s' "$PF_REPORT" | awk -F '	' '$1 == "fail" {print $2 "\t" $3; exit}')
+  name=${line%%	*}
+  msg=${line#*	}
+  if [ "$LANG_JA" = 1 ]; then
+    case "$name" in
+    dns) msg="コンソールの名前を引けません（DNS）。ネットワークと DNS の設定を確認してください。 ($msg)" ;;
+    tcp) msg="コンソールに接続できません。ファイアウォールで止められているか、コンソールが停止しています。 ($msg)" ;;
+    tls) msg="コンソールとの暗号化通信を確認できません。証明書が一致しない場合は、社内のプロキシやセキュリティ機器が通信を検査（TLS-intercepting proxy）しています。コンソールの宛先を検査の対象外にしてください。 ($msg)" ;;
+    clock) msg="このパソコンの時計がコンソールとずれています。日付と時刻を合わせてください。 ($msg)" ;;
+    fanotify | proc_connector) msg="このパソコンの Linux カーネルには Yamori に必要な機能がありません。 ($msg)" ;;
+    esac
+  fi
+  printf '%s\n' "$msg"
 }
 
 # ------------------------------------------------------------------

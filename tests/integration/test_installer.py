@@ -125,6 +125,9 @@ t.check_eq(r.returncode, 2, "console unreachable: refused")
 t.check("Cannot connect to the console" in r.stderr.decode().strip().splitlines()[-2],
         "console unreachable: says why: " + r.stderr.decode()[-400:])
 nothing_installed("console unreachable")
+r = m.run(["sh", "/root/far.run", "--silent"], env={"LANG": "ja_JP.UTF-8"})
+t.check(r.returncode == 2 and "コンソールに接続できません" in r.stderr.decode(),
+        "console unreachable, in Japanese: " + r.stderr.decode()[-300:])
 r = m.run(["dpkg-query", "-W", "-f=${Status}", "libuv1"])
 t.check(b"install ok installed" not in r.stdout,
         "console unreachable: not even the libraries were added")
