@@ -180,6 +180,18 @@ got = t.wait_for(lambda: con.query("SELECT count(*) FROM events WHERE agent_id =
                                    agent_id, "%" + marker + "%")[0][0] >= 1,
                  timeout=60, what="the file event from the container in the console")
 t.check(got, "a file event from inside the container arrived in the console")
+# Protection works under the unit's hardening: the EICAR test file written
+# in the container is quarantined, and the alert reaches the console.
+eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+with open(m.path("/tmp/%s-eicar.com" % marker), "wb") as f:
+    f.write(eicar)
+t.wait_for(lambda: not m.exists("/tmp/%s-eicar.com" % marker), timeout=30,
+           what="the EICAR file quarantined")
+got = t.wait_for(lambda: con.query("SELECT count(*) FROM events WHERE agent_id = ? AND json LIKE ? "
+                                   "AND json LIKE '%\"kind\":\"alert\"%'", agent_id,
+                                   "%" + marker + "-eicar%")[0][0] >= 1,
+                 timeout=60, what="the alert in the console")
+t.check(got, "the alert for the EICAR file reached the console")
 
 # ---- repair: the same installer again ----
 r = m.run(["sh", "/root/acme.run", "--silent"])
