@@ -1387,7 +1387,12 @@ int dash_report(sqlite3 *db, web_req_t *q) {
   /* Incidents of the month and what was done. */
   st =
       prep(db, "SELECT i.id, i.title, COALESCE(a.host_name, ''), i.kind, i.state, i.first_ms,"
-               " i.resolved_ms FROM incidents i LEFT JOIN agents a ON a.id = i.agent_id"
+               " i.resolved_ms,"
+               " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
+               "  AND l.what = 'notified'),"
+               " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
+               "  AND l.what = 'state' AND l.detail IN ('acknowledged', 'resolved'))"
+               " FROM incidents i LEFT JOIN agents a ON a.id = i.agent_id"
                " WHERE i.tenant_id = ?1 AND i.first_ms < ?3"
                " AND (i.resolved_ms IS NULL OR i.resolved_ms >= ?2) ORDER BY i.first_ms LIMIT 500");
   if (st == NULL)
@@ -1406,6 +1411,8 @@ int dash_report(sqlite3 *db, web_req_t *q) {
     add_str(i, "state", st, 4);
     add_int(i, "first_ms", st, 5);
     add_int_or_null(i, "resolved_ms", st, 6);
+    add_int_or_null(i, "notified_ms", st, 7);
+    add_int_or_null(i, "acknowledged_ms", st, 8);
     open += strcmp(col_text(st, 4), "resolved") != 0;
     cJSON *actions = cJSON_AddArrayToObject(i, "actions");
     actions_json(db, sqlite3_column_int64(st, 0), actions);

@@ -17,6 +17,7 @@
 #include "http.h"
 #include "incidents.h"
 #include "web.h"
+#include "stats.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -71,6 +72,7 @@ static void usage(FILE *f) {
         "  token revoke ID             revoke a token\n"
         "  installer --tenant NAME     make the company's installer: a new enrollment\n"
         "                              token inside the generic installer\n"
+        "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -513,6 +515,55 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* ---------------------------------------------------------------- */
+/* stats                                                              */
+
+typedef struct {
+  int64_t from, to;
+  cJSON *out;
+} stats_arg_t;
+
+static int stats_fn(sqlite3 *db, void *arg) {
+  stats_arg_t *a = arg;
+  return stats_json(db, a->from, a->to, a->out);
+}
+
+static int cmd_stats(const opts_t *o, int argc, char **argv) {
+  int y = 0, m = 0;
+  if (argc == 2 && strcmp(argv[0], "--month") == 0) {
+    if (strlen(argv[1]) != 7 || sscanf(argv[1], "%4d-%2d", &y, &m) != 2 || m < 1 || m > 12 ||
+        y < 2000) {
+      fprintf(stderr, "yamori-console: --month takes YYYY-MM\n");
+      return EXIT_USAGE;
+    }
+  } else if (argc != 0) {
+    return EXIT_USAGE;
+  }
+  stats_arg_t a = {0, INT64_MAX / 2, cJSON_CreateObject()};
+  if (y != 0) {
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
+    a.from = (int64_t)timegm(&tm) * 1000;
+    tm = (struct tm){.tm_year = (m == 12 ? y + 1 : y) - 1900, .tm_mon = m % 12, .tm_mday = 1};
+    a.to = (int64_t)timegm(&tm) * 1000;
+  }
+  store_t *s = NULL;
+  if (open_store_sync(o, &s) != 0) {
+    cJSON_Delete(a.out);
+    return 1;
+  }
+  int rc = store_sync_call(s, stats_fn, &a);
+  store_close(s);
+  char *text = rc == 0 ? cJSON_Print(a.out) : NULL;
+  cJSON_Delete(a.out);
+  if (text == NULL) {
+    fprintf(stderr, "yamori-console: cannot read the statistics: %s\n", ym_strerror(rc));
+    return 1;
+  }
+  printf("%s\n", text);
+  free(text);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   enum {
     OPT_DISPLAY = 256,
@@ -643,6 +694,8 @@ int main(int argc, char **argv) {
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "installer") == 0)
     rc = cmd_installer(&o, argc - optind - 1);
+  else if (strcmp(cmd, "stats") == 0)
+    rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);
