@@ -182,7 +182,7 @@ static void test_bad_files(void **state) {
   assert_int_equal(dist_installer(other, TOKEN, &out), YM_EPARSE);
   /* A payload size larger than the file (cut download). */
   make_template(other, 100, NULL);
-  truncate(other, 150);
+  assert_int_equal(truncate(other, 150), 0);
   assert_int_equal(dist_installer(other, TOKEN, &out), YM_EPARSE);
   /* Missing, a directory, a symbolic link. */
   assert_int_equal(dist_installer("/nonexistent/yamori.run", TOKEN, &out), YM_ENOENT);
