@@ -167,6 +167,16 @@ t.check("open_incidents" in rep["recommendations"], "report recommends closing i
 st, _ = op.get("/api/ui/tenants/%d/report?month=2026-13" % acme)
 t.check_eq(st, 400, "a bad month is refused")
 
+# Anonymised statistics for the scheme: counts only, no names.
+r = con.cli("stats")
+t.check_eq(r.returncode, 0, "stats command")
+stats = json.loads(r.stdout)
+t.check_eq(stats["pcs"], 1, "stats count the PCs")
+t.check(stats["incidents"]["malware"] >= 3 and stats["alerts"]["high"] >= 5,
+        "stats count incidents and alerts")
+t.check(b"pc-01" not in r.stdout and b"acme" not in r.stdout and b"/home" not in r.stdout,
+        "stats name no company, PC or path")
+
 # Password change ends other sessions.
 other = con.ui("acme-admin", "correct horse battery")
 again = con.ui("acme-admin", "correct horse battery")
