@@ -249,7 +249,12 @@ await step("settings", async () => {
   await page.click("#tok-create");
   await page.locator("#token-value").waitFor();
   ok((await page.inputValue("#token-value")).startsWith("ymt1."), "a new enrollment token is shown once");
-  ok((await page.locator("#installer-link").getAttribute("href")).startsWith("/api/ui/tenants/"), "the installer link is there");
+  const inst = await page.locator("#installer-link").getAttribute("href");
+  ok(inst.startsWith("/api/ui/tenants/"), "the installer link is there");
+  const resp = await page.request.get(new URL(inst, cfg.url).href);
+  const body = await resp.body();
+  ok(resp.status() === 200 && body.subarray(0, 9).toString() === "#!/bin/sh" && body.includes("0120-000-000"),
+    "the installer downloads with the company's help desk in it (" + resp.status() + ", " + body.length + " bytes)");
 });
 
 await step("report", async () => {
