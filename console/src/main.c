@@ -11,6 +11,7 @@
  */
 #include "api.h"
 #include "certs.h"
+#include "commands.h"
 #include "http.h"
 #include "incidents.h"
 #include "store.h"
@@ -46,6 +47,8 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  unsigned checkin_s; /* serve: next_checkin_s for agents (0: 60) */
+  commands_cli_t cmd; /* command ...: --agent, --kind, --args, --incident, --out, --user */
 } opts_t;
 
 static void usage(FILE *f) {
@@ -59,6 +62,12 @@ static void usage(FILE *f) {
         "  tenant list                 list customer companies\n"
         "  token create --tenant NAME  make an enrollment token (printed once)\n"
         "  token revoke ID             revoke a token\n"
+        "  command add --agent ID --kind KIND [--args JSON] [--incident N]\n"
+        "                              queue a response command (scan, quarantine,\n"
+        "                              restore, kill, triage) for an agent\n"
+        "  command list [--agent ID]   list response commands (JSON)\n"
+        "  command show ID             show a command and its result (JSON)\n"
+        "  command bundle ID --out FILE  save a triage bundle (gzip JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -68,6 +77,7 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -149,6 +159,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 /* The tables of the console's modules, after the store's own. */
 static int apply_schemas(store_t *s) {
   int rc = incidents_schema(s);
+  if (rc == 0)
+    rc = commands_schema(s);
   return rc;
 }
 
@@ -202,9 +214,11 @@ static int cmd_serve(const opts_t *o) {
   serve_t sv = {0};
   rc = http_new(&loop, &ho, &sv.http);
   api_t *api = NULL;
-  api_opts_t ao = {60, 50};
+  api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  if (rc == 0)
+    rc = commands_attach(api, store);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
@@ -354,8 +368,32 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+static int cmd_command(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  if (argc < 1)
+    return EXIT_USAGE;
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  int rc = commands_cli(s, &o->cmd, argc, argv);
+  store_close(s);
+  return rc;
+}
+
 int main(int argc, char **argv) {
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
+  enum {
+    OPT_DISPLAY = 256,
+    OPT_EXPIRES,
+    OPT_MAX_USES,
+    OPT_TENANT,
+    OPT_RATE,
+    OPT_CHECKIN,
+    OPT_AGENT,
+    OPT_KIND,
+    OPT_ARGS,
+    OPT_INCIDENT,
+    OPT_OUT,
+    OPT_USER
+  };
   static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
                                            {"listen", required_argument, NULL, 'l'},
                                            {"url", required_argument, NULL, 'u'},
@@ -364,10 +402,17 @@ int main(int argc, char **argv) {
                                            {"expires", required_argument, NULL, OPT_EXPIRES},
                                            {"max-uses", required_argument, NULL, OPT_MAX_USES},
                                            {"rate-per-ip", required_argument, NULL, OPT_RATE},
+                                           {"checkin-s", required_argument, NULL, OPT_CHECKIN},
+                                           {"agent", required_argument, NULL, OPT_AGENT},
+                                           {"kind", required_argument, NULL, OPT_KIND},
+                                           {"args", required_argument, NULL, OPT_ARGS},
+                                           {"incident", required_argument, NULL, OPT_INCIDENT},
+                                           {"out", required_argument, NULL, OPT_OUT},
+                                           {"user", required_argument, NULL, OPT_USER},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, 0, {0}};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -406,6 +451,35 @@ int main(int argc, char **argv) {
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
+    case OPT_CHECKIN:
+      o.checkin_s = (unsigned)strtoul(optarg, &end, 10);
+      if (*end != '\0' || o.checkin_s < 1 || o.checkin_s > 3600) {
+        fprintf(stderr, "yamori-console: --checkin-s takes 1 to 3600 seconds\n");
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_AGENT:
+      o.cmd.agent = optarg;
+      break;
+    case OPT_KIND:
+      o.cmd.kind = optarg;
+      break;
+    case OPT_ARGS:
+      o.cmd.args = optarg;
+      break;
+    case OPT_INCIDENT:
+      o.cmd.incident = strtoll(optarg, &end, 10);
+      if (*end != '\0' || o.cmd.incident < 0) {
+        fprintf(stderr, "yamori-console: --incident takes an incident id\n");
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_OUT:
+      o.cmd.out = optarg;
+      break;
+    case OPT_USER:
+      o.cmd.user = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -436,6 +510,8 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "command") == 0)
+    rc = cmd_command(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);
