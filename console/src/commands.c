@@ -194,10 +194,17 @@ static void add_stored_json(cJSON *o, const char *key, const unsigned char *text
   cJSON_AddItemToObject(o, key, v);
 }
 
+/* Text columns become plain cJSON strings (callers may read valuestring);
+ * only text that is not valid UTF-8 is added escaped, as a raw item. */
 static void add_text(cJSON *o, const char *key, sqlite3_stmt *st, int col) {
-  const unsigned char *t = sqlite3_column_text(st, col);
-  int n = sqlite3_column_bytes(st, col);
-  ym_json_add_bytes(o, key, t ? (const char *)t : "", t ? (size_t)n : 0);
+  const char *t = (const char *)sqlite3_column_text(st, col);
+  size_t n = t != NULL ? (size_t)sqlite3_column_bytes(st, col) : 0;
+  if (t == NULL)
+    t = "";
+  if (ym_json_utf8_valid(t, n) && strlen(t) == n)
+    cJSON_AddStringToObject(o, key, t);
+  else
+    ym_json_add_bytes(o, key, t, n);
 }
 
 static void add_int_or_null(cJSON *o, const char *key, sqlite3_stmt *st, int col) {
