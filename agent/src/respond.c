@@ -392,12 +392,12 @@ static void finish(rec_t *rec, cJSON *result, const char *error, const ev_info_t
   }
   free(rec->error);
   rec->error = error != NULL ? strdup(error) : NULL;
-  cJSON_Delete(rec->args);
-  rec->args = NULL;
   ym_log(error == NULL ? YM_LOG_NOTICE : YM_LOG_WARN, 0, "console command %lld (%s): %s%s%s",
          (long long)rec->id, rec->kind, error == NULL ? "done" : "failed",
          error == NULL ? "" : ": ", error == NULL ? "" : error);
-  emit_response(rec, x);
+  emit_response(rec, x); /* x may point into the arguments */
+  cJSON_Delete(rec->args);
+  rec->args = NULL;
   save(r);
   post_result(rec);
 }
