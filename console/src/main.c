@@ -10,10 +10,13 @@
  * console's public URL (written by serve, read by token create).
  */
 #include "api.h"
+#include "auth.h"
 #include "certs.h"
 #include "commands.h"
 #include "http.h"
 #include "incidents.h"
+#include "web.h"
+#include "stats.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -47,7 +50,10 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
-  unsigned checkin_s; /* serve: next_checkin_s for agents (0: 60) */
+  const char *web_dir;
+  const char *installer;
+  unsigned checkin_s;
+  unsigned maintenance_s;
   commands_cli_t cmd; /* command ...: --agent, --kind, --args, --incident, --out, --user */
 } opts_t;
 
@@ -62,6 +68,7 @@ static void usage(FILE *f) {
         "  tenant list                 list customer companies\n"
         "  token create --tenant NAME  make an enrollment token (printed once)\n"
         "  token revoke ID             revoke a token\n"
+        "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
         "  command add --agent ID --kind KIND [--args JSON] [--incident N]\n"
         "                              queue a response command (scan, quarantine,\n"
         "                              restore, kill, triage) for an agent\n"
@@ -77,7 +84,10 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
+        "      --installer FILE serve: the generic agent installer offered per tenant\n"
         "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
+        "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -160,6 +170,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int apply_schemas(store_t *s) {
   int rc = incidents_schema(s);
   if (rc == 0)
+    rc = auth_schema(s);
+  if (rc == 0)
     rc = commands_schema(s);
   return rc;
 }
@@ -217,6 +229,21 @@ static int cmd_serve(const opts_t *o) {
   api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  incidents_t *incidents = NULL;
+  incidents_opts_t io = {o->maintenance_s, NULL};
+  if (rc == 0)
+    rc = incidents_new(&loop, store, &io, &incidents);
+  if (rc == 0)
+    rc = api_add_checkin(api, incidents_checkin, incidents);
+  web_t *web = NULL;
+  web_opts_t wo = {o->web_dir ? o->web_dir : YAMORI_WEB_DIR,
+                   url,
+                   certs.pin,
+                   o->installer,
+                   o->data_dir,
+                   incidents};
+  if (rc == 0)
+    rc = web_new(&loop, sv.http, store, &wo, &web);
   if (rc == 0)
     rc = commands_attach(api, store);
   if (rc == 0)
@@ -225,7 +252,10 @@ static int cmd_serve(const opts_t *o) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
     api_free(api);
+    web_free(web);
     store_close(store);
+    incidents_free(incidents);
+    uv_run(&loop, UV_RUN_DEFAULT);
     return 1;
   }
   printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
@@ -237,7 +267,9 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
   api_free(api);
+  web_free(web);
   store_close(store);
+  incidents_free(incidents);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return 0;
@@ -368,6 +400,55 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* ---------------------------------------------------------------- */
+/* stats                                                              */
+
+typedef struct {
+  int64_t from, to;
+  cJSON *out;
+} stats_arg_t;
+
+static int stats_fn(sqlite3 *db, void *arg) {
+  stats_arg_t *a = arg;
+  return stats_json(db, a->from, a->to, a->out);
+}
+
+static int cmd_stats(const opts_t *o, int argc, char **argv) {
+  int y = 0, m = 0;
+  if (argc == 2 && strcmp(argv[0], "--month") == 0) {
+    if (strlen(argv[1]) != 7 || sscanf(argv[1], "%4d-%2d", &y, &m) != 2 || m < 1 || m > 12 ||
+        y < 2000) {
+      fprintf(stderr, "yamori-console: --month takes YYYY-MM\n");
+      return EXIT_USAGE;
+    }
+  } else if (argc != 0) {
+    return EXIT_USAGE;
+  }
+  stats_arg_t a = {0, INT64_MAX / 2, cJSON_CreateObject()};
+  if (y != 0) {
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
+    a.from = (int64_t)timegm(&tm) * 1000;
+    tm = (struct tm){.tm_year = (m == 12 ? y + 1 : y) - 1900, .tm_mon = m % 12, .tm_mday = 1};
+    a.to = (int64_t)timegm(&tm) * 1000;
+  }
+  store_t *s = NULL;
+  if (open_store_sync(o, &s) != 0) {
+    cJSON_Delete(a.out);
+    return 1;
+  }
+  int rc = store_sync_call(s, stats_fn, &a);
+  store_close(s);
+  char *text = rc == 0 ? cJSON_Print(a.out) : NULL;
+  cJSON_Delete(a.out);
+  if (text == NULL) {
+    fprintf(stderr, "yamori-console: cannot read the statistics: %s\n", ym_strerror(rc));
+    return 1;
+  }
+  printf("%s\n", text);
+  free(text);
+  return 0;
+}
+
 static int cmd_command(const opts_t *o, int argc, char **argv) {
   store_t *s = NULL;
   if (argc < 1)
@@ -386,7 +467,10 @@ int main(int argc, char **argv) {
     OPT_MAX_USES,
     OPT_TENANT,
     OPT_RATE,
-    OPT_CHECKIN,
+    OPT_WEB_DIR,
+    OPT_INSTALLER,
+    OPT_CHECKIN_S,
+    OPT_MAINTENANCE_S,
     OPT_AGENT,
     OPT_KIND,
     OPT_ARGS,
@@ -394,25 +478,29 @@ int main(int argc, char **argv) {
     OPT_OUT,
     OPT_USER
   };
-  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"url", required_argument, NULL, 'u'},
-                                           {"tenant", required_argument, NULL, OPT_TENANT},
-                                           {"display", required_argument, NULL, OPT_DISPLAY},
-                                           {"expires", required_argument, NULL, OPT_EXPIRES},
-                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
-                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
-                                           {"checkin-s", required_argument, NULL, OPT_CHECKIN},
-                                           {"agent", required_argument, NULL, OPT_AGENT},
-                                           {"kind", required_argument, NULL, OPT_KIND},
-                                           {"args", required_argument, NULL, OPT_ARGS},
-                                           {"incident", required_argument, NULL, OPT_INCIDENT},
-                                           {"out", required_argument, NULL, OPT_OUT},
-                                           {"user", required_argument, NULL, OPT_USER},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, 0, {0}};
+  static const struct option longopts[] = {
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"url", required_argument, NULL, 'u'},
+      {"tenant", required_argument, NULL, OPT_TENANT},
+      {"display", required_argument, NULL, OPT_DISPLAY},
+      {"expires", required_argument, NULL, OPT_EXPIRES},
+      {"max-uses", required_argument, NULL, OPT_MAX_USES},
+      {"rate-per-ip", required_argument, NULL, OPT_RATE},
+      {"web-dir", required_argument, NULL, OPT_WEB_DIR},
+      {"installer", required_argument, NULL, OPT_INSTALLER},
+      {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
+      {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
+      {"agent", required_argument, NULL, OPT_AGENT},
+      {"kind", required_argument, NULL, OPT_KIND},
+      {"args", required_argument, NULL, OPT_ARGS},
+      {"incident", required_argument, NULL, OPT_INCIDENT},
+      {"out", required_argument, NULL, OPT_OUT},
+      {"user", required_argument, NULL, OPT_USER},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, 0, 0, {0}};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -451,13 +539,26 @@ int main(int argc, char **argv) {
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
-    case OPT_CHECKIN:
-      o.checkin_s = (unsigned)strtoul(optarg, &end, 10);
-      if (*end != '\0' || o.checkin_s < 1 || o.checkin_s > 3600) {
-        fprintf(stderr, "yamori-console: --checkin-s takes 1 to 3600 seconds\n");
+    case OPT_WEB_DIR:
+      o.web_dir = optarg;
+      break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_CHECKIN_S:
+    case OPT_MAINTENANCE_S: {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*end != '\0' || v < 1 || v > 86400) {
+        fprintf(stderr, "yamori-console: --%s takes seconds (1 to 86400)\n",
+                c == OPT_CHECKIN_S ? "checkin-s" : "maintenance-s");
         return EXIT_USAGE;
       }
+      if (c == OPT_CHECKIN_S)
+        o.checkin_s = (unsigned)v;
+      else
+        o.maintenance_s = (unsigned)v;
       break;
+    }
     case OPT_AGENT:
       o.cmd.agent = optarg;
       break;
@@ -510,6 +611,8 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "stats") == 0)
+    rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "command") == 0)
     rc = cmd_command(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
