@@ -41,6 +41,7 @@ typedef struct rec {
   struct respond *r;
   int64_t id;
   char kind[16];
+  char fp[17]; /* fingerprint of kind and arguments ("" unknown) */
   rec_state_t state;
   cJSON *args;   /* while running */
   cJSON *result; /* once finished (may be NULL) */
@@ -188,6 +189,7 @@ static char *serialize(respond_t *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "id", (double)rec->id);
     cJSON_AddStringToObject(o, "kind", rec->kind);
+    cJSON_AddStringToObject(o, "fp", rec->fp);
     cJSON_AddStringToObject(o, "state", state_names[rec->state]);
     if (rec->result != NULL)
       cJSON_AddItemToObject(o, "result", cJSON_Duplicate(rec->result, true));
@@ -262,6 +264,9 @@ static void load(respond_t *r) {
     if (rec == NULL)
       break;
     rec->started = true;
+    const char *fp = ym_json_get_str(it, "fp");
+    if (fp != NULL && strlen(fp) == 16)
+      memcpy(rec->fp, fp, 17);
     rec->posted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "posted"));
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(it, "result");
     if (cJSON_IsObject(res))
@@ -861,6 +866,36 @@ static void start_saved(respond_t *r, uint64_t gen) {
     run(todo[i]); /* may finish at once and change the table's order, not its members */
 }
 
+/* A command's fingerprint: the same id with another kind or other
+ * arguments is another command (a console that started its numbering
+ * again), not a repeat. */
+static void fingerprint(const char *kind, const cJSON *args, char out[17]) {
+  char *text = args != NULL ? cJSON_PrintUnformatted(args) : NULL;
+  ym_buf_t b;
+  ym_buf_init(&b, 1 << 20);
+  ym_buf_append_str(&b, kind);
+  ym_buf_append_byte(&b, '\n');
+  if (text != NULL)
+    ym_buf_append_str(&b, text);
+  uint8_t d[YM_SHA256_LEN];
+  ym_sha256_mem(b.data != NULL ? b.data : "", b.len, d);
+  ym_hex(d, 8, out);
+  ym_buf_free(&b);
+  free(text);
+}
+
+/* Removes a finished record. */
+static void rec_drop(respond_t *r, rec_t *rec) {
+  for (size_t i = 0; i < r->nrecs; i++) {
+    if (r->recs[i] == rec) {
+      memmove(&r->recs[i], &r->recs[i + 1], (r->nrecs - i - 1) * sizeof(rec_t *));
+      r->nrecs--;
+      rec_free(rec);
+      return;
+    }
+  }
+}
+
 static void on_checkin(const cJSON *answer, void *data) {
   respond_t *r = data;
   if (r->stopping)
@@ -877,7 +912,15 @@ static void on_checkin(const cJSON *answer, void *data) {
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(it, "args");
     if (!ym_json_get_int(it, "id", &id) || id <= 0 || kind == NULL || strlen(kind) > 15)
       continue;
+    char fp[17];
+    fingerprint(kind, cJSON_IsObject(args) ? args : NULL, fp);
     rec_t *rec = rec_find(r, id);
+    if (rec != NULL && rec->fp[0] && strcmp(rec->fp, fp) != 0 && rec->state != REC_RUNNING &&
+        !rec->posting && !rec->uploading) {
+      ym_log(YM_LOG_NOTICE, 0, "console command %lld is new (the id was used before)", id);
+      rec_drop(r, rec);
+      rec = NULL;
+    }
     if (rec != NULL) {
       if (rec->state != REC_RUNNING)
         post_result(rec); /* the console lacks it: again */
@@ -887,6 +930,7 @@ static void on_checkin(const cJSON *answer, void *data) {
       ym_log(YM_LOG_WARN, 0, "too many console commands in progress; command %lld waits", id);
       continue;
     }
+    memcpy(rec->fp, fp, sizeof(fp));
     const char *bad = check_args(kind, cJSON_IsObject(args) ? args : NULL);
     if (bad != NULL) {
       rec->started = true;

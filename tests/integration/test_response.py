@@ -259,6 +259,22 @@ q2 = wait_done(q_id, "re-sent quarantine answered")
 t.check_eq((q2.get("result") or {}).get("id"), qres.get("id"), "the recorded result came back")
 t.check(os.path.exists(victim), "the restored file was not quarantined a second time")
 
+# The same id with other arguments (a console whose numbering started
+# again) is a new command, not a repeat.
+victim2 = os.path.join(work, "second.txt")
+with open(victim2, "wb") as f:
+    f.write(b"second harmless file\n")
+db = sqlite3.connect(os.path.join(con.data, "yamori.db"), timeout=30)
+db.execute("UPDATE commands SET kind = 'quarantine', args_json = ?, state = 'queued',"
+           " result_json = NULL, error = '', done_ms = NULL WHERE id = ?",
+           (json.dumps({"path": victim2}), k_id))
+db.commit()
+db.close()
+k2 = wait_done(k_id, "reused id answered")
+t.check(k2.get("state") == "done" and (k2.get("result") or {}).get("path") == victim2,
+        "a reused id with new arguments runs as a new command")
+t.check(not os.path.exists(victim2), "the second file was quarantined")
+
 rc, out, _ = cli("command", "list", "--agent", agent_id)
 items = json.loads(out)["items"] if rc == 0 else []
 t.check_eq(sorted(i["id"] for i in items), sorted([q_id, k_id, kbad_id, s_id, tr_id, r_id]),
