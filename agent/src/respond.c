@@ -216,7 +216,11 @@ static void save(respond_t *r) {
     free(s);
     free(text);
     ym_log(YM_LOG_ERROR, YM_ENOMEM, "cannot record remote commands");
-    start_saved(r, r->gen); /* run anyway */
+    uint64_t gen = ++r->gen;
+    for (size_t i = 0; i < r->nrecs; i++)
+      if (r->recs[i]->state == REC_RUNNING && r->recs[i]->snap == 0)
+        r->recs[i]->snap = gen;
+    start_saved(r, gen); /* run anyway */
     return;
   }
   s->gen = ++r->gen;
