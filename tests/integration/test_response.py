@@ -279,5 +279,43 @@ rc, out, _ = cli("command", "list", "--agent", agent_id)
 items = json.loads(out)["items"] if rc == 0 else []
 t.check_eq(sorted(i["id"] for i in items), sorted([q_id, k_id, kbad_id, s_id, tr_id, r_id]),
            "list shows the agent's commands")
+# ---- the agent routes refuse what is not the agent's ----
+ident = json.load(open(os.path.join(ag.conf["state_dir"], "identity.json")))
+auth = {"Authorization": "Bearer %s.%s" % (agent_id, ident["secret"]),
+        "Content-Type": "application/json"}
+st, _, _ = con.request("POST", "/api/v1/commands/%d/result" % q_id,
+                       json.dumps({"state": "failed", "error": "late"}).encode(), auth)
+t.check_eq(st, 200, "a repeated result is acknowledged")
+t.check_eq(show(q_id)["state"], "done", "and changes nothing")
+st, _, _ = con.request("POST", "/api/v1/commands/999999/result",
+                       json.dumps({"state": "done"}).encode(), auth)
+t.check_eq(st, 404, "a result for an unknown command: 404")
+st, _, _ = con.request("POST", "/api/v1/commands/%d/result" % q_id, b'{"state": "maybe"}', auth)
+t.check_eq(st, 400, "a malformed result: 400")
+gz = dict(auth, **{"Content-Type": "application/gzip"})
+st, _, _ = con.request("POST", "/api/v1/commands/%d/bundle" % q_id, gzip.compress(b"{}"), gz)
+t.check_eq(st, 404, "a bundle for a command that is not a triage: 404")
+st, _, _ = con.request("POST", "/api/v1/commands/%d/bundle" % tr_id, b"not gzip at all....", gz)
+t.check_eq(st, 400, "a bundle that is not gzip: 400")
+# An agent of another company (enrolled only; no second daemon runs).
+con.tenant("beta")
+state2 = t.path("other-state")
+os.mkdir(state2, 0o700)
+conf2 = t.path("other.json")
+with open(conf2, "w") as f:
+    json.dump({"state_dir": state2, "control": {"socket": t.path("other.sock")}}, f)
+r2 = t.run(["yamorictl", "--config", conf2, "enroll"],
+           env=dict(os.environ, YAMORI_TOKEN=con.token("beta")))
+t.check_eq(r2.returncode, 0, "an agent of another tenant enrolled")
+oid = json.load(open(os.path.join(state2, "identity.json")))
+oauth = {"Authorization": "Bearer %s.%s" % (oid["agent_id"], oid["secret"]),
+         "Content-Type": "application/gzip"}
+st, _, _ = con.request("POST", "/api/v1/commands/%d/bundle" % tr_id, gzip.compress(b"{}"), oauth)
+t.check_eq(st, 404, "another agent's command is not found")
+st, _, _ = con.request("POST", "/api/v1/commands/%d/result" % tr_id,
+                       json.dumps({"state": "failed"}).encode(), dict(oauth, **{
+                           "Content-Type": "application/json"}))
+t.check_eq(st, 404, "another agent cannot post a result")
+t.check_eq(show(tr_id)["state"], "done", "the command is untouched")
 listener.close()
 t.done()
