@@ -26,7 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define STATE_MAX (4 * 1024 * 1024)
+#define STATE_MAX (16 * 1024 * 1024) /* 256 records of at most 48 KiB each, and more */
 #define RESULT_MAX (48 * 1024)
 #define RING_EVENT_MAX (16 * 1024)
 #define PATH_ARG_MAX 4095
