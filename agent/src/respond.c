@@ -995,12 +995,12 @@ void respond_note_event(respond_t *r, const ym_event_t *ev, const char *json, si
   while (len > 0 && (json[len - 1] == '\n'))
     len--;
   if (len > 0 && len <= RING_EVENT_MAX) {
-    char *copy = malloc(len + 1);
+    /* The oldest slot's storage is reused (realloc) for the newest. */
+    size_t slot = (size_t)(*total % RESPOND_RING);
+    char *copy = realloc(ring[slot], len + 1);
     if (copy != NULL) {
       memcpy(copy, json, len);
       copy[len] = '\0';
-      size_t slot = (size_t)(*total % RESPOND_RING);
-      free(ring[slot]);
       ring[slot] = copy;
       (*total)++;
     }
