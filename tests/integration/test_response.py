@@ -241,6 +241,32 @@ t.check(any(MARKER in (get(e, "process.args") or []) for e in doc["recent_proces
 t.check(any(str(get(e, "file.path", "")).startswith(os.path.join(work, "tick-")) for e in doc["recent_file_activity"]),
         "the test's file writes are among the recent file events")
 
+# ---- the same through the dashboard API: authorised, audited ----
+ui = con.ui()
+victim3 = os.path.join(work, "third.txt")
+with open(victim3, "wb") as f:
+    f.write(b"third harmless file\n")
+st, bad = ui.post("/api/ui/agents/%s/commands" % agent_id,
+                  {"kind": "quarantine", "args": {"path": "/tmp/../etc/passwd"}})
+t.check_eq(st, 400, "the dashboard refuses bad arguments")
+st, item = ui.post("/api/ui/agents/%s/commands" % agent_id,
+                   {"kind": "quarantine", "args": {"path": victim3}})
+t.check(st == 200 and item.get("state") == "queued" and item.get("user") == "admin",
+        "the dashboard queues a command in the admin's name (%d)" % st)
+d_id = item.get("id", 0) if st == 200 else 0
+got = t.wait_for(lambda: (lambda r: r[1] if r[0] == 200 and r[1]["state"] in ("done", "failed")
+                          else None)(ui.get("/api/ui/commands/%d" % d_id)),
+                 timeout=90, interval=0.5, what="dashboard command done") or {}
+t.check(got.get("state") == "done" and not os.path.exists(victim3),
+        "the dashboard's quarantine is done and the file gone")
+st, lst = ui.get("/api/ui/commands?agent=%s" % agent_id)
+t.check(st == 200 and d_id in [i["id"] for i in lst.get("items", [])], "the dashboard lists it")
+st, body = ui.call("GET", "/api/ui/commands/%d/bundle" % tr_id, raw=True)
+t.check(st == 200 and body == raw, "the dashboard serves the same bundle")
+st, audit = ui.get("/api/ui/audit")
+t.check(st == 200 and any(a.get("action") == "command.quarantine" and a.get("user") == "admin"
+                          for a in audit.get("items", [])), "the command is in the audit log")
+
 # ---- response events ----
 for cid, action in ((q_id, "response-quarantine"), (k_id, "response-kill"),
                     (s_id, "response-scan"), (r_id, "response-restore"),
@@ -286,7 +312,7 @@ t.check(not os.path.exists(victim2), "the second file was quarantined")
 
 rc, out, _ = cli("command", "list", "--agent", agent_id)
 items = json.loads(out)["items"] if rc == 0 else []
-t.check_eq(sorted(i["id"] for i in items), sorted([q_id, k_id, kbad_id, s_id, tr_id, r_id]),
+t.check_eq(sorted(i["id"] for i in items), sorted([q_id, k_id, kbad_id, s_id, tr_id, r_id, d_id]),
            "list shows the agent's commands")
 # ---- the agent routes refuse what is not the agent's ----
 ident = json.load(open(os.path.join(ag.conf["state_dir"], "identity.json")))
