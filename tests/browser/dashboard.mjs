@@ -167,6 +167,7 @@ await step("quarantine and restore", async () => {
   await go("#/incidents/" + cfg.incident);
   await page.locator("#incident-file").waitFor();
   ok((await page.inputValue("#cmd-quarantine-path")) === cfg.eicar_path, "the quarantine field holds the file's path");
+  let t0 = Date.now();
   await page.click('button[data-cmd="quarantine"]');
   await page.locator('#command-status .msg').first().waitFor();
   const sent = await page.locator("#command-status .msg").first().textContent();
@@ -176,6 +177,7 @@ await step("quarantine and restore", async () => {
   await page.locator('tr[data-kind="quarantine"][data-state="done"], tr[data-kind="quarantine"][data-state="failed"], tr[data-kind="quarantine"][data-state="expired"]')
     .first().waitFor({ timeout: cfg.command_timeout_ms });
   const qState = await qRow.getAttribute("data-state");
+  console.log("info: quarantine from click to result on the page: " + (Date.now() - t0) + " ms");
   ok(qState === "done", "the quarantine finished on the PC (state " + qState + ")");
   ok((await qRow.textContent()).includes("完了"), "the dashboard shows the result as 完了");
   ok(!existsSync(cfg.eicar_path), "the file left its directory");
@@ -183,21 +185,25 @@ await step("quarantine and restore", async () => {
 
   const restore = qRow.locator("button[data-restore]");
   await restore.waitFor({ timeout: T });
+  t0 = Date.now();
   await restore.click();
   await page.locator('tr[data-kind="restore"]').first().waitFor({ timeout: T });
   await page.locator('tr[data-kind="restore"][data-state="done"], tr[data-kind="restore"][data-state="failed"], tr[data-kind="restore"][data-state="expired"]')
     .first().waitFor({ timeout: cfg.command_timeout_ms });
   const rState = await page.locator('tr[data-kind="restore"]').first().getAttribute("data-state");
+  console.log("info: restore from click to result on the page: " + (Date.now() - t0) + " ms");
   ok(rState === "done", "the restore finished on the PC (state " + rState + ")");
   ok(existsSync(cfg.eicar_path) && statSync(cfg.eicar_path).size === cfg.eicar_size, "the file is back with its size");
   await shot("restored");
 
   // A triage bundle, collected on the PC and downloaded through the link.
+  t0 = Date.now();
   await page.click('button[data-cmd="triage"]');
   await page.locator('tr[data-kind="triage"]').first().waitFor();
   await page.locator('tr[data-kind="triage"][data-state="done"], tr[data-kind="triage"][data-state="failed"], tr[data-kind="triage"][data-state="expired"]')
     .first().waitFor({ timeout: cfg.command_timeout_ms });
   const tRow = page.locator('tr[data-kind="triage"]').first();
+  console.log("info: triage from click to result on the page: " + (Date.now() - t0) + " ms");
   ok((await tRow.getAttribute("data-state")) === "done", "the triage bundle was collected");
   const link = tRow.locator("a[data-bundle]");
   await link.waitFor();
