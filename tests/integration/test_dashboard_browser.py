@@ -99,10 +99,25 @@ os.mkdir(d)
 target = os.path.join(d, "eicar.com")
 # The test file is put together here, never stored whole.
 eicar = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-" + b"ANTIVIRUS-TEST-FILE!$H+H*")
-r = subprocess.run(["sh", "-c", "cat > '%s'" % target], input=eicar)
+
+def is_alert(e):
+    return get(e, "event.kind") == "alert" and get(e, "file.path") == target
+
+
+# On a shared machine another test's agent may quarantine the file before
+# this agent scans it: write it again then (at most three times).
+alert = None
+for attempt in range(3):
+    r = subprocess.run(["sh", "-c", "cat > '%s'" % target], input=eicar)
+    deadline = time.monotonic() + 30
+    while alert is None and time.monotonic() < deadline:
+        alert = next((e for e in ag.events() if is_alert(e)), None)
+        time.sleep(0.2)
+    if alert is not None:
+        break
+    print("no alert yet (attempt %d); file present: %s" % (attempt + 1, os.path.exists(target)))
 t.check_eq(r.returncode, 0, "a shell wrote the EICAR test file")
-alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == target,
-                      what="the agent's alert", timeout=60)
+t.check(alert is not None, "the agent alerted on the EICAR file")
 t.check(os.path.exists(target), "the file is still there (policy detect: the dashboard quarantines)")
 
 
