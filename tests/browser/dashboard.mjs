@@ -244,6 +244,22 @@ await step("events", async () => {
   await go("#/events?kind=alert&agent=" + encodeURIComponent(cfg.real_agent));
   await page.locator("table.events").waitFor();
   ok(await visibleText(cfg.eicar_path), "the alert filter shows the EICAR alert");
+  await go("#/events?agent=" + encodeURIComponent(cfg.real_agent) + "&from=" + (Date.now() + 3600 * 1000));
+  await page.locator("table.events td.empty").waitFor();
+  ok(true, "a time window in the future finds no events");
+
+  // The incident list's state tabs (the EICAR incident was acknowledged).
+  if (cfg.incident !== null) {
+    await go("#/incidents?state=acknowledged");
+    await page.locator('nav.tabs a.active[data-filter="acknowledged"]').waitFor();
+    await page.locator('tr[data-incident="' + cfg.incident + '"]').waitFor();
+    ok(true, "the acknowledged tab lists the acknowledged incident");
+    await go("#/incidents?state=resolved");
+    await page.locator('nav.tabs a.active[data-filter="resolved"]').waitFor();
+    await page.locator("table.incidents").waitFor();
+    ok((await page.locator('tr[data-incident="' + cfg.incident + '"]').count()) === 0,
+      "the resolved tab does not list it");
+  }
 });
 
 await step("settings", async () => {
