@@ -1,0 +1,1808 @@
+#include "notify.h"
+
+#include "yamori/err.h"
+#include "yamori/json.h"
+#include "yamori/version.h"
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BATCH_MAX 16                /* messages claimed per poll */
+#define CLAIM_MS (15 * 60 * 1000LL) /* a claimed message is retried after this */
+#define BODY_MAX (32 * 1024)        /* rendered body */
+#define SUBJECT_MAX 600             /* rendered subject */
+#define PAYLOAD_MAX (64 * 1024)     /* webhook JSON */
+#define ANSWER_MAX (64 * 1024)      /* webhook answer read at most */
+#define EMAILS_JSON_MAX (16 * 1024) /* tenant_settings.emails */
+#define ERROR_MAX 300               /* last_error */
+#define JST_OFFSET_S (9 * 3600)
+
+/* ================================================================ */
+/* Schema                                                             */
+
+static const char *const schema[] = {
+    /* 1: the outbox, per-tenant webhook secrets, settings of the module. */
+    "CREATE TABLE notify_outbox("
+    " id INTEGER PRIMARY KEY,"
+    " tenant_id INTEGER NOT NULL REFERENCES tenants(id),"
+    " incident_id INTEGER," /* NULL: a test message */
+    " change TEXT NOT NULL"
+    "  CHECK(change IN ('created', 'acknowledged', 'resolved', 'reopened', 'test')),"
+    " channel TEXT NOT NULL CHECK(channel IN ('email', 'webhook')),"
+    " recipient TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " body TEXT NOT NULL,"
+    " payload_json TEXT NOT NULL DEFAULT '',"
+    " state TEXT NOT NULL DEFAULT 'pending' CHECK(state IN ('pending', 'sent', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_at_ms INTEGER NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '',"
+    " created_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER,"
+    " UNIQUE(incident_id, change, channel, recipient)"
+    ") STRICT;"
+    "CREATE INDEX notify_outbox_due ON notify_outbox(next_at_ms) WHERE state = 'pending';"
+    "CREATE INDEX notify_outbox_tenant ON notify_outbox(tenant_id, created_ms);"
+    "CREATE TABLE notify_tenant("
+    " tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id),"
+    " webhook_secret TEXT NOT NULL DEFAULT ''"
+    ") STRICT;"
+    "CREATE TABLE notify_config("
+    " key TEXT PRIMARY KEY,"
+    " value TEXT NOT NULL"
+    ") STRICT;",
+};
+
+int notify_schema(store_t *s) {
+  return store_ensure_schema(s, "notify", schema, sizeof(schema) / sizeof(schema[0]));
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ================================================================ */
+/* Untrusted text                                                     */
+
+/* Decodes one UTF-8 character at s[0..n): returns its length and sets
+ * *cp, or 0 when the bytes are not valid UTF-8 (overlong forms,
+ * surrogates, beyond U+10FFFF, truncated). */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
+  unsigned char c = s[0];
+  size_t len;
+  uint32_t v, min;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  } else if ((c & 0xe0) == 0xc0) {
+    len = 2, v = c & 0x1f, min = 0x80;
+  } else if ((c & 0xf0) == 0xe0) {
+    len = 3, v = c & 0x0f, min = 0x800;
+  } else if ((c & 0xf8) == 0xf0) {
+    len = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (len > n)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    v = (v << 6) | (s[i] & 0x3f);
+  }
+  if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+    return 0;
+  *cp = v;
+  return len;
+}
+
+/* Characters that reorder or hide text: dropped. */
+static bool is_bidi(uint32_t cp) {
+  return cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+         (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+}
+
+int notify_clean(const char *in, size_t max, ym_buf_t *out) {
+  if (in == NULL)
+    return 0;
+  const unsigned char *s = (const unsigned char *)in;
+  size_t n = strlen(in), start = out->len;
+  bool space = true; /* drops leading spaces */
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0;) {
+    uint32_t cp;
+    size_t len = utf8_decode(s + i, n - i, &cp);
+    const char *piece = (const char *)s + i;
+    size_t plen = len;
+    if (len == 0) {
+      piece = "?", plen = 1, len = 1;
+    } else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 ||
+               cp == 0x2029 || cp == ' ') {
+      piece = " ", plen = 1;
+    } else if (is_bidi(cp)) {
+      plen = 0;
+    }
+    i += len;
+    if (plen == 0 || (piece[0] == ' ' && plen == 1 && space))
+      continue;
+    if (out->len - start + plen > max - (max > 3 ? 3 : 0)) {
+      if (i - len < n) {
+        while (out->len > start && out->data[out->len - 1] == ' ')
+          out->len--;
+        rc = ym_buf_append_str(out, "...");
+      }
+      return rc;
+    }
+    space = piece[0] == ' ' && plen == 1;
+    rc = ym_buf_append(out, piece, plen);
+  }
+  while (rc == 0 && out->len > start && out->data[out->len - 1] == ' ')
+    out->data[--out->len] = '\0';
+  return rc;
+}
+
+static int b64_append(ym_buf_t *out, const unsigned char *in, size_t n) {
+  int rc = ym_buf_reserve(out, 4 * ((n + 2) / 3) + 1);
+  if (rc != 0)
+    return rc;
+  int len = EVP_EncodeBlock((unsigned char *)out->data + out->len, in, (int)n);
+  out->len += (size_t)len;
+  out->data[out->len] = '\0';
+  return 0;
+}
+
+int notify_header_subject(const char *subject, ym_buf_t *out) {
+  const unsigned char *s = (const unsigned char *)subject;
+  size_t n = strlen(subject);
+  int rc = ym_buf_append_str(out, "Subject:");
+  /* 45 bytes are 60 base64 characters: with "=?UTF-8?B?" and "?=" a word
+   * is 72 characters, under RFC 2047's 75. */
+  for (size_t i = 0; i < n && rc == 0;) {
+    size_t take = n - i < 45 ? n - i : 45;
+    while (take > 0 && i + take < n && (s[i + take] & 0xc0) == 0x80)
+      take--;
+    if (take == 0)
+      take = n - i < 45 ? n - i : 45;
+    rc = ym_buf_append_str(out, i == 0 ? " =?UTF-8?B?" : "\r\n =?UTF-8?B?");
+    if (rc == 0)
+      rc = b64_append(out, s + i, take);
+    if (rc == 0)
+      rc = ym_buf_append_str(out, "?=");
+    i += take;
+  }
+  if (rc == 0)
+    rc = ym_buf_append_str(out, "\r\n");
+  return rc;
+}
+
+bool notify_email_valid(const char *addr) {
+  static const char atext[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                              "!#$%&'*+/=?^_`{|}~-.";
+  static const char dtext[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.";
+  if (addr == NULL)
+    return false;
+  size_t n = strlen(addr);
+  const char *at = strchr(addr, '@');
+  if (n == 0 || n > NOTIFY_EMAIL_MAX || at == NULL || at == addr || at[1] == '\0')
+    return false;
+  size_t local = (size_t)(at - addr);
+  if (local > 64 || strspn(addr, atext) != local || addr[0] == '.' || at[-1] == '.')
+    return false;
+  const char *dom = at + 1;
+  return strspn(dom, dtext) == strlen(dom) && dom[0] != '.' && dom[0] != '-' &&
+         strchr(dom, '.') != NULL && dom[strlen(dom) - 1] != '.' && strstr(dom, "..") == NULL;
+}
+
+/* True for an http:// or https:// URL of printable ASCII without spaces. */
+static bool url_valid(const char *url) {
+  if (url == NULL)
+    return false;
+  size_t n = strlen(url);
+  if (n > NOTIFY_URL_MAX || !(strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0))
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f)
+      return false;
+  return strlen(strstr(url, "://") + 3) > 0;
+}
+
+/* Writes scheme://host of url (what a log may show: a webhook URL's
+ * user, path or query often holds a token). */
+static void url_origin(const char *url, char *out, size_t cap) {
+  const char *h = strstr(url, "://");
+  if (h == NULL) {
+    snprintf(out, cap, "?");
+    return;
+  }
+  const char *host = h + 3;
+  size_t n = strcspn(host, "/?#");
+  for (size_t i = n; i > 0; i--)
+    if (host[i - 1] == '@') {
+      n -= i;
+      host += i;
+      break;
+    }
+  snprintf(out, cap, "%.*s%.*s", (int)(h + 3 - url), url, (int)n, host);
+}
+
+int notify_sign(const char *key, const char *body, size_t len, char hex[65]) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mlen = 0;
+  if (HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)body, len, mac, &mlen) ==
+          NULL ||
+      mlen != 32)
+    return YM_ECRYPTO;
+  for (unsigned i = 0; i < 32; i++)
+    snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+  return 0;
+}
+
+/* ================================================================ */
+/* Templates                                                          */
+
+/*
+ * Every text a customer reads is here. A body is the lead paragraph, the
+ * core of the case and the footer of the language. A line that names a
+ * value which is empty ({file} of an incident without a file) is left
+ * out. Values: {company} {host} {title} {rule} {severity} {file} {time}
+ * {last_seen} {count} {file_action} {helpdesk} {link}.
+ */
+typedef struct {
+  const char *change; /* NULL: any */
+  const char *kind;   /* NULL: any */
+  const char *subject, *lead, *core;
+} tmpl_t;
+
+typedef struct {
+  const char *code;
+  const char *greeting, *footer;
+  const char *sev_high, *sev_medium, *sev_low;
+  const char *file_isolated, *file_blocked, *file_unknown;
+  const char *helpdesk_default, *title_malware, *title_silent;
+  const tmpl_t *cases;
+  size_t n_cases;
+} lang_t;
+
+/* ---- 日本語 ---- */
+
+static const char ja_malware_core[] =
+    "■ 何が起きたか\n"
+    "検知した内容: {title}\n"
+    "検知ルール: {rule}\n"
+    "ファイルの場所: {file}\n"
+    "日時: {time}\n"
+    "同じ検知の回数: {count}回\n"
+    "重要度: {severity}\n"
+    "\n"
+    "■ どのPCか\n"
+    "PC名: {host}\n"
+    "\n"
+    "■ 今すぐしてほしいこと\n"
+    "1. {file_action}\n"
+    "2. PCの電源は切らずに、そのままにしておいてください。"
+    "調べるための記録が消えてしまうことがあります。\n"
+    "3. ヘルプデスクからネットワークから外すよう案内があったときは、"
+    "LANケーブルを抜くか、Wi-Fiを切ってください。\n"
+    "4. 心当たりのないメールの添付ファイルやリンクは開かないでください。\n"
+    "慌てる必要はありません。下記の連絡先からの案内をお待ちください。\n";
+
+static const char ja_silent_core[] =
+    "■ 何が起きたか\n"
+    "PC「{host}」の見守りソフトから、監視センターへの連絡が止まっています。\n"
+    "最後の連絡: {last_seen}\n"
+    "PCの電源が切れている、ネットワークにつながっていない、"
+    "または見守りソフトが止められた、のいずれかが考えられます。\n"
+    "\n"
+    "■ どのPCか\n"
+    "PC名: {host}\n"
+    "\n"
+    "■ 今すぐしてほしいこと\n"
+    "1. お休みなどで電源を切っているだけなら、対応は必要ありません。"
+    "次に電源を入れたときに自動で連絡が戻ります。\n"
+    "2. 使っているはずのPCなら、電源が入っていて、ネットワーク"
+    "（LANケーブルやWi-Fi）につながっているか確かめてください。\n"
+    "3. 電源もネットワークも問題ないのに連絡が戻らないときは、"
+    "下記の連絡先までご連絡ください。\n";
+
+static const char ja_case_core[] = "■ 対象の件\n"
+                                   "内容: {title}\n"
+                                   "検知ルール: {rule}\n"
+                                   "ファイルの場所: {file}\n"
+                                   "最初の検知: {time}\n"
+                                   "PC名: {host}\n";
+
+static const tmpl_t ja_cases[] = {
+    {"created", "malware", "【Yamori】PC「{host}」で危険なファイルを検知しました",
+     "お使いのPC「{host}」で、危険なファイルを見つけました。\n", ja_malware_core},
+    {"reopened", "malware", "【Yamori】PC「{host}」で危険なファイルを再び検知しました",
+     "以前に対応が完了したPC「{host}」で、同じ危険なファイルを再び見つけました。\n",
+     ja_malware_core},
+    {"created", "silent", "【Yamori】PC「{host}」からの連絡が途絶えています",
+     "お使いのPC「{host}」から、しばらく連絡がありません。\n", ja_silent_core},
+    {"reopened", "silent", "【Yamori】PC「{host}」からの連絡が再び途絶えています",
+     "お使いのPC「{host}」から、再び連絡がなくなりました。\n", ja_silent_core},
+    {"acknowledged", NULL, "【Yamori】PC「{host}」の件で担当者が対応を開始しました",
+     "PC「{host}」についてお知らせした件で、担当者が対応を開始しました。\n",
+     "{core}\n"
+     "■ 今すぐしてほしいこと\n"
+     "担当者からご連絡することがあります。案内があるまで、PCの電源は切らずにそのままお待ちください"
+     "。\n"},
+    {"resolved", NULL, "【Yamori】PC「{host}」の件の対応が完了しました",
+     "PC「{host}」についてお知らせした件で、対応が完了しました。\n",
+     "{core}\n"
+     "■ これからのこと\n"
+     "PCはふだんどおりお使いいただけます。ほかに気になることがあれば、"
+     "下記の連絡先までお気軽にご相談ください。\n"},
+    {"test", NULL, "【Yamori】通知のテストです", "これは Yamori の通知のテストです。\n",
+     "このメールが届いていれば、このあて先への通知は正しく届きます。対応は必要ありません。\n"},
+};
+
+static const lang_t lang_ja = {
+    "ja",
+    "{company} ご担当者様\n",
+    "■ 連絡先\n"
+    "わからないことや心配なことがあれば、こちらまでご連絡ください。\n"
+    "{helpdesk}\n"
+    "\n"
+    "詳しい情報（担当者向け）: {link}\n"
+    "\n"
+    "このメールは、セキュリティ見守りサービス Yamori が自動でお送りしています。\n",
+    "高",
+    "中",
+    "低",
+    "見つかったファイルは自動的に隔離しました（安全な場所に移して、動かないようにしました）。"
+    "ファイルを探したり、元に戻したりしないでください。",
+    "このファイルが起動しようとしたところを止めました。もう一度開いたり、実行したりしないでください"
+    "。",
+    "このファイルは開かないでください。削除や移動もせず、そのままにしておいてください。",
+    "ご契約のセキュリティサービスの窓口",
+    "危険なファイル",
+    "PCからの連絡の途絶",
+    ja_cases,
+    sizeof(ja_cases) / sizeof(ja_cases[0]),
+};
+
+/* ---- English ---- */
+
+static const char en_malware_core[] =
+    "## What happened\n"
+    "Detected: {title}\n"
+    "Rule: {rule}\n"
+    "File: {file}\n"
+    "When: {time}\n"
+    "Detections so far: {count}\n"
+    "Severity: {severity}\n"
+    "\n"
+    "## Which PC\n"
+    "PC name: {host}\n"
+    "\n"
+    "## What to do now\n"
+    "1. {file_action}\n"
+    "2. Keep the PC switched on: turning it off can erase records "
+    "needed to investigate.\n"
+    "3. If the help desk asks you to, disconnect the PC from the "
+    "network (unplug the network cable or turn Wi-Fi off).\n"
+    "4. Do not open unexpected e-mail attachments or links.\n"
+    "There is no need to panic: please wait for instructions from "
+    "the contact below.\n";
+
+static const char en_silent_core[] =
+    "## What happened\n"
+    "The protection on PC \"{host}\" has stopped reporting to the "
+    "monitoring center.\n"
+    "Last contact: {last_seen}\n"
+    "The PC may be switched off or offline, or the protection may "
+    "have been stopped.\n"
+    "\n"
+    "## Which PC\n"
+    "PC name: {host}\n"
+    "\n"
+    "## What to do now\n"
+    "1. If the PC is simply switched off (a holiday, for example), "
+    "nothing needs to be done: it reports again when it starts.\n"
+    "2. If the PC should be in use, check that it is on and connected "
+    "to the network (cable or Wi-Fi).\n"
+    "3. If it is on and connected but still silent, please call the "
+    "contact below.\n";
+
+static const char en_case_core[] = "## The case\n"
+                                   "What: {title}\n"
+                                   "Rule: {rule}\n"
+                                   "File: {file}\n"
+                                   "First detected: {time}\n"
+                                   "PC name: {host}\n";
+
+static const tmpl_t en_cases[] = {
+    {"created", "malware", "[Yamori] Dangerous file detected on PC \"{host}\"",
+     "A dangerous file was found on your PC \"{host}\".\n", en_malware_core},
+    {"reopened", "malware", "[Yamori] Dangerous file detected again on PC \"{host}\"",
+     "The dangerous file found earlier on PC \"{host}\" has been detected again.\n",
+     en_malware_core},
+    {"created", "silent", "[Yamori] PC \"{host}\" has stopped reporting",
+     "Your PC \"{host}\" has not reported for a while.\n", en_silent_core},
+    {"reopened", "silent", "[Yamori] PC \"{host}\" has stopped reporting again",
+     "Your PC \"{host}\" has stopped reporting again.\n", en_silent_core},
+    {"acknowledged", NULL, "[Yamori] Someone is now handling the case on PC \"{host}\"",
+     "A member of the security team has started handling the case we reported on PC "
+     "\"{host}\".\n",
+     "{core}\n"
+     "## What to do now\n"
+     "We may contact you. Until then, please keep the PC switched on and as it is.\n"},
+    {"resolved", NULL, "[Yamori] The case on PC \"{host}\" is resolved",
+     "The case we reported on PC \"{host}\" has been resolved.\n",
+     "{core}\n"
+     "## What next\n"
+     "You can use the PC as usual. If anything else worries you, please contact us below.\n"},
+    {"test", NULL, "[Yamori] Test notification", "This is a test notification from Yamori.\n",
+     "If you can read this, notifications to this address work. Nothing needs to be done.\n"},
+};
+
+static const lang_t lang_en = {
+    "en",
+    "Dear {company},\n",
+    "## Contact\n"
+    "If anything is unclear or worries you, please contact:\n"
+    "{helpdesk}\n"
+    "\n"
+    "Details (for the security team): {link}\n"
+    "\n"
+    "This message was sent automatically by the Yamori security monitoring service.\n",
+    "high",
+    "medium",
+    "low",
+    "The file was isolated automatically (moved to a safe place where it cannot run). "
+    "Do not look for it or try to restore it.",
+    "The file was stopped when it tried to start. Do not open or run it again.",
+    "Do not open the file. Do not delete or move it either: leave it as it is.",
+    "your security service's help desk",
+    "Dangerous file",
+    "PC stopped reporting",
+    en_cases,
+    sizeof(en_cases) / sizeof(en_cases[0]),
+};
+
+typedef struct {
+  const char *name;
+  ym_buf_t val;
+} var_t;
+
+enum {
+  V_COMPANY,
+  V_HOST,
+  V_TITLE,
+  V_RULE,
+  V_SEVERITY,
+  V_FILE,
+  V_TIME,
+  V_LAST_SEEN,
+  V_COUNT,
+  V_FILE_ACTION,
+  V_HELPDESK,
+  V_LINK,
+  V_N
+};
+
+static const char *const var_names[V_N] = {"company",  "host",        "title",    "rule",
+                                           "severity", "file",        "time",     "last_seen",
+                                           "count",    "file_action", "helpdesk", "link"};
+
+/* Appends the time ms (unix milliseconds) in Japan time. */
+static int append_jst(ym_buf_t *b, int64_t ms, bool ja) {
+  if (ms <= 0)
+    return 0;
+  time_t t = (time_t)(ms / 1000) + JST_OFFSET_S;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  return ym_buf_appendf(
+      b, ja ? "%04d年%d月%d日 %02d:%02d（日本時間）" : "%04d-%02d-%02d %02d:%02d JST",
+      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
+}
+
+/* Expands placeholders of text into out, line by line; a line naming an
+ * empty value is left out. {core} expands to core (itself expanded). */
+static int expand(const char *text, const char *core, ym_buf_t *vars, ym_buf_t *out) {
+  int rc = 0;
+  while (*text != '\0' && rc == 0) {
+    size_t line_len = strcspn(text, "\n");
+    bool nl = text[line_len] == '\n';
+    if (strncmp(text, "{core}", 6) == 0 && line_len == 6 && core != NULL) {
+      rc = expand(core, NULL, vars, out);
+      text += line_len + nl;
+      continue;
+    }
+    size_t mark = out->len;
+    bool keep = true;
+    for (size_t i = 0; i < line_len && rc == 0;) {
+      const char *close = text[i] == '{' ? memchr(text + i, '}', line_len - i) : NULL;
+      size_t v = V_N;
+      if (close != NULL)
+        for (v = 0; v < V_N; v++)
+          if ((size_t)(close - (text + i + 1)) == strlen(var_names[v]) &&
+              strncmp(text + i + 1, var_names[v], strlen(var_names[v])) == 0)
+            break;
+      if (v == V_N) {
+        rc = ym_buf_append_byte(out, text[i]);
+        i++;
+        continue;
+      }
+      if (vars[v].len == 0)
+        keep = false;
+      else
+        rc = ym_buf_append(out, vars[v].data, vars[v].len);
+      i = (size_t)(close - text) + 1;
+    }
+    if (!keep) {
+      ym_buf_truncate(out, mark);
+    } else if (nl && rc == 0) {
+      rc = ym_buf_append_byte(out, '\n');
+    }
+    text += line_len + nl;
+  }
+  return rc;
+}
+
+int notify_render(const notify_msg_t *m, ym_buf_t *subject, ym_buf_t *body) {
+  const lang_t *L = m->lang != NULL && strcmp(m->lang, "en") == 0 ? &lang_en : &lang_ja;
+  const char *kind = m->kind != NULL ? m->kind : "malware";
+  if (m->change == NULL || (strcmp(kind, "malware") != 0 && strcmp(kind, "silent") != 0))
+    return YM_EINVAL;
+  const tmpl_t *t = NULL;
+  for (size_t i = 0; i < L->n_cases && t == NULL; i++)
+    if (strcmp(L->cases[i].change, m->change) == 0 &&
+        (L->cases[i].kind == NULL || strcmp(L->cases[i].kind, kind) == 0))
+      t = &L->cases[i];
+  if (t == NULL)
+    return YM_EINVAL;
+  bool silent = strcmp(kind, "silent") == 0;
+  ym_buf_t v[V_N];
+  for (size_t i = 0; i < V_N; i++)
+    ym_buf_init(&v[i], 4096);
+  int rc = notify_clean(m->company, NOTIFY_TEXT_MAX, &v[V_COMPANY]);
+  rc = rc ? rc : notify_clean(m->host, NOTIFY_HOST_MAX, &v[V_HOST]);
+  if (rc == 0 && v[V_HOST].len == 0)
+    rc = ym_buf_append_str(&v[V_HOST], "?");
+  rc = rc ? rc : notify_clean(m->title, NOTIFY_TEXT_MAX, &v[V_TITLE]);
+  if (rc == 0 && v[V_TITLE].len == 0)
+    rc = ym_buf_append_str(&v[V_TITLE], silent ? L->title_silent : L->title_malware);
+  if (!silent) {
+    rc = rc ? rc : notify_clean(m->rule, NOTIFY_TEXT_MAX, &v[V_RULE]);
+    rc = rc ? rc : notify_clean(m->file_path, NOTIFY_PATH_MAX, &v[V_FILE]);
+    const char *sev = m->severity == NULL                  ? ""
+                      : strcmp(m->severity, "high") == 0   ? L->sev_high
+                      : strcmp(m->severity, "medium") == 0 ? L->sev_medium
+                      : strcmp(m->severity, "low") == 0    ? L->sev_low
+                                                           : "";
+    rc = rc ? rc : ym_buf_append_str(&v[V_SEVERITY], sev);
+    if (rc == 0 && m->count > 1)
+      rc = ym_buf_appendf(&v[V_COUNT], "%lld", (long long)m->count);
+  }
+  rc = rc ? rc : append_jst(&v[V_TIME], m->first_ms, L == &lang_ja);
+  rc = rc ? rc : append_jst(&v[V_LAST_SEEN], m->last_seen_ms, L == &lang_ja);
+  const char *fa = m->file_action == NOTIFY_FILE_ISOLATED  ? L->file_isolated
+                   : m->file_action == NOTIFY_FILE_BLOCKED ? L->file_blocked
+                                                           : L->file_unknown;
+  rc = rc ? rc : ym_buf_append_str(&v[V_FILE_ACTION], fa);
+  rc = rc ? rc : notify_clean(m->helpdesk, NOTIFY_TEXT_MAX, &v[V_HELPDESK]);
+  if (rc == 0 && v[V_HELPDESK].len == 0)
+    rc = ym_buf_append_str(&v[V_HELPDESK], L->helpdesk_default);
+  rc = rc ? rc : notify_clean(m->link, NOTIFY_URL_MAX, &v[V_LINK]);
+
+  const char *core = t->core;
+  const char *case_core = L == &lang_ja ? ja_case_core : en_case_core;
+  if (rc == 0)
+    rc = expand(t->subject, NULL, v, subject);
+  if (rc == 0)
+    rc = expand(L->greeting, NULL, v, body);
+  if (rc == 0 && body->len > 0)
+    rc = ym_buf_append_byte(body, '\n');
+  if (rc == 0)
+    rc = expand(t->lead, NULL, v, body);
+  if (rc == 0)
+    rc = ym_buf_append_byte(body, '\n');
+  if (rc == 0)
+    rc = expand(core, case_core, v, body);
+  if (rc == 0)
+    rc = ym_buf_append_byte(body, '\n');
+  if (rc == 0)
+    rc = expand(L->footer, NULL, v, body);
+  for (size_t i = 0; i < V_N; i++)
+    ym_buf_free(&v[i]);
+  return rc;
+}
+
+/* ================================================================ */
+/* E-mail                                                             */
+
+int notify_mail_build(const char *from, const char *to, const char *subject, const char *body,
+                      int64_t outbox_id, int64_t date_ms, ym_buf_t *out) {
+  static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  if (!notify_email_valid(from) || !notify_email_valid(to))
+    return YM_EINVAL;
+  /* The subject was built from cleaned values; clean again so that no
+   * caller can put a line break into the header. */
+  ym_buf_t subj;
+  ym_buf_init(&subj, SUBJECT_MAX + 8);
+  int rc = notify_clean(subject, SUBJECT_MAX, &subj);
+  time_t t = (time_t)(date_ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  if (rc == 0)
+    rc = ym_buf_appendf(out,
+                        "From: Yamori <%s>\r\n"
+                        "To: <%s>\r\n",
+                        from, to);
+  if (rc == 0)
+    rc = notify_header_subject(subj.data != NULL ? subj.data : "", out);
+  if (rc == 0)
+    rc = ym_buf_appendf(out,
+                        "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n"
+                        "Message-ID: <yamori.%lld.%lld@%s>\r\n"
+                        "MIME-Version: 1.0\r\n"
+                        "Content-Type: text/plain; charset=UTF-8\r\n"
+                        "Content-Transfer-Encoding: base64\r\n"
+                        "Auto-Submitted: auto-generated\r\n"
+                        "\r\n",
+                        days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+                        tm.tm_hour, tm.tm_min, tm.tm_sec, (long long)outbox_id, (long long)date_ms,
+                        strchr(from, '@') + 1);
+  ym_buf_free(&subj);
+  /* Body: lines end with CRLF, then base64 in lines of 76 characters. */
+  ym_buf_t crlf;
+  ym_buf_init(&crlf, 2 * BODY_MAX + 4);
+  for (const char *p = body; rc == 0 && *p != '\0'; p++)
+    rc = *p == '\n' ? ym_buf_append(&crlf, "\r\n", 2) : ym_buf_append_byte(&crlf, *p);
+  for (size_t i = 0; rc == 0 && i < crlf.len; i += 57) {
+    size_t take = crlf.len - i < 57 ? crlf.len - i : 57;
+    rc = b64_append(out, (const unsigned char *)crlf.data + i, take);
+    if (rc == 0)
+      rc = ym_buf_append(out, "\r\n", 2);
+  }
+  ym_buf_free(&crlf);
+  return rc;
+}
+
+/* ================================================================ */
+/* Enqueue (database thread)                                          */
+
+static const char sql_incident[] =
+    "SELECT i.tenant_id, i.kind, i.rule, i.title, i.severity, i.file_path, i.first_ms,"
+    " i.last_ms, i.count, i.state, i.agent_id, coalesce(a.host_name, ''),"
+    " coalesce(a.last_seen, 0), t.name, t.display, t.helpdesk, coalesce(s.lang, 'ja'),"
+    " coalesce(s.emails, '[]'), coalesce(s.webhook_url, ''),"
+    " CASE WHEN json_valid(i.alert_json)"
+    "  THEN coalesce(json_extract(i.alert_json, '$.event.action'), '') ELSE '' END"
+    " FROM incidents i JOIN tenants t ON t.id = i.tenant_id"
+    " LEFT JOIN agents a ON a.id = i.agent_id"
+    " LEFT JOIN tenant_settings s ON s.tenant_id = i.tenant_id"
+    " WHERE i.id = ?1";
+
+static const char sql_tenant[] =
+    "SELECT t.id, t.name, t.display, t.helpdesk, coalesce(s.lang, 'ja'),"
+    " coalesce(s.emails, '[]'), coalesce(s.webhook_url, '')"
+    " FROM tenants t LEFT JOIN tenant_settings s ON s.tenant_id = t.id WHERE t.id = ?1";
+
+/* A successful quarantine of the incident's file by its agent, around the
+ * incident's time. */
+static const char sql_quarantined[] =
+    "SELECT 1 FROM events WHERE agent_id = ?1 AND ts_ms BETWEEN ?2 AND ?3"
+    " AND dataset = 'yamori.response' AND action = 'quarantine' AND json_valid(json)"
+    " AND json_extract(json, '$.event.outcome') = 'success'"
+    " AND json_extract(json, '$.file.path') = ?4 LIMIT 1";
+
+static const char sql_insert[] =
+    "INSERT INTO notify_outbox(tenant_id, incident_id, change, channel, recipient, subject,"
+    " body, payload_json, next_at_ms, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+    " ON CONFLICT DO NOTHING";
+
+static const char sql_config_get[] = "SELECT value FROM notify_config WHERE key = ?1";
+
+static const char *col(sqlite3_stmt *st, int i) {
+  const unsigned char *t = sqlite3_column_text(st, i);
+  return t != NULL ? (const char *)t : "";
+}
+
+static char *dup_col(sqlite3_stmt *st, int i) {
+  return strdup(col(st, i));
+}
+
+int notify_set_console_url_db(sqlite3 *db, const char *url) {
+  bool del = url == NULL || url[0] == '\0';
+  if (!del && !url_valid(url))
+    return YM_EINVAL;
+  sqlite3_stmt *st = NULL;
+  const char *sql = del ? "DELETE FROM notify_config WHERE key = 'console_url'"
+                        : "INSERT INTO notify_config(key, value) VALUES('console_url', ?1)"
+                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  if (!del)
+    sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Everything a message is rendered from, owned copies. */
+typedef struct {
+  int64_t tenant_id, incident_id;
+  char *kind, *rule, *title, *severity, *file_path, *state, *agent_id, *host, *tenant_name,
+      *company, *helpdesk, *lang, *emails, *webhook, *alert_action;
+  int64_t first_ms, last_ms, count, last_seen_ms;
+  int file_action;
+  char link[NOTIFY_URL_MAX + 64];
+} facts_t;
+
+static void facts_free(facts_t *f) {
+  char **s[] = {&f->kind,     &f->rule,     &f->title,  &f->severity,    &f->file_path,
+                &f->state,    &f->agent_id, &f->host,   &f->tenant_name, &f->company,
+                &f->helpdesk, &f->lang,     &f->emails, &f->webhook,     &f->alert_action};
+  for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+    free(*s[i]);
+    *s[i] = NULL;
+  }
+}
+
+static void load_link(sqlite3 *db, facts_t *f) {
+  sqlite3_stmt *st = NULL;
+  f->link[0] = '\0';
+  if (sqlite3_prepare_v2(db, sql_config_get, -1, &st, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_text(st, 1, "console_url", -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW && url_valid(col(st, 0))) {
+    const char *base = col(st, 0);
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+      n--;
+    if (f->incident_id > 0)
+      snprintf(f->link, sizeof(f->link), "%.*s/#/incidents/%lld", (int)n, base,
+               (long long)f->incident_id);
+    else
+      snprintf(f->link, sizeof(f->link), "%.*s/", (int)n, base);
+  }
+  sqlite3_finalize(st);
+}
+
+static int load_incident(sqlite3 *db, int64_t id, facts_t *f) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_incident, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, id);
+  int step = sqlite3_step(st), rc = 0;
+  if (step == SQLITE_ROW) {
+    f->incident_id = id;
+    f->tenant_id = sqlite3_column_int64(st, 0);
+    f->kind = dup_col(st, 1);
+    f->rule = dup_col(st, 2);
+    f->title = dup_col(st, 3);
+    f->severity = dup_col(st, 4);
+    f->file_path = dup_col(st, 5);
+    f->first_ms = sqlite3_column_int64(st, 6);
+    f->last_ms = sqlite3_column_int64(st, 7);
+    f->count = sqlite3_column_int64(st, 8);
+    f->state = dup_col(st, 9);
+    f->agent_id = dup_col(st, 10);
+    f->host = strdup(col(st, 11)[0] ? col(st, 11) : col(st, 10));
+    f->last_seen_ms = sqlite3_column_int64(st, 12);
+    f->tenant_name = dup_col(st, 13);
+    f->company = dup_col(st, 14);
+    f->helpdesk = dup_col(st, 15);
+    f->lang = dup_col(st, 16);
+    f->emails = dup_col(st, 17);
+    f->webhook = dup_col(st, 18);
+    f->alert_action = dup_col(st, 19);
+  } else {
+    rc = step == SQLITE_DONE ? YM_ENOENT : YM_EIO;
+  }
+  sqlite3_finalize(st);
+  if (rc != 0)
+    return rc;
+  if (f->kind == NULL || f->alert_action == NULL)
+    return YM_ENOMEM;
+  f->file_action = NOTIFY_FILE_UNKNOWN;
+  if (strcmp(f->alert_action, "exec-denied") == 0) {
+    f->file_action = NOTIFY_FILE_BLOCKED;
+  } else if (strcmp(f->kind, "malware") == 0 && f->file_path[0] != '\0' &&
+             sqlite3_prepare_v2(db, sql_quarantined, -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, f->agent_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, f->first_ms - 60 * 1000);
+    sqlite3_bind_int64(st, 3, f->last_ms + 10 * 60 * 1000);
+    sqlite3_bind_text(st, 4, f->file_path, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+      f->file_action = NOTIFY_FILE_ISOLATED;
+    sqlite3_finalize(st);
+  }
+  load_link(db, f);
+  return 0;
+}
+
+static int load_tenant(sqlite3 *db, int64_t tenant_id, facts_t *f) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_tenant, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, tenant_id);
+  int step = sqlite3_step(st), rc = 0;
+  if (step == SQLITE_ROW) {
+    f->tenant_id = tenant_id;
+    f->tenant_name = dup_col(st, 1);
+    f->company = dup_col(st, 2);
+    f->helpdesk = dup_col(st, 3);
+    f->lang = dup_col(st, 4);
+    f->emails = dup_col(st, 5);
+    f->webhook = dup_col(st, 6);
+    f->kind = strdup("malware");
+    if (f->webhook == NULL || f->kind == NULL)
+      rc = YM_ENOMEM;
+  } else {
+    rc = step == SQLITE_DONE ? YM_ENOENT : YM_EIO;
+  }
+  sqlite3_finalize(st);
+  if (rc == 0)
+    load_link(db, f);
+  return rc;
+}
+
+static void iso_time(int64_t ms, char out[64]) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* Adds key: the cleaned form of s. */
+static void add_clean(cJSON *o, const char *key, const char *s, size_t max) {
+  ym_buf_t b;
+  ym_buf_init(&b, max + 8);
+  notify_clean(s, max, &b);
+  cJSON_AddStringToObject(o, key, b.data != NULL ? b.data : "");
+  ym_buf_free(&b);
+}
+
+/* The webhook's JSON: a stable shape (docs/console.md). */
+static char *build_payload(const facts_t *f, const char *change, const char *subject,
+                           const char *body) {
+  cJSON *j = cJSON_CreateObject();
+  char t1[64], t2[64];
+  cJSON_AddNumberToObject(j, "version", 1);
+  cJSON_AddStringToObject(j, "type", f->incident_id > 0 ? "incident" : "test");
+  cJSON_AddStringToObject(j, "change", change);
+  cJSON *t = cJSON_AddObjectToObject(j, "tenant");
+  cJSON_AddNumberToObject(t, "id", (double)f->tenant_id);
+  cJSON_AddStringToObject(t, "name", f->tenant_name != NULL ? f->tenant_name : "");
+  add_clean(t, "display", f->company, NOTIFY_TEXT_MAX);
+  if (f->incident_id > 0) {
+    cJSON *i = cJSON_AddObjectToObject(j, "incident");
+    cJSON_AddNumberToObject(i, "id", (double)f->incident_id);
+    cJSON_AddStringToObject(i, "kind", f->kind);
+    cJSON_AddStringToObject(i, "state", f->state);
+    add_clean(i, "title", f->title, NOTIFY_TEXT_MAX);
+    add_clean(i, "rule", f->rule, NOTIFY_TEXT_MAX);
+    cJSON_AddStringToObject(i, "severity", f->severity);
+    add_clean(i, "file_path", f->file_path, NOTIFY_PATH_MAX);
+    cJSON_AddNumberToObject(i, "count", (double)f->count);
+    iso_time(f->first_ms, t1);
+    iso_time(f->last_ms, t2);
+    cJSON_AddStringToObject(i, "first_seen", t1);
+    cJSON_AddStringToObject(i, "last_seen", t2);
+    cJSON_AddStringToObject(i, "file_action",
+                            f->file_action == NOTIFY_FILE_ISOLATED  ? "isolated"
+                            : f->file_action == NOTIFY_FILE_BLOCKED ? "blocked"
+                                                                    : "unknown");
+    cJSON_AddStringToObject(i, "url", f->link);
+    cJSON *h = cJSON_AddObjectToObject(j, "host");
+    add_clean(h, "name", f->host, NOTIFY_HOST_MAX);
+    cJSON_AddStringToObject(h, "agent_id", f->agent_id);
+  } else {
+    cJSON_AddNullToObject(j, "incident");
+    cJSON_AddNullToObject(j, "host");
+  }
+  cJSON *m = cJSON_AddObjectToObject(j, "message");
+  cJSON_AddStringToObject(m, "lang", strcmp(f->lang, "en") == 0 ? "en" : "ja");
+  cJSON_AddStringToObject(m, "subject", subject);
+  cJSON_AddStringToObject(m, "text", body);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  return text;
+}
+
+static int insert_row(sqlite3_stmt *st, const facts_t *f, const char *change, const char *channel,
+                      const char *recipient, const char *subject, const char *body,
+                      const char *payload, int64_t now, int *n) {
+  sqlite3_reset(st);
+  sqlite3_bind_int64(st, 1, f->tenant_id);
+  if (f->incident_id > 0)
+    sqlite3_bind_int64(st, 2, f->incident_id);
+  else
+    sqlite3_bind_null(st, 2);
+  sqlite3_bind_text(st, 3, change, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, channel, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, recipient, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 6, subject, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 7, body, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 8, payload, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 9, now);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    return YM_EIO;
+  if (n != NULL)
+    *n += sqlite3_changes(sqlite3_db_handle(st));
+  return 0;
+}
+
+/* Renders f for change and inserts the rows. */
+static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
+  notify_msg_t m = {f->lang,    change,          f->kind,      f->company,    f->host, f->title,
+                    f->rule,    f->severity,     f->file_path, f->helpdesk,   f->link, f->first_ms,
+                    f->last_ms, f->last_seen_ms, f->count,     f->file_action};
+  ym_buf_t subject, body;
+  ym_buf_init(&subject, SUBJECT_MAX);
+  ym_buf_init(&body, BODY_MAX);
+  int rc = notify_render(&m, &subject, &body);
+  cJSON *emails = NULL;
+  if (rc == 0 && ym_json_parse(f->emails, strlen(f->emails), EMAILS_JSON_MAX, &emails, NULL) != 0)
+    emails = NULL; /* unreadable settings: no e-mail, the webhook still goes */
+  bool hook = url_valid(f->webhook);
+  char *payload = NULL;
+  if (rc == 0 && hook && (payload = build_payload(f, change, subject.data, body.data)) == NULL)
+    rc = YM_ENOMEM;
+  sqlite3_stmt *st = NULL;
+  if (rc == 0 && sqlite3_prepare_v2(db, sql_insert, -1, &st, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  int64_t now = now_ms();
+  int count = 0;
+  const cJSON *e;
+  if (rc == 0 && cJSON_IsArray(emails)) {
+    cJSON_ArrayForEach(e, emails) {
+      if (count >= NOTIFY_RECIPIENTS_MAX || rc != 0)
+        break;
+      if (!cJSON_IsString(e) || !notify_email_valid(e->valuestring))
+        continue;
+      count++;
+      rc = insert_row(st, f, change, "email", e->valuestring, subject.data, body.data, "", now, n);
+    }
+  }
+  if (rc == 0 && hook)
+    rc = insert_row(st, f, change, "webhook", f->webhook, subject.data, body.data, payload, now, n);
+  sqlite3_finalize(st);
+  cJSON_Delete(emails);
+  free(payload);
+  ym_buf_free(&subject);
+  ym_buf_free(&body);
+  return rc;
+}
+
+static bool change_valid(const char *change) {
+  static const char *const ok[] = {"created", "acknowledged", "resolved", "reopened"};
+  for (size_t i = 0; change != NULL && i < sizeof(ok) / sizeof(ok[0]); i++)
+    if (strcmp(change, ok[i]) == 0)
+      return true;
+  return false;
+}
+
+int notify_enqueue_db(sqlite3 *db, int64_t incident_id, const char *change) {
+  if (!change_valid(change))
+    return YM_EINVAL;
+  facts_t f = {0};
+  int rc = load_incident(db, incident_id, &f);
+  if (rc == 0)
+    rc = enqueue_facts(db, &f, change, NULL);
+  facts_free(&f);
+  return rc;
+}
+
+int notify_enqueue_test_db(sqlite3 *db, int64_t tenant_id, int *n) {
+  facts_t f = {0};
+  int count = 0;
+  int rc = load_tenant(db, tenant_id, &f);
+  if (rc == 0)
+    rc = enqueue_facts(db, &f, "test", &count);
+  facts_free(&f);
+  if (n != NULL)
+    *n = count;
+  return rc;
+}
+
+/* ================================================================ */
+/* Sender                                                             */
+
+typedef struct {
+  int64_t id, tenant_id, incident_id;
+  int64_t attempts; /* before this one */
+  bool webhook;
+  char *recipient, *subject, *body, *payload, *secret, *change;
+  int rc; /* 0 sent, YM_ECANCELED not tried, other: failed this time */
+  bool permanent;
+  char error[ERROR_MAX];
+} msg_t;
+
+typedef struct job job_t;
+
+struct notify {
+  uv_loop_t *loop;
+  store_t *store;
+  notify_opts_t o;
+  char *smtp_url, *smtp_from, *smtp_user, *smtp_password, *smtp_ca_file;
+  uv_timer_t timer;
+  job_t *job; /* the batch in progress, or NULL */
+  bool again; /* poll once more when the batch is done */
+  bool closing, timer_closed;
+  atomic_int abort;
+  notify_stats_t stats;
+};
+
+struct job {
+  notify_t *n;
+  uv_work_t work;
+  int64_t now;
+  size_t count;
+  msg_t m[BATCH_MAX];
+};
+
+static const char sql_due[] =
+    "SELECT o.id, o.tenant_id, coalesce(o.incident_id, 0), o.channel, o.recipient, o.subject,"
+    " o.body, o.payload_json, o.attempts, coalesce(k.webhook_secret, ''), o.change"
+    " FROM notify_outbox o LEFT JOIN notify_tenant k ON k.tenant_id = o.tenant_id"
+    " WHERE o.state = 'pending' AND o.next_at_ms <= ?1 ORDER BY o.next_at_ms LIMIT ?2";
+static const char sql_claim[] = "UPDATE notify_outbox SET next_at_ms = ?2 WHERE id = ?1";
+static const char sql_sent[] = "UPDATE notify_outbox SET state = 'sent', attempts = attempts + 1,"
+                               " sent_ms = ?2, last_error = '' WHERE id = ?1";
+static const char sql_retry[] = "UPDATE notify_outbox SET attempts = attempts + 1,"
+                                " next_at_ms = ?2, last_error = ?3 WHERE id = ?1";
+static const char sql_failed[] = "UPDATE notify_outbox SET state = 'failed',"
+                                 " attempts = attempts + 1, last_error = ?3 WHERE id = ?1";
+static const char sql_release[] = "UPDATE notify_outbox SET next_at_ms = ?2 WHERE id = ?1";
+static const char sql_log[] =
+    "INSERT INTO incident_log(incident_id, at_ms, what, detail) VALUES(?1, ?2, ?3, ?4)";
+
+static void msg_free(msg_t *m) {
+  if (m->secret != NULL)
+    OPENSSL_cleanse(m->secret, strlen(m->secret));
+  free(m->recipient);
+  free(m->subject);
+  free(m->body);
+  free(m->payload);
+  free(m->secret);
+  free(m->change);
+  memset(m, 0, sizeof(*m));
+}
+
+static void job_free(job_t *j) {
+  for (size_t i = 0; i < j->count; i++)
+    msg_free(&j->m[i]);
+  free(j);
+}
+
+/* Database thread: picks due messages and claims them for CLAIM_MS. */
+static int claim_fn(sqlite3 *db, void *arg) {
+  job_t *j = arg;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_due, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, j->now);
+  sqlite3_bind_int(st, 2, BATCH_MAX);
+  int step;
+  while (j->count < BATCH_MAX && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    msg_t *m = &j->m[j->count++];
+    m->id = sqlite3_column_int64(st, 0);
+    m->tenant_id = sqlite3_column_int64(st, 1);
+    m->incident_id = sqlite3_column_int64(st, 2);
+    m->webhook = strcmp(col(st, 3), "webhook") == 0;
+    m->recipient = dup_col(st, 4);
+    m->subject = dup_col(st, 5);
+    m->body = dup_col(st, 6);
+    m->payload = dup_col(st, 7);
+    m->attempts = sqlite3_column_int64(st, 8);
+    m->secret = dup_col(st, 9);
+    m->change = dup_col(st, 10);
+    m->rc = YM_ECANCELED;
+    if (m->recipient == NULL || m->subject == NULL || m->body == NULL || m->payload == NULL ||
+        m->secret == NULL || m->change == NULL) {
+      sqlite3_finalize(st);
+      return YM_ENOMEM;
+    }
+  }
+  sqlite3_finalize(st);
+  if (j->count == 0)
+    return 0;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return YM_EIO;
+  int rc = sqlite3_prepare_v2(db, sql_claim, -1, &st, NULL) == SQLITE_OK ? 0 : YM_EIO;
+  for (size_t i = 0; rc == 0 && i < j->count; i++) {
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, j->m[i].id);
+    sqlite3_bind_int64(st, 2, j->now + CLAIM_MS);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = YM_EIO;
+  }
+  sqlite3_finalize(st);
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0)
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+/* The delay before the next attempt after attempts failures: base doubling
+ * up to max, then +-25 % of jitter so that messages do not retry in step. */
+static int64_t backoff(const notify_opts_t *o, int64_t attempts) {
+  int64_t d = o->backoff_ms;
+  for (int64_t i = 1; i < attempts && d < (int64_t)o->backoff_max_ms; i++)
+    d *= 2;
+  if (d > (int64_t)o->backoff_max_ms)
+    d = o->backoff_max_ms;
+  uint32_t r = 0;
+  RAND_bytes((unsigned char *)&r, sizeof(r));
+  return d * 3 / 4 + (int64_t)(r % (uint32_t)(d / 2 + 1));
+}
+
+static int log_row(sqlite3 *db, const msg_t *m, const char *what, int64_t now) {
+  if (m->incident_id <= 0)
+    return 0;
+  char detail[NOTIFY_URL_MAX + ERROR_MAX + 32], origin[NOTIFY_URL_MAX];
+  if (m->webhook)
+    url_origin(m->recipient, origin, sizeof(origin));
+  if (m->rc == 0)
+    snprintf(detail, sizeof(detail), "%s %s (%s)", m->webhook ? "webhook" : "email",
+             m->webhook ? origin : m->recipient, m->change);
+  else
+    snprintf(detail, sizeof(detail), "%s %s (%s): %s", m->webhook ? "webhook" : "email",
+             m->webhook ? origin : m->recipient, m->change, m->error);
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_log, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, m->incident_id);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, detail, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Database thread: records the results of a batch. */
+static int finish_fn(sqlite3 *db, void *arg) {
+  job_t *j = arg;
+  notify_t *n = j->n;
+  int64_t now = now_ms();
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return YM_EIO;
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < j->count; i++) {
+    msg_t *m = &j->m[i];
+    const char *sql;
+    int64_t at = now;
+    const char *what = NULL;
+    if (m->rc == YM_ECANCELED) {
+      sql = sql_release;
+    } else if (m->rc == 0) {
+      sql = sql_sent;
+      what = "notified";
+    } else if (m->permanent || m->attempts + 1 >= n->o.max_attempts) {
+      sql = sql_failed;
+      what = "notify_failed";
+      at = 1;
+    } else {
+      sql = sql_retry;
+      at = now + backoff(&n->o, m->attempts + 1);
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+      rc = YM_EIO;
+      break;
+    }
+    sqlite3_bind_int64(st, 1, m->id);
+    sqlite3_bind_int64(st, 2, at);
+    if (sqlite3_bind_parameter_count(st) >= 3)
+      sqlite3_bind_text(st, 3, m->error, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = YM_EIO;
+    sqlite3_finalize(st);
+    if (rc == 0 && what != NULL)
+      rc = log_row(db, m, what, now);
+  }
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0)
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+/* ---- libcurl on the worker thread ---- */
+
+typedef struct {
+  const char *data;
+  size_t len, off;
+} reader_t;
+
+static size_t on_read(char *buf, size_t size, size_t nmemb, void *userp) {
+  reader_t *r = userp;
+  size_t n = size * nmemb;
+  if (n > r->len - r->off)
+    n = r->len - r->off;
+  memcpy(buf, r->data + r->off, n);
+  r->off += n;
+  return n;
+}
+
+typedef struct {
+  size_t total;
+  char head[200];
+} answer_t;
+
+static size_t on_write(char *buf, size_t size, size_t nmemb, void *userp) {
+  answer_t *a = userp;
+  size_t n = size * nmemb;
+  if (a->total < sizeof(a->head) - 1) {
+    size_t k = sizeof(a->head) - 1 - a->total < n ? sizeof(a->head) - 1 - a->total : n;
+    memcpy(a->head + a->total, buf, k);
+  }
+  a->total += n;
+  return a->total > ANSWER_MAX ? 0 : n; /* a larger answer is cut short */
+}
+
+static int on_progress(void *userp, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+  notify_t *n = userp;
+  (void)dt, (void)dn, (void)ut, (void)un;
+  return atomic_load(&n->abort) ? 1 : 0;
+}
+
+static void curl_common(notify_t *n, CURL *e, char *errbuf) {
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(e, CURLOPT_XFERINFODATA, n);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 15L);
+}
+
+/* Keeps a printable, one-line error. */
+static void set_error(msg_t *m, const char *what, CURLcode res, const char *errbuf) {
+  char raw[ERROR_MAX];
+  snprintf(raw, sizeof(raw), "%s: %s", what, errbuf[0] ? errbuf : curl_easy_strerror(res));
+  ym_buf_t b;
+  ym_buf_init(&b, ERROR_MAX);
+  notify_clean(raw, ERROR_MAX - 1, &b);
+  snprintf(m->error, sizeof(m->error), "%s", b.data != NULL ? b.data : what);
+  ym_buf_free(&b);
+}
+
+static void send_email(notify_t *n, msg_t *m, int64_t now) {
+  ym_buf_t mail;
+  ym_buf_init(&mail, 4 * BODY_MAX);
+  if (n->smtp_url == NULL) {
+    m->rc = YM_ENOTSUP;
+    snprintf(m->error, sizeof(m->error), "no SMTP server configured (--smtp-url)");
+    return;
+  }
+  if (notify_mail_build(n->smtp_from, m->recipient, m->subject, m->body, m->id, now, &mail) != 0) {
+    m->rc = YM_EINVAL, m->permanent = true;
+    snprintf(m->error, sizeof(m->error), "cannot build the message");
+    ym_buf_free(&mail);
+    return;
+  }
+  CURL *e = curl_easy_init();
+  if (e == NULL) {
+    m->rc = YM_ENOMEM;
+    snprintf(m->error, sizeof(m->error), "out of memory");
+    ym_buf_free(&mail);
+    return;
+  }
+  char errbuf[CURL_ERROR_SIZE] = "", from[NOTIFY_EMAIL_MAX + 3], to[NOTIFY_EMAIL_MAX + 3];
+  snprintf(from, sizeof(from), "<%s>", n->smtp_from);
+  snprintf(to, sizeof(to), "<%s>", m->recipient);
+  struct curl_slist *rcpt = curl_slist_append(NULL, to);
+  reader_t r = {mail.data, mail.len, 0};
+  curl_common(n, e, errbuf);
+  curl_easy_setopt(e, CURLOPT_URL, n->smtp_url);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+  if (strncmp(n->smtp_url, "smtp://", 7) == 0)
+    curl_easy_setopt(e, CURLOPT_USE_SSL,
+                     n->o.smtp_plain ? (long)CURLUSESSL_NONE : (long)CURLUSESSL_ALL);
+  if (n->smtp_ca_file != NULL)
+    curl_easy_setopt(e, CURLOPT_CAINFO, n->smtp_ca_file);
+  if (n->smtp_user != NULL) {
+    curl_easy_setopt(e, CURLOPT_USERNAME, n->smtp_user);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, n->smtp_password != NULL ? n->smtp_password : "");
+  }
+  curl_easy_setopt(e, CURLOPT_MAIL_FROM, from);
+  curl_easy_setopt(e, CURLOPT_MAIL_RCPT, rcpt);
+  curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+  curl_easy_setopt(e, CURLOPT_READDATA, &r);
+  curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+  curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)mail.len);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT, 120L);
+  CURLcode res = rcpt == NULL ? CURLE_OUT_OF_MEMORY : curl_easy_perform(e);
+  if (res == CURLE_OK) {
+    m->rc = 0;
+  } else if (res == CURLE_ABORTED_BY_CALLBACK) {
+    m->rc = YM_ECANCELED;
+  } else {
+    m->rc = YM_EIO;
+    set_error(m, "smtp", res, errbuf);
+  }
+  curl_slist_free_all(rcpt);
+  curl_easy_cleanup(e);
+  ym_buf_free(&mail);
+}
+
+static void send_webhook(notify_t *n, msg_t *m) {
+  CURL *e = curl_easy_init();
+  struct curl_slist *h = NULL;
+  char line[160], hex[65], errbuf[CURL_ERROR_SIZE] = "";
+  answer_t a = {0};
+  if (e == NULL) {
+    m->rc = YM_ENOMEM;
+    snprintf(m->error, sizeof(m->error), "out of memory");
+    return;
+  }
+  h = curl_slist_append(h, "Content-Type: application/json; charset=utf-8");
+  h = curl_slist_append(h, "Expect:");
+  snprintf(line, sizeof(line), "X-Yamori-Event: incident.%s", m->change);
+  h = curl_slist_append(h, line);
+  snprintf(line, sizeof(line), "X-Yamori-Delivery: %lld", (long long)m->id);
+  h = curl_slist_append(h, line);
+  if (m->secret[0] != '\0' && notify_sign(m->secret, m->payload, strlen(m->payload), hex) == 0) {
+    snprintf(line, sizeof(line), "X-Yamori-Signature: sha256=%s", hex);
+    h = curl_slist_append(h, line);
+  }
+  curl_common(n, e, errbuf);
+  curl_easy_setopt(e, CURLOPT_URL, m->recipient);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+  snprintf(line, sizeof(line), "yamori-console/%s", ym_version());
+  curl_easy_setopt(e, CURLOPT_USERAGENT, line);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, m->payload);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(m->payload));
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &a);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)n->o.webhook_timeout_s);
+  CURLcode res = curl_easy_perform(e);
+  long status = 0;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+  if (res == CURLE_ABORTED_BY_CALLBACK) {
+    m->rc = YM_ECANCELED;
+  } else if ((res == CURLE_OK || res == CURLE_WRITE_ERROR) && status >= 200 && status < 300) {
+    m->rc = 0;
+  } else if (res != CURLE_OK) {
+    m->rc = YM_EIO;
+    set_error(m, "webhook", res, errbuf);
+  } else {
+    m->rc = YM_EIO;
+    /* Redirects are not followed and 4xx answers (but 408 and 429) will
+     * not change by themselves: the settings are wrong. */
+    m->permanent = (status >= 300 && status < 500 && status != 408 && status != 429);
+    char what[64];
+    snprintf(what, sizeof(what), "webhook answered %ld", status);
+    snprintf(errbuf, sizeof(errbuf), "%s", a.head);
+    set_error(m, what, res, errbuf[0] ? errbuf : "(no body)");
+  }
+  curl_slist_free_all(h);
+  curl_easy_cleanup(e);
+}
+
+static void send_work(uv_work_t *w) {
+  job_t *j = w->data;
+  for (size_t i = 0; i < j->count && !atomic_load(&j->n->abort); i++) {
+    if (j->m[i].webhook)
+      send_webhook(j->n, &j->m[i]);
+    else
+      send_email(j->n, &j->m[i], now_ms());
+  }
+}
+
+static void poll_now(notify_t *n);
+static void maybe_free(notify_t *n);
+
+static void finish_done(int rc, void *data) {
+  job_t *j = data;
+  notify_t *n = j->n;
+  bool full = j->count == BATCH_MAX;
+  (void)rc;
+  for (size_t i = 0; i < j->count; i++) {
+    if (j->m[i].rc == 0)
+      n->stats.sent++;
+    else if (j->m[i].rc != YM_ECANCELED &&
+             (j->m[i].permanent || j->m[i].attempts + 1 >= n->o.max_attempts))
+      n->stats.failed++;
+    else if (j->m[i].rc != YM_ECANCELED)
+      n->stats.retried++;
+  }
+  n->stats.in_flight = 0;
+  n->job = NULL;
+  job_free(j);
+  if (n->closing) {
+    maybe_free(n);
+    return;
+  }
+  if (full || n->again) {
+    n->again = false;
+    poll_now(n);
+  }
+}
+
+static void send_done(uv_work_t *w, int status) {
+  job_t *j = w->data;
+  (void)status;
+  store_call(j->n->store, finish_fn, j, finish_done, j);
+}
+
+static void claim_done(int rc, void *data) {
+  job_t *j = data;
+  notify_t *n = j->n;
+  if (rc != 0 || j->count == 0 || n->closing) {
+    /* Claimed messages not sent are tried again when the claim ends. */
+    n->job = NULL;
+    job_free(j);
+    if (n->closing)
+      maybe_free(n);
+    else if (n->again) {
+      n->again = false;
+      poll_now(n);
+    }
+    return;
+  }
+  n->stats.in_flight = j->count;
+  j->work.data = j;
+  if (uv_queue_work(n->loop, &j->work, send_work, send_done) != 0)
+    send_done(&j->work, 0); /* nothing tried: every message is released */
+}
+
+static void poll_now(notify_t *n) {
+  if (n->closing)
+    return;
+  if (n->job != NULL) {
+    n->again = true;
+    return;
+  }
+  job_t *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return;
+  j->n = n;
+  j->now = now_ms();
+  n->job = j;
+  n->stats.polls++;
+  store_call(n->store, claim_fn, j, claim_done, j);
+}
+
+static void on_timer(uv_timer_t *t) {
+  poll_now(t->data);
+}
+
+static void scrub_free(char *s) {
+  if (s != NULL)
+    OPENSSL_cleanse(s, strlen(s));
+  free(s);
+}
+
+static void maybe_free(notify_t *n) {
+  if (!n->timer_closed || n->job != NULL)
+    return;
+  free(n->smtp_url);
+  free(n->smtp_from);
+  free(n->smtp_user);
+  scrub_free(n->smtp_password);
+  free(n->smtp_ca_file);
+  free(n);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  notify_t *n = h->data;
+  n->timer_closed = true;
+  maybe_free(n);
+}
+
+static int set_url_fn(sqlite3 *db, void *arg) {
+  return notify_set_console_url_db(db, arg);
+}
+
+static void set_url_done(int rc, void *data) {
+  (void)rc;
+  free(data);
+}
+
+static char *dup_opt(const char *s) {
+  return s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+}
+
+int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notify_t **out) {
+  *out = NULL;
+  const char *url = opts->smtp_url;
+  bool mail = url != NULL && url[0] != '\0';
+  if (mail && ((strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) ||
+               !notify_email_valid(opts->smtp_from) || strpbrk(url, " \r\n") != NULL))
+    return YM_EINVAL;
+  if (opts->console_url != NULL && opts->console_url[0] != '\0' && !url_valid(opts->console_url))
+    return YM_EINVAL;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    return YM_ENOMEM;
+  notify_t *n = calloc(1, sizeof(*n));
+  if (n == NULL)
+    return YM_ENOMEM;
+  n->loop = loop;
+  n->store = store;
+  n->o = *opts;
+  if (n->o.webhook_timeout_s == 0)
+    n->o.webhook_timeout_s = 10;
+  if (n->o.poll_ms == 0)
+    n->o.poll_ms = 2000;
+  if (n->o.backoff_ms == 0)
+    n->o.backoff_ms = 30 * 1000;
+  if (n->o.backoff_max_ms == 0)
+    n->o.backoff_max_ms = 3600 * 1000;
+  if (n->o.backoff_max_ms < n->o.backoff_ms)
+    n->o.backoff_max_ms = n->o.backoff_ms;
+  if (n->o.max_attempts == 0)
+    n->o.max_attempts = 12;
+  n->smtp_url = mail ? strdup(url) : NULL;
+  n->smtp_from = dup_opt(opts->smtp_from);
+  n->smtp_user = dup_opt(opts->smtp_user);
+  n->smtp_password = dup_opt(opts->smtp_password);
+  n->smtp_ca_file = dup_opt(opts->smtp_ca_file);
+  /* The strings of the copy belong to the caller. */
+  n->o.smtp_url = n->o.smtp_from = n->o.smtp_user = n->o.smtp_password = NULL;
+  n->o.smtp_ca_file = n->o.console_url = NULL;
+  /* The links of messages enqueued from now on (by any thread) use it. */
+  char *link = dup_opt(opts->console_url);
+  if (link != NULL)
+    store_call(store, set_url_fn, link, set_url_done, link);
+  uv_timer_init(loop, &n->timer);
+  n->timer.data = n;
+  uv_timer_start(&n->timer, on_timer, 200, n->o.poll_ms);
+  *out = n;
+  return 0;
+}
+
+void notify_kick(notify_t *n) {
+  if (n != NULL)
+    poll_now(n);
+}
+
+void notify_free(notify_t *n) {
+  if (n == NULL || n->closing)
+    return;
+  n->closing = true;
+  atomic_store(&n->abort, 1);
+  uv_timer_stop(&n->timer);
+  uv_close((uv_handle_t *)&n->timer, on_timer_closed);
+}
+
+void notify_stats(notify_t *n, notify_stats_t *out) {
+  *out = n->stats;
+}
+
+/* ================================================================ */
+/* Command line                                                       */
+
+static int tenant_id_by_name(sqlite3 *db, const char *name, int64_t *id) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT id FROM tenants WHERE name = ?1", -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int step = sqlite3_step(st);
+  if (step == SQLITE_ROW)
+    *id = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return step == SQLITE_ROW ? 0 : step == SQLITE_DONE ? YM_ENOENT : YM_EIO;
+}
+
+typedef struct {
+  const char *tenant;
+  const notify_settings_t *set;
+  const char **bad;
+  char *emails_json;
+} settings_arg_t;
+
+/* Runs one statement with ?1 tenant id and ?2 text. */
+static int exec_bind(sqlite3 *db, const char *sql, int64_t id, const char *text) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, id);
+  if (text != NULL)
+    sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int settings_fn(sqlite3 *db, void *arg) {
+  settings_arg_t *a = arg;
+  const notify_settings_t *set = a->set;
+  int64_t id;
+  int rc = tenant_id_by_name(db, a->tenant, &id);
+  if (rc != 0)
+    return rc;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return YM_EIO;
+  rc = exec_bind(db, "INSERT INTO tenant_settings(tenant_id) VALUES(?1) ON CONFLICT DO NOTHING", id,
+                 NULL);
+  if (rc == 0 && set->lang != NULL)
+    rc = exec_bind(db, "UPDATE tenant_settings SET lang = ?2 WHERE tenant_id = ?1", id, set->lang);
+  if (rc == 0 && a->emails_json != NULL)
+    rc = exec_bind(db, "UPDATE tenant_settings SET emails = ?2 WHERE tenant_id = ?1", id,
+                   a->emails_json);
+  if (rc == 0 && set->webhook_url != NULL)
+    rc = exec_bind(db, "UPDATE tenant_settings SET webhook_url = ?2 WHERE tenant_id = ?1", id,
+                   set->webhook_url);
+  if (rc == 0 && set->helpdesk != NULL)
+    rc = exec_bind(db, "UPDATE tenants SET helpdesk = ?2 WHERE id = ?1", id, set->helpdesk);
+  if (rc == 0 && set->webhook_secret != NULL)
+    rc = exec_bind(db,
+                   "INSERT INTO notify_tenant(tenant_id, webhook_secret) VALUES(?1, ?2)"
+                   " ON CONFLICT(tenant_id) DO UPDATE SET webhook_secret = excluded.webhook_secret",
+                   id, set->webhook_secret);
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0)
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+/* Turns "a@b, c@d" into a JSON array, checking each address. */
+static int emails_to_json(const char *list, char **out) {
+  cJSON *arr = cJSON_CreateArray();
+  int rc = 0, count = 0;
+  for (const char *p = list; *p != '\0' && rc == 0;) {
+    size_t n = strcspn(p, ",");
+    char addr[NOTIFY_EMAIL_MAX + 1];
+    while (n > 0 && *p == ' ')
+      p++, n--;
+    while (n > 0 && p[n - 1] == ' ')
+      n--;
+    if (n > 0) {
+      if (n > NOTIFY_EMAIL_MAX || ++count > NOTIFY_RECIPIENTS_MAX)
+        rc = YM_EINVAL;
+      else {
+        snprintf(addr, sizeof(addr), "%.*s", (int)n, p);
+        if (!notify_email_valid(addr))
+          rc = YM_EINVAL;
+        else
+          cJSON_AddItemToArray(arr, cJSON_CreateString(addr));
+      }
+    }
+    p += strcspn(p, ",");
+    if (*p == ',')
+      p++;
+  }
+  *out = rc == 0 ? cJSON_PrintUnformatted(arr) : NULL;
+  cJSON_Delete(arr);
+  return rc == 0 && *out == NULL ? YM_ENOMEM : rc;
+}
+
+int notify_sync_settings(store_t *s, const char *tenant, const notify_settings_t *set,
+                         const char **bad) {
+  settings_arg_t a = {tenant, set, bad, NULL};
+  *bad = NULL;
+  if (set->lang != NULL && strcmp(set->lang, "ja") != 0 && strcmp(set->lang, "en") != 0)
+    *bad = "lang";
+  else if (set->webhook_url != NULL && set->webhook_url[0] != '\0' && !url_valid(set->webhook_url))
+    *bad = "webhook";
+  else if (set->webhook_secret != NULL && strlen(set->webhook_secret) > NOTIFY_SECRET_MAX)
+    *bad = "webhook-secret";
+  else if (set->helpdesk != NULL && (strlen(set->helpdesk) > NOTIFY_TEXT_MAX ||
+                                     !ym_json_utf8_valid(set->helpdesk, strlen(set->helpdesk))))
+    *bad = "helpdesk";
+  else if (set->emails != NULL && emails_to_json(set->emails, &a.emails_json) != 0)
+    *bad = "emails";
+  if (*bad != NULL)
+    return YM_EINVAL;
+  int rc = store_sync_call(s, settings_fn, &a);
+  free(a.emails_json);
+  return rc;
+}
+
+typedef struct {
+  const char *tenant;
+  int n;
+} test_arg_t;
+
+static int test_fn(sqlite3 *db, void *arg) {
+  test_arg_t *a = arg;
+  int64_t id;
+  int rc = tenant_id_by_name(db, a->tenant, &id);
+  if (rc != 0)
+    return rc;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return YM_EIO;
+  rc = notify_enqueue_test_db(db, id, &a->n);
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0)
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+int notify_sync_test(store_t *s, const char *tenant, int *n) {
+  test_arg_t a = {tenant, 0};
+  int rc = store_sync_call(s, test_fn, &a);
+  *n = a.n;
+  return rc;
+}
+
+typedef struct {
+  int64_t id;
+  const char *change;
+} enqueue_arg_t;
+
+static int enqueue_fn(sqlite3 *db, void *arg) {
+  enqueue_arg_t *a = arg;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return YM_EIO;
+  int rc = notify_enqueue_db(db, a->id, a->change);
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0)
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+int notify_sync_enqueue(store_t *s, int64_t incident_id, const char *change) {
+  enqueue_arg_t a = {incident_id, change};
+  return store_sync_call(s, enqueue_fn, &a);
+}
+
+int notify_sync_console_url(store_t *s, const char *url) {
+  return store_sync_call(s, set_url_fn, (void *)url);
+}
+
+typedef struct {
+  int64_t limit;
+  void (*fn)(const notify_row_t *row, void *data);
+  void *data;
+} list_arg_t;
+
+static int list_fn(sqlite3 *db, void *arg) {
+  list_arg_t *a = arg;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT o.id, coalesce(o.incident_id, 0), o.attempts, o.next_at_ms,"
+                         " o.created_ms, coalesce(o.sent_ms, 0), t.name, o.change, o.channel,"
+                         " o.recipient, o.subject, o.state, o.last_error"
+                         " FROM notify_outbox o JOIN tenants t ON t.id = o.tenant_id"
+                         " ORDER BY o.id DESC LIMIT ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, a->limit);
+  int step;
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    char origin[NOTIFY_URL_MAX];
+    notify_row_t r = {sqlite3_column_int64(st, 0),
+                      sqlite3_column_int64(st, 1),
+                      sqlite3_column_int64(st, 2),
+                      sqlite3_column_int64(st, 3),
+                      sqlite3_column_int64(st, 4),
+                      sqlite3_column_int64(st, 5),
+                      col(st, 6),
+                      col(st, 7),
+                      col(st, 8),
+                      col(st, 9),
+                      col(st, 10),
+                      col(st, 11),
+                      col(st, 12)};
+    if (strcmp(r.channel, "webhook") == 0) {
+      url_origin(r.recipient, origin, sizeof(origin));
+      r.recipient = origin;
+    }
+    a->fn(&r, a->data);
+  }
+  sqlite3_finalize(st);
+  return step == SQLITE_DONE ? 0 : YM_EIO;
+}
+
+int notify_sync_list(store_t *s, int64_t limit, void (*fn)(const notify_row_t *row, void *data),
+                     void *data) {
+  list_arg_t a = {limit, fn, data};
+  return store_sync_call(s, list_fn, &a);
+}

@@ -1,0 +1,198 @@
+/*
+ * Notifications: e-mail (SMTP through libcurl) and webhook (JSON POST) to
+ * each customer company, one message per incident, state change and
+ * recipient, in the company's language (Japanese by default, English
+ * selectable in tenant_settings.lang).
+ *
+ * It works in two halves joined by a table, the outbox:
+ *   - notify_enqueue_db() runs on the database thread inside the caller's
+ *     transaction (the incident code calls it when an incident is created
+ *     or changes state). It renders the subject and body from the
+ *     templates in notify.c and inserts one outbox row per e-mail
+ *     recipient and one for the webhook. UNIQUE(incident_id, change,
+ *     channel, recipient) makes a second call for the same change a no-op.
+ *   - the sender (notify_new) polls the outbox from the libuv loop, sends
+ *     due messages on a worker thread (blocking libcurl there, never on the
+ *     loop), then marks each row sent, or schedules a retry with
+ *     exponential backoff and jitter, or gives up (state failed with
+ *     last_error) after max_attempts. Sent and failed messages are
+ *     recorded in incident_log.
+ * A message is sent at least once: a console that stops between sending
+ * and recording sends it again after the claim expires.
+ *
+ * Tables (module "notify", docs/console.md):
+ *   notify_outbox(id, tenant_id, incident_id, change, channel, recipient,
+ *                 subject, body, payload_json, state, attempts, next_at_ms,
+ *                 last_error, created_ms, sent_ms)
+ *   notify_tenant(tenant_id, webhook_secret)   HMAC key of the webhook
+ *   notify_config(key, value)                  console_url for the links
+ *
+ * Strings that came from an endpoint (host names, paths, rule titles) are
+ * untrusted: notify_clean() removes control characters (CR and LF
+ * included), bidirectional overrides and invalid UTF-8 and bounds their
+ * length before they go into any text; the Subject header is RFC 2047
+ * encoded and the body is base64, so nothing an endpoint sends can add a
+ * header or an SMTP command.
+ */
+#ifndef YAMORI_CONSOLE_NOTIFY_H
+#define YAMORI_CONSOLE_NOTIFY_H
+
+#include "store.h"
+
+#include "yamori/buf.h"
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Limits on what goes into a message. */
+#define NOTIFY_HOST_MAX 128      /* bytes of a host name in a message */
+#define NOTIFY_TEXT_MAX 300      /* bytes of a title, rule or help desk text */
+#define NOTIFY_PATH_MAX 512      /* bytes of a file path */
+#define NOTIFY_RECIPIENTS_MAX 20 /* e-mail recipients per tenant */
+#define NOTIFY_EMAIL_MAX 254     /* bytes of an e-mail address */
+#define NOTIFY_URL_MAX 2048      /* bytes of a webhook or console URL */
+#define NOTIFY_SECRET_MAX 256    /* bytes of a webhook secret */
+
+typedef struct notify notify_t;
+
+typedef struct {
+  const char *smtp_url;       /* smtp://host[:port] or smtps://...; NULL or "": no e-mail */
+  const char *smtp_from;      /* envelope and From: address */
+  const char *smtp_user;      /* NULL: no SMTP authentication */
+  const char *smtp_password;  /* copied; never logged or stored */
+  const char *smtp_ca_file;   /* CA bundle to trust for SMTP TLS; NULL: system CAs */
+  bool smtp_plain;            /* smtp:// without STARTTLS (a local relay only) */
+  const char *console_url;    /* base of the incident links, e.g. https://console:8443 */
+  unsigned webhook_timeout_s; /* whole webhook request; 0: 10 s */
+  unsigned poll_ms;           /* how often due messages are looked for; 0: 2000 */
+  unsigned backoff_ms;        /* first retry delay; 0: 30 s */
+  unsigned backoff_max_ms;    /* cap of the doubling delay; 0: 1 h */
+  unsigned max_attempts;      /* then state failed; 0: 12 */
+} notify_opts_t;
+
+typedef struct {
+  uint64_t polls, sent, retried, failed, in_flight;
+} notify_stats_t;
+
+/* Applies the module's schema (module "notify"). */
+int notify_schema(store_t *s);
+
+/* Records the console URL used in the links of messages enqueued from now
+ * on (table notify_config). On any connection; url NULL or "" removes it.
+ * Returns 0, YM_EINVAL (not http(s):// or too long) or YM_EIO. */
+int notify_set_console_url_db(sqlite3 *db, const char *url);
+
+/* Renders and enqueues the messages for incident_id and change (one of
+ * "created", "acknowledged", "resolved", "reopened"): one per e-mail
+ * recipient of the incident's tenant and one for its webhook. Runs on the
+ * database thread inside the caller's transaction (it opens none). A
+ * second call with the same incident and change inserts nothing. Returns
+ * 0 (also when the tenant has no recipients), YM_EINVAL (unknown change),
+ * YM_ENOENT (no such incident) or YM_EIO. */
+int notify_enqueue_db(sqlite3 *db, int64_t incident_id, const char *change);
+
+/* Enqueues a test message to every recipient of tenant tenant_id (change
+ * "test", no incident). Same conditions as notify_enqueue_db(); *n (may be
+ * NULL) is the number of messages enqueued. */
+int notify_enqueue_test_db(sqlite3 *db, int64_t tenant_id, int *n);
+
+/* Starts the sender on loop. opts is copied. Returns 0, YM_EINVAL (a bad
+ * option: URL scheme, missing smtp_from with smtp_url) or YM_ENOMEM. */
+int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notify_t **out);
+/* Looks for due messages now instead of at the next poll (for example right
+ * after an incident was enqueued). Loop thread. */
+void notify_kick(notify_t *n);
+/* Stops the sender: a send in progress is aborted, its message stays
+ * pending. Loop thread; the loop must run on until the sender's last
+ * callbacks are done (uv_run returns), and that must happen before
+ * store_close(). notify_free(NULL) does nothing. */
+void notify_free(notify_t *n);
+/* Counters since notify_new(). */
+void notify_stats(notify_t *n, notify_stats_t *out);
+
+/* ---- Command line (synchronous, store opened without a loop) ---- */
+
+/* Settings of one company; NULL members are left as they are. */
+typedef struct {
+  const char *lang;           /* "ja" or "en" */
+  const char *emails;         /* comma-separated addresses; "" for none */
+  const char *webhook_url;    /* http(s) URL; "" for none */
+  const char *webhook_secret; /* HMAC key of the webhook; "" for none */
+  const char *helpdesk;       /* the help desk contact shown in messages */
+} notify_settings_t;
+
+/* Writes the settings of tenant (its name) into tenant_settings,
+ * tenants.helpdesk and notify_tenant, in one transaction. Returns 0,
+ * YM_ENOENT (no such tenant) or YM_EINVAL with *bad naming the value
+ * that was refused (nothing written). */
+int notify_sync_settings(store_t *s, const char *tenant, const notify_settings_t *set,
+                         const char **bad);
+/* Enqueues a test message to the recipients of tenant (its name); *n is
+ * how many. Returns 0 or YM_ENOENT. */
+int notify_sync_test(store_t *s, const char *tenant, int *n);
+/* notify_enqueue_db() in a transaction of its own. */
+int notify_sync_enqueue(store_t *s, int64_t incident_id, const char *change);
+/* notify_set_console_url_db() on the store's connection. */
+int notify_sync_console_url(store_t *s, const char *url);
+
+/* One outbox row for a listing; webhook recipients show only their
+ * scheme and host. Strings are valid during the callback. */
+typedef struct {
+  int64_t id, incident_id, attempts, next_at_ms, created_ms, sent_ms;
+  const char *tenant, *change, *channel, *recipient, *subject, *state, *last_error;
+} notify_row_t;
+/* Calls fn for the newest messages (at most limit), newest first. */
+int notify_sync_list(store_t *s, int64_t limit, void (*fn)(const notify_row_t *row, void *data),
+                     void *data);
+
+/* ---- Parts exposed for tests ---- */
+
+/* What a message is about, with strings already cleaned. */
+enum { NOTIFY_FILE_UNKNOWN, NOTIFY_FILE_ISOLATED, NOTIFY_FILE_BLOCKED };
+typedef struct {
+  const char *lang;   /* "ja" (default for anything else) or "en" */
+  const char *change; /* created, acknowledged, resolved, reopened, test */
+  const char *kind;   /* malware or silent */
+  const char *company, *host, *title, *rule, *severity, *file_path, *helpdesk, *link;
+  int64_t first_ms, last_ms, last_seen_ms, count;
+  int file_action; /* NOTIFY_FILE_* */
+} notify_msg_t;
+
+/* Renders the subject (one line) and body (lines ended by "\n") of m from
+ * the templates. A template line that names a value which is empty is
+ * left out. Returns 0, YM_EINVAL (unknown change or kind) or YM_ETOOBIG /
+ * YM_ENOMEM from the buffers. */
+int notify_render(const notify_msg_t *m, ym_buf_t *subject, ym_buf_t *body);
+
+/* Appends in[0..strlen) cleaned for a message: control characters (C0, DEL,
+ * C1; CR and LF included) become a space, bidirectional controls are
+ * dropped, invalid UTF-8 bytes become '?', runs of spaces collapse, and the
+ * result is cut at a character boundary to at most max bytes (with "..."
+ * when cut). NULL appends nothing. Returns 0 or YM_ETOOBIG / YM_ENOMEM. */
+int notify_clean(const char *in, size_t max, ym_buf_t *out);
+
+/* Appends "Subject: " and subject (UTF-8, already one line) as RFC 2047
+ * "B" encoded words of at most 75 characters, folded with CRLF SP, then
+ * CRLF. Words never split a UTF-8 character. */
+int notify_header_subject(const char *subject, ym_buf_t *out);
+
+/* True when addr is a plain e-mail address we send to: local@domain, at
+ * most NOTIFY_EMAIL_MAX bytes, local part of atext and dots, domain of
+ * letters, digits, '-' and '.'; nothing that could end a header or an SMTP
+ * command. */
+bool notify_email_valid(const char *addr);
+
+/* Builds a complete RFC 5322 message (CRLF lines): From, To, Subject
+ * (notify_header_subject), Date (date_ms, UTC), Message-ID, MIME headers,
+ * and body (UTF-8 text, base64 encoded). from and to must pass
+ * notify_email_valid(). */
+int notify_mail_build(const char *from, const char *to, const char *subject, const char *body,
+                      int64_t outbox_id, int64_t date_ms, ym_buf_t *out);
+
+/* Hex HMAC-SHA256 of body under key (the X-Yamori-Signature value without
+ * "sha256="). Returns 0 or YM_ECRYPTO. */
+int notify_sign(const char *key, const char *body, size_t len, char hex[65]);
+
+#endif
