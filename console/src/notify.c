@@ -119,7 +119,8 @@ int notify_clean(const char *in, size_t max, ym_buf_t *out) {
   size_t n = strlen(in), start = out->len;
   bool space = true; /* drops leading spaces */
   int rc = 0;
-  for (size_t i = 0; i < n && rc == 0;) {
+  /* Cleans until the text is known to fit or to be one byte too long. */
+  for (size_t i = 0; i < n && rc == 0 && out->len - start <= max;) {
     uint32_t cp;
     size_t len = utf8_decode(s + i, n - i, &cp);
     const char *piece = (const char *)s + i;
@@ -135,19 +136,22 @@ int notify_clean(const char *in, size_t max, ym_buf_t *out) {
     i += len;
     if (plen == 0 || (piece[0] == ' ' && plen == 1 && space))
       continue;
-    if (out->len - start + plen > max - (max > 3 ? 3 : 0)) {
-      if (i - len < n) {
-        while (out->len > start && out->data[out->len - 1] == ' ')
-          out->len--;
-        rc = ym_buf_append_str(out, "...");
-      }
-      return rc;
-    }
     space = piece[0] == ' ' && plen == 1;
     rc = ym_buf_append(out, piece, plen);
   }
+  if (rc == 0 && out->len - start > max) {
+    /* Too long: cut at a character boundary and mark the cut. */
+    size_t keep = max > 3 ? max - 3 : 0;
+    while (keep > 0 && ((unsigned char)out->data[start + keep] & 0xc0) == 0x80)
+      keep--;
+    ym_buf_truncate(out, start + keep);
+    while (out->len > start && out->data[out->len - 1] == ' ')
+      ym_buf_truncate(out, out->len - 1);
+    rc = ym_buf_append_str(out, max > 3 ? "..." : "");
+    return rc;
+  }
   while (rc == 0 && out->len > start && out->data[out->len - 1] == ' ')
-    out->data[--out->len] = '\0';
+    ym_buf_truncate(out, out->len - 1);
   return rc;
 }
 
@@ -1271,7 +1275,7 @@ static void set_error(msg_t *m, const char *what, CURLcode res, const char *errb
   char raw[ERROR_MAX];
   snprintf(raw, sizeof(raw), "%s: %s", what, errbuf[0] ? errbuf : curl_easy_strerror(res));
   ym_buf_t b;
-  ym_buf_init(&b, ERROR_MAX);
+  ym_buf_init(&b, ERROR_MAX + 8);
   notify_clean(raw, ERROR_MAX - 1, &b);
   snprintf(m->error, sizeof(m->error), "%s", b.data != NULL ? b.data : what);
   ym_buf_free(&b);
