@@ -14,6 +14,8 @@ which calls the same function the incident code calls. Checks:
   - an English tenant gets English text; state changes get their own text;
   - a hostile host name with CR/LF, a Bcc line and <script> adds no header
     and no recipient;
+  - a webhook answering a redirect is not followed and fails at once;
+  - smtp:// to a server that offers no STARTTLS sends nothing;
   - the SMTP password never appears in the console's output; the delivery
     is logged in incident_log.
 """
@@ -141,10 +143,16 @@ class HookHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(min(n, 1 << 20))
-        # The first delivery fails: the console must retry it.
-        status = 503 if not hooks else 200
+        if self.path.startswith("/redirect"):
+            status = 302  # must not be followed
+        elif not [h for h in hooks if h[0].startswith("/yamori")]:
+            status = 503  # the first delivery fails: the console must retry it
+        else:
+            status = 200
         hooks.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body, status))
         self.send_response(status)
+        if status == 302:
+            self.send_header("Location", "/elsewhere")
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -173,8 +181,9 @@ r = con.cli("settings", "set", "--tenant", "acme", "--emails",
             "owner@acme.example.jp, staff@acme.example.jp", "--webhook", hook_url,
             "--webhook-secret", HOOK_SECRET, "--helpdesk", HELPDESK)
 t.check(r.returncode == 0, "acme settings saved: " + r.stderr.decode())
+redirect_url = "http://127.0.0.1:%d/redirect" % hook_srv.server_address[1]
 r = con.cli("settings", "set", "--tenant", "globex", "--lang", "en", "--emails",
-            "boss@globex.example.com", "--helpdesk", HELPDESK_EN)
+            "boss@globex.example.com", "--helpdesk", HELPDESK_EN, "--webhook", redirect_url)
 t.check(r.returncode == 0, "globex settings saved")
 r = con.cli("settings", "set", "--tenant", "acme", "--emails", "a@b.example, evil@x\r\nRCPT TO:<y@z>")
 t.check(r.returncode != 0, "an address with CR/LF is refused by settings set")
@@ -335,6 +344,11 @@ if en:
     t.check("What to do now" in body and HELPDESK_EN in body and "Last contact:" in body,
             "English body with what to do, the help desk and the last contact")
     t.check("■" not in body and "日本時間" not in body, "no Japanese in the English message")
+t.wait_for(lambda: [r for r in outbox(inc2) if r[0] == "webhook" and r[2] == "failed"],
+           what="webhook answering a redirect fails")
+t.check(any("302" in r[4] for r in outbox(inc2) if r[0] == "webhook"),
+        "the redirect is the recorded error: %r" % outbox(inc2))
+t.check(not any(h[0] == "/elsewhere" for h in hooks), "the redirect was not followed")
 
 # ---- 5. a hostile host name adds no header and no recipient ----
 n0 = len(received)
@@ -366,7 +380,8 @@ t.check(not any("victim@example.org" in m[1] for m in received), "nobody else go
 # ---- 6. test message, secrets ----
 n0 = len(received)
 r = con.cli("notify", "test", "--tenant", "globex")
-t.check(r.returncode == 0 and b"1 test message" in r.stdout, "notify test enqueues one message")
+t.check(r.returncode == 0 and b"2 test messages" in r.stdout,
+        "notify test enqueues one e-mail and one webhook message")
 t.wait_for(lambda: len(received) > n0, what="test e-mail")
 if len(received) > n0:
     t.check_eq(parse(received[n0][2])["subject"], "[Yamori] Test notification", "test subject")
@@ -375,6 +390,39 @@ t.check(r.returncode == 0 and b"sent" in r.stdout and b"token=abc" not in r.stdo
         "notify list shows the outbox without webhook tokens")
 t.check(any(ok for _, ok in auth_seen) and not any(not ok for _, ok in auth_seen),
         "SMTP AUTH succeeded with the password from the environment")
+
+# ---- 7. smtp:// to a server without STARTTLS: refused, nothing sent ----
+plain_got = []
+
+
+class PlainHandler:
+    async def handle_DATA(self, server, session, envelope):
+        plain_got.append(envelope.content)
+        return "250 OK"
+
+
+plain_port = yit.free_port()
+plain = Controller(PlainHandler(), hostname="127.0.0.1", port=plain_port)
+plain.start()
+t.on_cleanup(plain.stop)
+con2 = yit.Console(t, name="console2", extra=["--smtp-url", "smtp://127.0.0.1:%d" % plain_port,
+                                              "--smtp-from", "alerts@provider.example.jp"])
+con2.tenant("solo")
+r = con2.cli("settings", "set", "--tenant", "solo", "--emails", "solo@example.jp")
+r = con2.cli("notify", "test", "--tenant", "solo")
+t.check(r.returncode == 0, "test message enqueued on the second console")
+
+
+def solo_rows():
+    return con2.query("SELECT state, attempts, last_error FROM notify_outbox")
+
+
+t.wait_for(lambda: solo_rows() and solo_rows()[0][1] >= 2, what="attempts against a plain server")
+t.check(not plain_got, "nothing is sent to an SMTP server that does not offer STARTTLS")
+t.check(solo_rows() and solo_rows()[0][0] == "pending" and solo_rows()[0][2],
+        "the message stays pending with the error: %r" % solo_rows())
+con2.stop()
+
 con.stop()
 t.check(SMTP_PASSWORD.encode() not in con.proc.stdout_bytes() + con.proc.stderr_text().encode(),
         "the SMTP password is never printed")
