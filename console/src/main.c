@@ -239,7 +239,14 @@ static int cmd_serve(const opts_t *o) {
     no.smtp_password = getenv("YAMORI_SMTP_PASSWORD");
     rc = notify_new(&loop, store, &no, &sv.notify);
     if (rc != 0)
-      ym_log(YM_LOG_ERROR, rc, "bad notification options (--smtp-url, --smtp-from, --url)");
+      ym_log(YM_LOG_ERROR, rc,
+             "bad notification options: --smtp-url smtp[s]://HOST[:PORT] (login in --smtp-user,"
+             " password in YAMORI_SMTP_PASSWORD), --smtp-from ADDRESS");
+    else if (no.smtp_url == NULL)
+      ym_log(YM_LOG_NOTICE, 0, "e-mail notifications are off (no --smtp-url)");
+    else
+      ym_log(YM_LOG_INFO, 0, "e-mail notifications through %s%s", no.smtp_url,
+             no.smtp_plain ? " without TLS" : "");
   }
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);

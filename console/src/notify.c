@@ -1524,8 +1524,12 @@ int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notif
   *out = NULL;
   const char *url = opts->smtp_url;
   bool mail = url != NULL && url[0] != '\0';
+  /* A login inside the URL would put the password on the command line:
+   * it belongs in smtp_user and smtp_password. */
+  const char *auth = mail ? strstr(url, "://") : NULL;
   if (mail && ((strncmp(url, "smtp://", 7) != 0 && strncmp(url, "smtps://", 8) != 0) ||
-               !notify_email_valid(opts->smtp_from) || strpbrk(url, " \r\n") != NULL))
+               !notify_email_valid(opts->smtp_from) || strpbrk(url, " \r\n") != NULL ||
+               auth == NULL || memchr(auth + 3, '@', strcspn(auth + 3, "/?#")) != NULL))
     return YM_EINVAL;
   if (opts->console_url != NULL && opts->console_url[0] != '\0' && !url_valid(opts->console_url))
     return YM_EINVAL;

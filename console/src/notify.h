@@ -99,7 +99,8 @@ int notify_enqueue_db(sqlite3 *db, int64_t incident_id, const char *change);
 int notify_enqueue_test_db(sqlite3 *db, int64_t tenant_id, int *n);
 
 /* Starts the sender on loop. opts is copied. Returns 0, YM_EINVAL (a bad
- * option: URL scheme, missing smtp_from with smtp_url) or YM_ENOMEM. */
+ * option: URL scheme, a login inside smtp_url, missing smtp_from with
+ * smtp_url, console_url not http(s)) or YM_ENOMEM. */
 int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notify_t **out);
 /* Looks for due messages now instead of at the next poll (for example right
  * after an incident was enqueued). Loop thread. */

@@ -577,6 +577,48 @@ static void test_settings(void **state) {
   assert_string_equal(q.text, "[Yamori] Test notification");
 }
 
+/* Options are checked before anything starts; a sender stops cleanly. */
+static void test_new_options(void **state) {
+  (void)state;
+  char dir[64];
+  snprintf(dir, sizeof(dir), "/tmp/ym-notify-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  store_t *s = NULL;
+  assert_int_equal(store_open(dir, &loop, &s), 0);
+  assert_int_equal(incidents_schema(s), 0);
+  assert_int_equal(notify_schema(s), 0);
+  notify_t *n = NULL;
+  const notify_opts_t bad[] = {
+      {.smtp_url = "http://mail.example.jp", .smtp_from = "a@example.jp"},
+      {.smtp_url = "smtp://mail.example.jp"}, /* no sender */
+      {.smtp_url = "smtp://user:secret@mail.example.jp", .smtp_from = "a@example.jp"},
+      {.smtp_url = "smtp://mail.example.jp\r\nQUIT", .smtp_from = "a@example.jp"},
+      {.smtp_url = "smtp://mail.example.jp", .smtp_from = "a@example.jp\r\nX: y"},
+      {.console_url = "javascript:alert(1)"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    assert_int_equal(notify_new(&loop, s, &bad[i], &n), YM_EINVAL);
+    assert_null(n);
+  }
+  notify_opts_t good = {.smtp_url = "smtps://mail.example.jp:465",
+                        .smtp_from = "alerts@example.jp",
+                        .smtp_user = "u",
+                        .smtp_password = "p",
+                        .console_url = "https://console.example.jp:8443"};
+  assert_int_equal(notify_new(&loop, s, &good, &n), 0);
+  assert_non_null(n);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  notify_free(n);
+  notify_free(NULL);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the sender's last callbacks */
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  remove_dir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_clean),
@@ -590,6 +632,7 @@ int main(void) {
       cmocka_unit_test(test_sign),
       cmocka_unit_test_setup_teardown(test_enqueue, db_setup, db_teardown),
       cmocka_unit_test_setup_teardown(test_settings, db_setup, db_teardown),
+      cmocka_unit_test(test_new_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
