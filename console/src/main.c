@@ -12,10 +12,13 @@
  * console's public URL (written by serve, read by token create).
  */
 #include "api.h"
+#include "auth.h"
 #include "certs.h"
 #include "http.h"
 #include "incidents.h"
 #include "notify.h"
+#include "web.h"
+#include "stats.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -49,6 +52,10 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  const char *web_dir;
+  const char *installer;
+  unsigned checkin_s;
+  unsigned maintenance_s;
   notify_opts_t notify;       /* serve: the sender's options */
   notify_settings_t settings; /* settings set */
   long long incident;         /* notify enqueue */
@@ -73,6 +80,7 @@ static void usage(FILE *f) {
         "  notify list                 show the newest messages of the outbox\n"
         "  notify enqueue --incident ID --change created|acknowledged|resolved|reopened\n"
         "                              enqueue the messages of an incident's change\n"
+        "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -89,6 +97,10 @@ static void usage(FILE *f) {
         "      --smtp-user NAME serve: SMTP login name\n"
         "      --smtp-ca FILE   serve: trust this CA for SMTP (default: system CAs)\n"
         "      --smtp-plain     serve: allow smtp:// without TLS (a local relay only)\n"
+        "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
+        "      --installer FILE serve: the generic agent installer offered per tenant\n"
+        "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
+        "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -174,6 +186,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int apply_schemas(store_t *s) {
   int rc = incidents_schema(s);
   if (rc == 0)
+    rc = auth_schema(s);
+  if (rc == 0)
     rc = notify_schema(s);
   return rc;
 }
@@ -228,9 +242,24 @@ static int cmd_serve(const opts_t *o) {
   serve_t sv = {0};
   rc = http_new(&loop, &ho, &sv.http);
   api_t *api = NULL;
-  api_opts_t ao = {60, 50};
+  api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  incidents_t *incidents = NULL;
+  incidents_opts_t io = {o->maintenance_s, notify_enqueue_db};
+  if (rc == 0)
+    rc = incidents_new(&loop, store, &io, &incidents);
+  if (rc == 0)
+    rc = api_add_checkin(api, incidents_checkin, incidents);
+  web_t *web = NULL;
+  web_opts_t wo = {o->web_dir ? o->web_dir : YAMORI_WEB_DIR,
+                   url,
+                   certs.pin,
+                   o->installer,
+                   o->data_dir,
+                   incidents};
+  if (rc == 0)
+    rc = web_new(&loop, sv.http, store, &wo, &web);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc == 0) {
@@ -252,7 +281,10 @@ static int cmd_serve(const opts_t *o) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
     api_free(api);
+    web_free(web);
     store_close(store);
+    incidents_free(incidents);
+    uv_run(&loop, UV_RUN_DEFAULT);
     return 1;
   }
   printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
@@ -264,7 +296,9 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
   api_free(api);
+  web_free(web);
   store_close(store);
+  incidents_free(incidents);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return 0;
@@ -396,6 +430,55 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
 }
 
 /* ---------------------------------------------------------------- */
+/* stats                                                              */
+
+typedef struct {
+  int64_t from, to;
+  cJSON *out;
+} stats_arg_t;
+
+static int stats_fn(sqlite3 *db, void *arg) {
+  stats_arg_t *a = arg;
+  return stats_json(db, a->from, a->to, a->out);
+}
+
+static int cmd_stats(const opts_t *o, int argc, char **argv) {
+  int y = 0, m = 0;
+  if (argc == 2 && strcmp(argv[0], "--month") == 0) {
+    if (strlen(argv[1]) != 7 || sscanf(argv[1], "%4d-%2d", &y, &m) != 2 || m < 1 || m > 12 ||
+        y < 2000) {
+      fprintf(stderr, "yamori-console: --month takes YYYY-MM\n");
+      return EXIT_USAGE;
+    }
+  } else if (argc != 0) {
+    return EXIT_USAGE;
+  }
+  stats_arg_t a = {0, INT64_MAX / 2, cJSON_CreateObject()};
+  if (y != 0) {
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
+    a.from = (int64_t)timegm(&tm) * 1000;
+    tm = (struct tm){.tm_year = (m == 12 ? y + 1 : y) - 1900, .tm_mon = m % 12, .tm_mday = 1};
+    a.to = (int64_t)timegm(&tm) * 1000;
+  }
+  store_t *s = NULL;
+  if (open_store_sync(o, &s) != 0) {
+    cJSON_Delete(a.out);
+    return 1;
+  }
+  int rc = store_sync_call(s, stats_fn, &a);
+  store_close(s);
+  char *text = rc == 0 ? cJSON_Print(a.out) : NULL;
+  cJSON_Delete(a.out);
+  if (text == NULL) {
+    fprintf(stderr, "yamori-console: cannot read the statistics: %s\n", ym_strerror(rc));
+    return 1;
+  }
+  printf("%s\n", text);
+  free(text);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
 /* notification settings and the outbox                               */
 
 static int cmd_settings(const opts_t *o, int argc, char **argv) {
@@ -482,10 +565,17 @@ static int cmd_notify(const opts_t *o, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
-  /* Notifications. */
   enum {
-    OPT_SMTP_URL = 512,
+    OPT_DISPLAY = 256,
+    OPT_EXPIRES,
+    OPT_MAX_USES,
+    OPT_TENANT,
+    OPT_RATE,
+    OPT_WEB_DIR,
+    OPT_INSTALLER,
+    OPT_CHECKIN_S,
+    OPT_MAINTENANCE_S,
+    OPT_SMTP_URL,
     OPT_SMTP_FROM,
     OPT_SMTP_USER,
     OPT_SMTP_CA,
@@ -498,29 +588,34 @@ int main(int argc, char **argv) {
     OPT_INCIDENT,
     OPT_CHANGE
   };
-  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"url", required_argument, NULL, 'u'},
-                                           {"tenant", required_argument, NULL, OPT_TENANT},
-                                           {"display", required_argument, NULL, OPT_DISPLAY},
-                                           {"expires", required_argument, NULL, OPT_EXPIRES},
-                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
-                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
-                                           {"smtp-url", required_argument, NULL, OPT_SMTP_URL},
-                                           {"smtp-from", required_argument, NULL, OPT_SMTP_FROM},
-                                           {"smtp-user", required_argument, NULL, OPT_SMTP_USER},
-                                           {"smtp-ca", required_argument, NULL, OPT_SMTP_CA},
-                                           {"smtp-plain", no_argument, NULL, OPT_SMTP_PLAIN},
-                                           {"lang", required_argument, NULL, OPT_LANG},
-                                           {"emails", required_argument, NULL, OPT_EMAILS},
-                                           {"webhook", required_argument, NULL, OPT_HOOK},
-                                           {"webhook-secret", required_argument, NULL, OPT_WHKEY},
-                                           {"helpdesk", required_argument, NULL, OPT_HELPDESK},
-                                           {"incident", required_argument, NULL, OPT_INCIDENT},
-                                           {"change", required_argument, NULL, OPT_CHANGE},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"url", required_argument, NULL, 'u'},
+      {"tenant", required_argument, NULL, OPT_TENANT},
+      {"display", required_argument, NULL, OPT_DISPLAY},
+      {"expires", required_argument, NULL, OPT_EXPIRES},
+      {"max-uses", required_argument, NULL, OPT_MAX_USES},
+      {"rate-per-ip", required_argument, NULL, OPT_RATE},
+      {"web-dir", required_argument, NULL, OPT_WEB_DIR},
+      {"installer", required_argument, NULL, OPT_INSTALLER},
+      {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
+      {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
+      {"smtp-url", required_argument, NULL, OPT_SMTP_URL},
+      {"smtp-from", required_argument, NULL, OPT_SMTP_FROM},
+      {"smtp-user", required_argument, NULL, OPT_SMTP_USER},
+      {"smtp-ca", required_argument, NULL, OPT_SMTP_CA},
+      {"smtp-plain", no_argument, NULL, OPT_SMTP_PLAIN},
+      {"lang", required_argument, NULL, OPT_LANG},
+      {"emails", required_argument, NULL, OPT_EMAILS},
+      {"webhook", required_argument, NULL, OPT_HOOK},
+      {"webhook-secret", required_argument, NULL, OPT_WHKEY},
+      {"helpdesk", required_argument, NULL, OPT_HELPDESK},
+      {"incident", required_argument, NULL, OPT_INCIDENT},
+      {"change", required_argument, NULL, OPT_CHANGE},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
   opts_t o = {.data_dir = DEFAULT_DATA_DIR, .listen = DEFAULT_LISTEN, .expires_days = 7};
   /* Test hooks: short retry delays and polls (milliseconds). */
   const char *env = getenv("YAMORI_NOTIFY_BACKOFF_MS");
@@ -605,6 +700,26 @@ int main(int argc, char **argv) {
     case OPT_CHANGE:
       o.change = optarg;
       break;
+    case OPT_WEB_DIR:
+      o.web_dir = optarg;
+      break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_CHECKIN_S:
+    case OPT_MAINTENANCE_S: {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*end != '\0' || v < 1 || v > 86400) {
+        fprintf(stderr, "yamori-console: --%s takes seconds (1 to 86400)\n",
+                c == OPT_CHECKIN_S ? "checkin-s" : "maintenance-s");
+        return EXIT_USAGE;
+      }
+      if (c == OPT_CHECKIN_S)
+        o.checkin_s = (unsigned)v;
+      else
+        o.maintenance_s = (unsigned)v;
+      break;
+    }
     case 'h':
       usage(stdout);
       return 0;
@@ -635,6 +750,8 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "stats") == 0)
+    rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "settings") == 0)
     rc = cmd_settings(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "notify") == 0)

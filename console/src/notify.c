@@ -204,7 +204,7 @@ bool notify_email_valid(const char *addr) {
     return false;
   const char *dom = at + 1;
   return strspn(dom, dtext) == strlen(dom) && dom[0] != '.' && dom[0] != '-' &&
-         strchr(dom, '.') != NULL && dom[strlen(dom) - 1] != '.' && strstr(dom, "..") == NULL;
+         dom[strlen(dom) - 1] != '.' && strstr(dom, "..") == NULL;
 }
 
 /* True for an http:// or https:// URL of printable ASCII without spaces. */
@@ -500,6 +500,31 @@ static const char *const var_names[V_N] = {"company",  "host",        "title",  
                                            "severity", "file",        "time",     "last_seen",
                                            "count",    "file_action", "helpdesk", "link"};
 
+/* Cleans text line by line (the help desk contact may have several:
+ * a phone number, the hours, an address), dropping empty lines. */
+static int clean_lines(const char *in, size_t max, ym_buf_t *out) {
+  int rc = 0;
+  size_t start = out->len;
+  for (const char *p = in; p != NULL && *p != '\0' && rc == 0;) {
+    size_t n = strcspn(p, "\n");
+    char line[NOTIFY_HELPDESK_MAX + 1];
+    snprintf(line, sizeof(line), "%.*s", (int)(n < NOTIFY_HELPDESK_MAX ? n : NOTIFY_HELPDESK_MAX),
+             p);
+    p += n + (p[n] == '\n');
+    size_t mark = out->len, used = out->len - start;
+    bool sep = used > 0;
+    if (used + sep >= max)
+      break;
+    if (sep)
+      rc = ym_buf_append_byte(out, '\n');
+    if (rc == 0)
+      rc = notify_clean(line, max - used - sep, out);
+    if (rc == 0 && out->len == mark + sep)
+      ym_buf_truncate(out, mark); /* an empty line */
+  }
+  return rc;
+}
+
 /* Appends the time ms (unix milliseconds) in Japan time. */
 static int append_jst(ym_buf_t *b, int64_t ms, bool ja) {
   if (ms <= 0)
@@ -596,7 +621,7 @@ int notify_render(const notify_msg_t *m, ym_buf_t *subject, ym_buf_t *body) {
                    : m->file_action == NOTIFY_FILE_BLOCKED ? L->file_blocked
                                                            : L->file_unknown;
   rc = rc ? rc : ym_buf_append_str(&v[V_FILE_ACTION], fa);
-  rc = rc ? rc : notify_clean(m->helpdesk, NOTIFY_TEXT_MAX, &v[V_HELPDESK]);
+  rc = rc ? rc : clean_lines(m->helpdesk, NOTIFY_HELPDESK_MAX, &v[V_HELPDESK]);
   if (rc == 0 && v[V_HELPDESK].len == 0)
     rc = ym_buf_append_str(&v[V_HELPDESK], L->helpdesk_default);
   rc = rc ? rc : notify_clean(m->link, NOTIFY_URL_MAX, &v[V_LINK]);
@@ -709,6 +734,12 @@ static const char sql_insert[] =
     "INSERT INTO notify_outbox(tenant_id, incident_id, change, channel, recipient, subject,"
     " body, payload_json, next_at_ms, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
     " ON CONFLICT DO NOTHING";
+
+/* An address that cannot be sent to: recorded, so that it shows. */
+static const char sql_insert_bad[] =
+    "INSERT INTO notify_outbox(tenant_id, incident_id, change, channel, recipient, subject,"
+    " body, state, last_error, next_at_ms, created_ms) VALUES(?1, ?2, ?3, 'email', ?4, ?5, '',"
+    " 'failed', 'not a valid e-mail address', ?6, ?6) ON CONFLICT DO NOTHING";
 
 static const char sql_config_get[] = "SELECT value FROM notify_config WHERE key = ?1";
 
@@ -944,6 +975,33 @@ static int insert_row(sqlite3_stmt *st, const facts_t *f, const char *change, co
   return 0;
 }
 
+static int insert_bad(sqlite3 *db, const facts_t *f, const char *change, const char *addr,
+                      const char *subject, int64_t now, int *n) {
+  ym_buf_t shown;
+  ym_buf_init(&shown, NOTIFY_EMAIL_MAX + 8);
+  int rc = notify_clean(addr, NOTIFY_EMAIL_MAX, &shown);
+  sqlite3_stmt *st = NULL;
+  if (rc == 0 && sqlite3_prepare_v2(db, sql_insert_bad, -1, &st, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, f->tenant_id);
+    if (f->incident_id > 0)
+      sqlite3_bind_int64(st, 2, f->incident_id);
+    else
+      sqlite3_bind_null(st, 2);
+    sqlite3_bind_text(st, 3, change, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, shown.data != NULL ? shown.data : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, subject, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, now);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+    if (rc == 0 && n != NULL)
+      *n += sqlite3_changes(db);
+  }
+  sqlite3_finalize(st);
+  ym_buf_free(&shown);
+  return rc;
+}
+
 /* Renders f for change and inserts the rows. */
 static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
   notify_msg_t m = {f->lang,    change,          f->kind,      f->company,    f->host, f->title,
@@ -970,9 +1028,13 @@ static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
     cJSON_ArrayForEach(e, emails) {
       if (count >= NOTIFY_RECIPIENTS_MAX || rc != 0)
         break;
-      if (!cJSON_IsString(e) || !notify_email_valid(e->valuestring))
+      if (!cJSON_IsString(e))
         continue;
       count++;
+      if (!notify_email_valid(e->valuestring)) {
+        rc = insert_bad(db, f, change, e->valuestring, subject.data, now, n);
+        continue;
+      }
       rc = insert_row(st, f, change, "email", e->valuestring, subject.data, body.data, "", now, n);
     }
   }
@@ -1699,7 +1761,7 @@ int notify_sync_settings(store_t *s, const char *tenant, const notify_settings_t
     *bad = "webhook";
   else if (set->webhook_secret != NULL && strlen(set->webhook_secret) > NOTIFY_SECRET_MAX)
     *bad = "webhook-secret";
-  else if (set->helpdesk != NULL && (strlen(set->helpdesk) > NOTIFY_TEXT_MAX ||
+  else if (set->helpdesk != NULL && (strlen(set->helpdesk) > NOTIFY_HELPDESK_MAX ||
                                      !ym_json_utf8_valid(set->helpdesk, strlen(set->helpdesk))))
     *bad = "helpdesk";
   else if (set->emails != NULL && emails_to_json(set->emails, &a.emails_json) != 0)

@@ -48,7 +48,8 @@
 
 /* Limits on what goes into a message. */
 #define NOTIFY_HOST_MAX 128      /* bytes of a host name in a message */
-#define NOTIFY_TEXT_MAX 300      /* bytes of a title, rule or help desk text */
+#define NOTIFY_TEXT_MAX 300      /* bytes of a title or rule */
+#define NOTIFY_HELPDESK_MAX 500  /* bytes of the help desk contact (several lines) */
 #define NOTIFY_PATH_MAX 512      /* bytes of a file path */
 #define NOTIFY_RECIPIENTS_MAX 20 /* e-mail recipients per tenant */
 #define NOTIFY_EMAIL_MAX 254     /* bytes of an e-mail address */
@@ -182,7 +183,9 @@ int notify_header_subject(const char *subject, ym_buf_t *out);
 /* True when addr is a plain e-mail address we send to: local@domain, at
  * most NOTIFY_EMAIL_MAX bytes, local part of atext and dots, domain of
  * letters, digits, '-' and '.'; nothing that could end a header or an SMTP
- * command. */
+ * command. A recipient in the settings that fails this check gets an
+ * outbox row in state failed ("not a valid e-mail address") instead of a
+ * message. */
 bool notify_email_valid(const char *addr);
 
 /* Builds a complete RFC 5322 message (CRLF lines): From, To, Subject

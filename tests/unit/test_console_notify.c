@@ -173,7 +173,7 @@ static void test_email_valid(void **state) {
   assert_true(notify_email_valid("first.last+tag@mail.example.co.jp"));
   assert_false(notify_email_valid(""));
   assert_false(notify_email_valid("no-at.example.jp"));
-  assert_false(notify_email_valid("a@b"));
+  assert_true(notify_email_valid("root@localhost"));
   assert_false(notify_email_valid("@example.jp"));
   assert_false(notify_email_valid("a@@example.jp"));
   assert_false(notify_email_valid("a@example.jp\r\nRCPT TO:<x@y.jp>"));
@@ -230,6 +230,12 @@ static void test_render_ja_malware(void **state) {
   m.file_action = NOTIFY_FILE_BLOCKED;
   assert_int_equal(render(&m, &r), 0);
   assert_non_null(strstr(r.body, "起動しようとしたところを止めました"));
+
+  /* A help desk contact of several lines keeps them (cleaned, no empty
+   * line). */
+  m.helpdesk = "ヤモリデスク\n0120-000-000\n\n平日 9時〜18時\r\n";
+  assert_int_equal(render(&m, &r), 0);
+  assert_non_null(strstr(r.body, "\nヤモリデスク\n0120-000-000\n平日 9時〜18時\n\n"));
 
   /* No help desk configured: a general contact phrase, never an empty line. */
   m.helpdesk = "";
@@ -502,14 +508,20 @@ static int db_teardown(void **state) {
 static void test_enqueue(void **state) {
   db_fixture_t *f = *state;
   assert_int_equal(enqueue(f, 1, "created"), 0);
-  /* Two valid distinct addresses (the invalid and the repeated are not
-   * sent to) and the webhook. */
-  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 3);
-  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox WHERE channel = 'email'").v, 2);
+  /* Two valid distinct addresses (the repeated one once), the invalid one
+   * recorded as failed without a message, and the webhook. */
+  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 4);
+  assert_int_equal(
+      query(f, "SELECT count(*) FROM notify_outbox WHERE channel = 'email' AND state = 'pending'")
+          .v,
+      2);
+  query_t bad = query(f, "SELECT recipient || '|' || last_error || '|' || body FROM notify_outbox"
+                         " WHERE state = 'failed'");
+  assert_string_equal(bad.text, "bad @x|not a valid e-mail address|");
   assert_int_equal(enqueue(f, 1, "created"), 0);
-  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 3);
+  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 4);
   assert_int_equal(enqueue(f, 1, "acknowledged"), 0);
-  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 6);
+  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 8);
   assert_int_equal(enqueue(f, 1, "bogus"), YM_EINVAL);
   assert_int_equal(enqueue(f, 99, "created"), YM_ENOENT);
   /* A tenant without recipients: nothing, and no error. */
