@@ -20,41 +20,19 @@ which calls the same function the incident code calls. Checks:
     is logged in incident_log.
 """
 
-import base64
-import datetime
-import email
-import email.policy
 import hashlib
 import hmac
 import http.server
-import ipaddress
 import json
-import logging
 import os
 import sqlite3
-import ssl
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import yit  # noqa: E402
-
-try:
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-except ImportError:
-    yit.skip("python3-aiosmtpd is not installed (scripts/install-deps.sh)")
-try:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
-except ImportError:
-    yit.skip("python3-cryptography is not installed (scripts/install-deps.sh)")
-
-# aiosmtpd's own AUTH code logs a warning about its own deprecated attribute.
-logging.getLogger("mail.log").setLevel(logging.ERROR)
+import mailutil  # noqa: E402  (skips when aiosmtpd or cryptography is missing)
 
 t = yit.Test(__file__)
 
@@ -64,75 +42,10 @@ HOOK_SECRET = "hook-secret-42"
 HELPDESK = "ヤモリ見守りデスク 0120-123-456（平日 9:00〜18:00）"
 HELPDESK_EN = "Yamori help desk +81-3-0000-0000"
 
-# ---------------------------------------------------------------- certificates
-
-
-def make_certs(d):
-    """A throwaway CA and a server certificate for 127.0.0.1."""
-    now = datetime.datetime.utcnow()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "yamori test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = {n: os.path.join(d, n) for n in ("ca.pem", "server.pem", "server.key")}
-    with open(paths["ca.pem"], "wb") as f:
-        f.write(ca.public_bytes(serialization.Encoding.PEM))
-    with open(paths["server.pem"], "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(paths["server.key"], "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return paths
-
-
-certs = make_certs(t.dir)
-
-# ---------------------------------------------------------------- SMTP server
-
-received = []  # (mail_from, rcpt_tos, content bytes, over TLS, authenticated)
-auth_seen = []
-
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                         session.ssl is not None,
-                         bool(session.authenticated)))
-        return "250 OK"
-
-
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = (isinstance(auth_data, LoginPassword) and auth_data.login == SMTP_USER.encode()
-          and auth_data.password == SMTP_PASSWORD.encode())
-    auth_seen.append((mechanism, ok))
-    return AuthResult(success=ok, handled=False)
-
-
+certs = mailutil.make_certs(t.dir)
 smtp_port = yit.free_port()
-tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-tls.load_cert_chain(certs["server.pem"], certs["server.key"])
-smtp = Controller(Handler(), hostname="127.0.0.1", port=smtp_port, tls_context=tls,
-                  require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+smtp = mailutil.SmtpSink(smtp_port, certs, SMTP_USER, SMTP_PASSWORD)
+received = smtp.received
 
 # ---------------------------------------------------------------- webhook receiver
 
@@ -237,12 +150,8 @@ def outbox(inc, change=None):
     return con.query(q, *((inc, change) if change else (inc,)))
 
 
-def parse(content):
-    return email.message_from_bytes(content, policy=email.policy.default)
-
-
 def mails_to(addr):
-    return [m for m in received if addr in m[1]]
+    return smtp.to(addr)
 
 
 # ---- 1. SMTP down: retried, then delivered once it is up ----
@@ -268,18 +177,18 @@ t.check_eq(len(received), 2, "exactly one e-mail per recipient")
 owner = mails_to("owner@acme.example.jp")
 t.check_eq(len(owner), 1, "owner got one e-mail")
 if owner:
-    mail_from, rcpts, content, was_tls, authed = owner[0]
-    msg = parse(content)
-    t.check_eq(msg["subject"], "【Yamori】PC「pc-01」で危険なファイルを検知しました",
+    m = owner[0]
+    content, msg = m.content, m.msg
+    t.check_eq(m.subject, "【Yamori】PC「pc-01」で危険なファイルを検知しました",
                "Japanese subject (RFC 2047 decoded)")
     raw_subject = content.split(b"\r\nSubject:", 1)[1].split(b"\r\nDate:", 1)[0]
     t.check(raw_subject.isascii() and b"=?UTF-8?B?" in raw_subject,
             "the Subject header is RFC 2047 encoded ASCII")
-    t.check_eq(rcpts, ["owner@acme.example.jp"], "one envelope recipient")
-    t.check_eq(mail_from, "alerts@provider.example.jp", "envelope sender")
-    t.check(was_tls, "the message went over STARTTLS")
-    t.check(authed, "the console authenticated (SMTP AUTH) before sending")
-    body = msg.get_content()
+    t.check_eq(m.rcpts, ["owner@acme.example.jp"], "one envelope recipient")
+    t.check_eq(m.mail_from, "alerts@provider.example.jp", "envelope sender")
+    t.check(m.tls, "the message went over STARTTLS")
+    t.check(m.authenticated, "the console authenticated (SMTP AUTH) before sending")
+    body = m.body()
     for want, what in [("PC名: pc-01", "the PC"), ("/home/taro/Downloads/invoice.pdf.exe", "the file"),
                        ("EICAR test file", "the rule title"), ("今すぐしてほしいこと", "what to do"),
                        ("電源は切らずに", "keep the PC on"), ("LANケーブル", "how to disconnect"),
@@ -319,14 +228,14 @@ t.check(any(d.startswith("webhook http://127.0.0.1:") and "token" not in d for d
 n0 = len(received)
 enqueue(inc1, "acknowledged")
 t.wait_for(lambda: len(received) >= n0 + 2, what="acknowledged e-mails")
-ack = [parse(m[2]) for m in received[n0:]]
-t.check(all(m["subject"] == "【Yamori】PC「pc-01」の件で担当者が対応を開始しました" for m in ack),
+ack = received[n0:]
+t.check(all(m.subject == "【Yamori】PC「pc-01」の件で担当者が対応を開始しました" for m in ack),
         "acknowledged subject")
-t.check(all("担当者が対応を開始しました" in m.get_content() for m in ack), "acknowledged body")
+t.check(all("担当者が対応を開始しました" in m.body() for m in ack), "acknowledged body")
 n0 = len(received)
 enqueue(inc1, "resolved")
 t.wait_for(lambda: len(received) >= n0 + 2, what="resolved e-mails")
-t.check(all("対応が完了しました" in parse(m[2])["subject"] for m in received[n0:]),
+t.check(all("対応が完了しました" in m.subject for m in received[n0:]),
         "resolved subject")
 
 # ---- 4. English tenant, silent PC ----
@@ -337,10 +246,9 @@ enqueue(inc2, "created")
 t.wait_for(lambda: mails_to("boss@globex.example.com"), what="English e-mail")
 en = mails_to("boss@globex.example.com")
 if en:
-    msg = parse(en[0][2])
-    t.check_eq(msg["subject"], '[Yamori] PC "reception-pc" has stopped reporting',
+    t.check_eq(en[0].subject, '[Yamori] PC "reception-pc" has stopped reporting',
                "English subject for a silent PC")
-    body = msg.get_content()
+    body = en[0].body()
     t.check("What to do now" in body and HELPDESK_EN in body and "Last contact:" in body,
             "English body with what to do, the help desk and the last contact")
     t.check("■" not in body and "日本時間" not in body, "no Japanese in the English message")
@@ -359,23 +267,22 @@ t.wait_for(lambda: len(received) >= n0 + 2, what="e-mails of the hostile inciden
 time.sleep(0.5)
 expected_headers = {"from", "to", "subject", "date", "message-id", "mime-version", "content-type",
                     "content-transfer-encoding", "auto-submitted"}
-for mail_from, rcpts, content, _, _ in received[n0:]:
-    t.check(len(rcpts) == 1 and rcpts[0] in ("owner@acme.example.jp", "staff@acme.example.jp"),
-            "hostile incident: only the tenant's recipient (%r)" % rcpts)
-    head = content.split(b"\r\n\r\n", 1)[0]
+for m in received[n0:]:
+    t.check(len(m.rcpts) == 1 and m.rcpts[0] in ("owner@acme.example.jp", "staff@acme.example.jp"),
+            "hostile incident: only the tenant's recipient (%r)" % m.rcpts)
+    head = m.content.split(b"\r\n\r\n", 1)[0]
     names = set()
     for line in head.split(b"\r\n"):
         if line[:1] not in (b" ", b"\t"):
             names.add(line.split(b":", 1)[0].decode().lower())
     t.check_eq(names, expected_headers, "hostile incident: no injected header")
     t.check(b"<script>" not in head and b"victim" not in head, "no raw hostile text in headers")
-    msg = parse(content)
-    subj = msg["subject"]
+    subj = m.subject
     t.check("\r" not in subj and "\n" not in subj and "evil Bcc: victim@example.org" in subj,
             "hostile subject is one line with the text kept visible: %r" % subj)
-    t.check("RCPT TO:<victim@example.org> . QUIT" in msg.get_content(),
+    t.check("RCPT TO:<victim@example.org> . QUIT" in m.body(),
             "hostile path is shown on one line in the body")
-t.check(not any("victim@example.org" in m[1] for m in received), "nobody else got mail")
+t.check(not any("victim@example.org" in m.rcpts for m in received), "nobody else got mail")
 
 # ---- 6. test message, secrets ----
 n0 = len(received)
@@ -384,27 +291,19 @@ t.check(r.returncode == 0 and b"2 test messages" in r.stdout,
         "notify test enqueues one e-mail and one webhook message")
 t.wait_for(lambda: len(received) > n0, what="test e-mail")
 if len(received) > n0:
-    t.check_eq(parse(received[n0][2])["subject"], "[Yamori] Test notification", "test subject")
+    t.check_eq(received[n0].subject, "[Yamori] Test notification", "test subject")
 r = con.cli("notify", "list")
 t.check(r.returncode == 0 and b"sent" in r.stdout and b"token=abc" not in r.stdout,
         "notify list shows the outbox without webhook tokens")
-t.check(any(ok for _, ok in auth_seen) and not any(not ok for _, ok in auth_seen),
+t.check(any(ok for _, ok in smtp.auth_seen) and not any(not ok for _, ok in smtp.auth_seen),
         "SMTP AUTH succeeded with the password from the environment")
 
 # ---- 7. smtp:// to a server without STARTTLS: refused, nothing sent ----
-plain_got = []
-
-
-class PlainHandler:
-    async def handle_DATA(self, server, session, envelope):
-        plain_got.append(envelope.content)
-        return "250 OK"
-
-
 plain_port = yit.free_port()
-plain = Controller(PlainHandler(), hostname="127.0.0.1", port=plain_port)
+plain = mailutil.SmtpSink(plain_port)
 plain.start()
 t.on_cleanup(plain.stop)
+plain_got = plain.received
 con2 = yit.Console(t, name="console2", extra=["--smtp-url", "smtp://127.0.0.1:%d" % plain_port,
                                               "--smtp-from", "alerts@provider.example.jp"])
 con2.tenant("solo")
