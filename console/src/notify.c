@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#define BATCH_MAX 16                /* messages claimed per poll */
+#define BATCH_MAX 64                /* messages claimed per poll */
 #define CLAIM_MS (15 * 60 * 1000LL) /* a claimed message is retried after this */
 #define BODY_MAX (32 * 1024)        /* rendered body */
 #define SUBJECT_MAX 600             /* rendered subject */
@@ -1089,6 +1089,7 @@ typedef struct {
   char *recipient, *subject, *body, *payload, *secret, *change;
   int rc; /* 0 sent, YM_ECANCELED not tried, other: failed this time */
   bool permanent;
+  bool server_down; /* the failure was the server's, not this message's */
   char error[ERROR_MAX];
 } msg_t;
 
@@ -1343,7 +1344,10 @@ static void set_error(msg_t *m, const char *what, CURLcode res, const char *errb
   ym_buf_free(&b);
 }
 
-static void send_email(notify_t *n, msg_t *m, int64_t now) {
+/* Sends one e-mail with *ep, the batch's SMTP handle (created on first
+ * use, reset between messages): libcurl keeps its connection, so a batch
+ * to one server pays for one connection and one TLS handshake. */
+static void send_email(notify_t *n, msg_t *m, int64_t now, CURL **ep) {
   ym_buf_t mail;
   ym_buf_init(&mail, 4 * BODY_MAX);
   if (n->smtp_url == NULL) {
@@ -1357,7 +1361,11 @@ static void send_email(notify_t *n, msg_t *m, int64_t now) {
     ym_buf_free(&mail);
     return;
   }
-  CURL *e = curl_easy_init();
+  if (*ep == NULL)
+    *ep = curl_easy_init();
+  else
+    curl_easy_reset(*ep);
+  CURL *e = *ep;
   if (e == NULL) {
     m->rc = YM_ENOMEM;
     snprintf(m->error, sizeof(m->error), "out of memory");
@@ -1389,6 +1397,10 @@ static void send_email(notify_t *n, msg_t *m, int64_t now) {
   curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)mail.len);
   curl_easy_setopt(e, CURLOPT_TIMEOUT, 120L);
   CURLcode res = rcpt == NULL ? CURLE_OUT_OF_MEMORY : curl_easy_perform(e);
+  /* The handle outlives this frame: drop the pointers into it. */
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+  curl_easy_setopt(e, CURLOPT_MAIL_RCPT, NULL);
+  curl_easy_setopt(e, CURLOPT_READDATA, NULL);
   if (res == CURLE_OK) {
     m->rc = 0;
   } else if (res == CURLE_ABORTED_BY_CALLBACK) {
@@ -1396,9 +1408,18 @@ static void send_email(notify_t *n, msg_t *m, int64_t now) {
   } else {
     m->rc = YM_EIO;
     set_error(m, "smtp", res, errbuf);
+    m->server_down = res == CURLE_COULDNT_RESOLVE_HOST || res == CURLE_COULDNT_CONNECT ||
+                     res == CURLE_OPERATION_TIMEDOUT || res == CURLE_SSL_CONNECT_ERROR ||
+                     res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_USE_SSL_FAILED ||
+                     res == CURLE_LOGIN_DENIED || res == CURLE_GOT_NOTHING ||
+                     res == CURLE_WEIRD_SERVER_REPLY || res == CURLE_SSL_CACERT_BADFILE;
   }
   curl_slist_free_all(rcpt);
-  curl_easy_cleanup(e);
+  /* After a failure the connection may be in any state: start afresh. */
+  if (m->rc != 0) {
+    curl_easy_cleanup(e);
+    *ep = NULL;
+  }
   ym_buf_free(&mail);
 }
 
@@ -1460,12 +1481,23 @@ static void send_webhook(notify_t *n, msg_t *m) {
 
 static void send_work(uv_work_t *w) {
   job_t *j = w->data;
+  CURL *mail = NULL;
+  const msg_t *down = NULL; /* the mail server failed: the batch's other e-mails wait */
   for (size_t i = 0; i < j->count && !atomic_load(&j->n->abort); i++) {
-    if (j->m[i].webhook)
-      send_webhook(j->n, &j->m[i]);
-    else
-      send_email(j->n, &j->m[i], now_ms());
+    msg_t *m = &j->m[i];
+    if (m->webhook) {
+      send_webhook(j->n, m);
+    } else if (down != NULL) {
+      m->rc = YM_EIO;
+      snprintf(m->error, sizeof(m->error), "%s", down->error);
+    } else {
+      send_email(j->n, m, now_ms(), &mail);
+      if (m->rc != 0 && m->server_down)
+        down = m;
+    }
   }
+  if (mail != NULL)
+    curl_easy_cleanup(mail);
 }
 
 static void poll_now(notify_t *n);

@@ -71,7 +71,8 @@ def make_certs(d):
 class Mail:
     """One message as the server received it."""
 
-    def __init__(self, mail_from, rcpts, content, tls, authenticated):
+    def __init__(self, mail_from, rcpts, content, tls, authenticated, session):
+        self.session = session  # the same value for messages of one connection
         self.mail_from = mail_from
         self.rcpts = rcpts
         self.content = content
@@ -98,11 +99,16 @@ class SmtpSink:
         self.auth_seen = []
         sink = self
 
+        self.connections = 0
+
         class Handler:
             async def handle_DATA(self, server, session, envelope):
+                if not hasattr(session, "yamori_conn"):  # number the connections
+                    sink.connections += 1
+                    session.yamori_conn = sink.connections
                 sink.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.content, session.ssl is not None,
-                                          bool(session.authenticated)))
+                                          bool(session.authenticated), session.yamori_conn))
                 return "250 OK"
 
         kw = {}

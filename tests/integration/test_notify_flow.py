@@ -61,6 +61,10 @@ for addr in ("owner@shop.example.jp", "clerk@shop.example.jp"):
         t.check("#/incidents/%d" % inc_id in body, "the link names the incident")
         t.check(m.tls, "sent over STARTTLS")
 
+first = smtp.received[:2]
+t.check(len(first) == 2 and first[0].session == first[1].session,
+        "the e-mails of one batch share one SMTP connection")
+
 # More alerts of the same infection: still one incident, no more e-mail.
 pc.send("alerts", [agentsim.alert(now + i, rule="EICAR_Test_File", path=path) for i in range(1, 6)])
 time.sleep(2)
