@@ -1638,7 +1638,7 @@ int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notif
   if (n->o.webhook_timeout_s == 0)
     n->o.webhook_timeout_s = 10;
   if (n->o.poll_ms == 0)
-    n->o.poll_ms = 2000;
+    n->o.poll_ms = 1000;
   if (n->o.backoff_ms == 0)
     n->o.backoff_ms = 30 * 1000;
   if (n->o.backoff_max_ms == 0)

@@ -67,7 +67,7 @@ typedef struct {
   bool smtp_plain;            /* smtp:// without STARTTLS (a local relay only) */
   const char *console_url;    /* base of the incident links, e.g. https://console:8443 */
   unsigned webhook_timeout_s; /* whole webhook request; 0: 10 s */
-  unsigned poll_ms;           /* how often due messages are looked for; 0: 2000 */
+  unsigned poll_ms;           /* how often due messages are looked for; 0: 1000 */
   unsigned backoff_ms;        /* first retry delay; 0: 30 s */
   unsigned backoff_max_ms;    /* cap of the doubling delay; 0: 1 h */
   unsigned max_attempts;      /* then state failed; 0: 12 */
