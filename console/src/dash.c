@@ -1,4 +1,5 @@
 #include "dash.h"
+#include "dist.h"
 
 #include "incidents.h"
 
@@ -191,12 +192,23 @@ static int command_bundle(sqlite3 *db, int64_t scope, int64_t id, const char *da
   return YM_ENOTSUP;
 }
 
-static int installer_build(const char *file, const char *token, void **raw, size_t *len) {
-  (void)file;
-  (void)token;
-  *raw = NULL;
-  *len = 0;
-  return YM_ENOTSUP;
+/* The tenant's own installer: the generic one with the token and the help
+ * desk contact inside (dist.h). */
+static int installer_build(const char *file, const char *token, const char *helpdesk, void **raw,
+                           size_t *len) {
+  char line[DIST_HELPDESK_MAX + 1];
+  dist_helpdesk_line(helpdesk, line, sizeof(line));
+  ym_buf_t b;
+  ym_buf_init(&b, DIST_TEMPLATE_MAX + DIST_CONFIG_MAX);
+  int rc = dist_installer_ex(file, token, line, &b);
+  if (rc != 0) {
+    ym_buf_free(&b);
+    *raw = NULL;
+    *len = 0;
+    return rc;
+  }
+  *raw = ym_buf_detach(&b, len);
+  return 0;
 }
 
 /* What was done about an incident, for the report: state changes and
@@ -1231,8 +1243,16 @@ int dash_installer(sqlite3 *db, web_req_t *q) {
   int rc = begin(db);
   if (rc == 0)
     rc = token_new(db, q, t, 30, 0, token, sizeof(token), id);
+  char helpdesk[HELPDESK_MAX + 1] = "";
+  sqlite3_stmt *hs = rc == 0 ? prep(db, "SELECT helpdesk FROM tenants WHERE id = ?1") : NULL;
+  if (hs != NULL) {
+    sqlite3_bind_int64(hs, 1, t);
+    if (sqlite3_step(hs) == SQLITE_ROW)
+      snprintf(helpdesk, sizeof(helpdesk), "%s", col_text(hs, 0));
+    sqlite3_finalize(hs);
+  }
   if (rc == 0)
-    rc = installer_build(o->installer_file, token, &q->raw, &q->raw_len);
+    rc = installer_build(o->installer_file, token, helpdesk, &q->raw, &q->raw_len);
   memset(token, 0, sizeof(token));
   rc = commit(db, rc);
   if (rc != 0) {
@@ -1243,7 +1263,7 @@ int dash_installer(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 500, "internal", "cannot build the installer");
   }
   snprintf(q->ctype, sizeof(q->ctype), "application/octet-stream");
-  snprintf(q->disp, sizeof(q->disp), "attachment; filename=\"yamori-install.sh\"");
+  snprintf(q->disp, sizeof(q->disp), "attachment; filename=\"yamori-installer.run\"");
   return 0;
 }
 

@@ -6,6 +6,7 @@
  *   yamori-console token ...    manage enrollment tokens
  *   yamori-console settings ... a company's notification settings
  *   yamori-console notify ...   notifications: test, list, enqueue
+ *   yamori-console installer    make a company's installer (dist.h)
  *
  * Everything lives in one data directory (default /var/lib/yamori-console,
  * --data-dir to choose): the SQLite database, the certificates, and the
@@ -14,6 +15,7 @@
 #include "api.h"
 #include "auth.h"
 #include "certs.h"
+#include "dist.h"
 #include "http.h"
 #include "incidents.h"
 #include "notify.h"
@@ -53,13 +55,15 @@ typedef struct {
   long long max_uses;
   unsigned rate_per_ip;
   const char *web_dir;
-  const char *installer;
+  const char *installer; /* the generic installer file (serve, installer) */
   unsigned checkin_s;
   unsigned maintenance_s;
   notify_opts_t notify;       /* serve: the sender's options */
   notify_settings_t settings; /* settings set */
   long long incident;         /* notify enqueue */
   const char *change;         /* notify enqueue */
+  const char *out;
+  const char *helpdesk;
 } opts_t;
 
 static void usage(FILE *f) {
@@ -80,6 +84,8 @@ static void usage(FILE *f) {
         "  notify list                 show the newest messages of the outbox\n"
         "  notify enqueue --incident ID --change created|acknowledged|resolved|reopened\n"
         "                              enqueue the messages of an incident's change\n"
+        "  installer --tenant NAME     make the company's installer: a new enrollment\n"
+        "                              token inside the generic installer\n"
         "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
         "\n"
         "Options:\n"
@@ -98,9 +104,16 @@ static void usage(FILE *f) {
         "      --smtp-ca FILE   serve: trust this CA for SMTP (default: system CAs)\n"
         "      --smtp-plain     serve: allow smtp:// without TLS (a local relay only)\n"
         "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
-        "      --installer FILE serve: the generic agent installer offered per tenant\n"
+        "      --installer FILE serve, installer: the generic agent installer made into each\n"
+        "                       company's own (default: $YAMORI_INSTALLER, then\n"
+        "                       yamori-installer.run next to this program or in\n"
+        "                       ../installer/, then /usr/share/yamori/yamori-installer.run)\n"
         "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
         "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
+        "      --out FILE       installer: where to write it (default\n"
+        "                       yamori-installer-NAME.run)\n"
+        "      --helpdesk TEXT  installer: help desk contact shown when installation ends;\n"
+        "                       settings set: the company's help desk contact\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -252,12 +265,14 @@ static int cmd_serve(const opts_t *o) {
   if (rc == 0)
     rc = api_add_checkin(api, incidents_checkin, incidents);
   web_t *web = NULL;
-  web_opts_t wo = {o->web_dir ? o->web_dir : YAMORI_WEB_DIR,
-                   url,
-                   certs.pin,
-                   o->installer,
-                   o->data_dir,
-                   incidents};
+  /* Without --installer, the generic installer next to this program (or
+   * the build tree's) is offered when there is one. */
+  static char found_installer[4096];
+  const char *installer = o->installer;
+  if (installer == NULL && dist_find_template(found_installer, sizeof(found_installer)) == 0)
+    installer = found_installer;
+  web_opts_t wo = {
+      o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
   if (rc == 0)
     rc = web_new(&loop, sv.http, store, &wo, &web);
   if (rc == 0)
@@ -361,58 +376,171 @@ static int cmd_tenant(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* Creates an enrollment token for o->tenant (with o->expires_days and
+ * o->max_uses) and appends its "ymt1." form to out. Returns 0, 1 (an error,
+ * already reported on stderr) or EXIT_USAGE. */
+static int make_token(const opts_t *o, ym_buf_t *out) {
+  store_t *s = NULL;
+  if (o->tenant == NULL) {
+    fprintf(stderr, "yamori-console: a token needs --tenant NAME\n");
+    return EXIT_USAGE;
+  }
+  char url[512], urlfile[1100], certdir[1100];
+  snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
+  snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
+  if (o->url != NULL)
+    snprintf(url, sizeof(url), "%s", o->url);
+  else if (read_small(urlfile, url, sizeof(url)) != 0) {
+    fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
+    return 1;
+  }
+  certs_t certs;
+  if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
+    fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
+    return 1;
+  }
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  char id[17], secret[44];
+  int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
+  int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
+  store_close(s);
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
+            rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
+    return 1;
+  }
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "url", url);
+  cJSON_AddStringToObject(j, "pin", certs.pin);
+  char tok[64];
+  snprintf(tok, sizeof(tok), "%s.%s", id, secret);
+  cJSON_AddStringToObject(j, "tok", tok);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  rc = text != NULL ? ym_buf_append_str(out, "ymt1.") : YM_ENOMEM;
+  if (rc == 0)
+    b64url((const unsigned char *)text, strlen(text), out);
+  fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
+  explicit_bzero(secret, sizeof(secret));
+  explicit_bzero(tok, sizeof(tok));
+  if (text != NULL)
+    explicit_bzero(text, strlen(text));
+  free(text);
+  return rc == 0 ? 0 : 1;
+}
+
+typedef struct {
+  const char *tenant;
+  char text[1024];
+} helpdesk_q_t;
+
+/* Reads the tenant's help desk text (store_fn). */
+static int tenant_helpdesk(sqlite3 *db, void *arg) {
+  helpdesk_q_t *q = arg;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT helpdesk FROM tenants WHERE name = ?1", -1, &st, NULL) !=
+      SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, q->tenant, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+    snprintf(q->text, sizeof(q->text), "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  return 0;
+}
+
+/* installer --tenant T [--out FILE] [--installer FILE] [--helpdesk TEXT]:
+ * a new enrollment token in a copy of the generic installer (dist.h). */
+static int cmd_installer(const opts_t *o, int argc) {
+  if (argc != 0)
+    return EXIT_USAGE;
+  char tmpl[4096];
+  if (o->installer != NULL)
+    snprintf(tmpl, sizeof(tmpl), "%s", o->installer);
+  else if (dist_find_template(tmpl, sizeof(tmpl)) != 0) {
+    fprintf(stderr, "yamori-console: the generic installer was not found (looked for "
+                    "yamori-installer.run next to this program, in ../installer/ and in "
+                    "/usr/share/yamori/): give --installer FILE\n");
+    return 1;
+  }
+  char outname[600];
+  if (o->out != NULL)
+    snprintf(outname, sizeof(outname), "%s", o->out);
+  else if (o->tenant != NULL)
+    snprintf(outname, sizeof(outname), "yamori-installer-%s.run", o->tenant);
+  ym_buf_t tok, file;
+  ym_buf_init(&tok, 8192);
+  ym_buf_init(&file, DIST_TEMPLATE_MAX + DIST_CONFIG_MAX);
+  int rc = make_token(o, &tok);
+  if (rc != 0)
+    goto out;
+  /* The help desk: --helpdesk, else the tenant's own (dashboard settings). */
+  char helpdesk[DIST_HELPDESK_MAX + 1] = "";
+  if (o->helpdesk == NULL) {
+    store_t *s = NULL;
+    helpdesk_q_t hq = {o->tenant, ""};
+    if (open_store_sync(o, &s) == 0) {
+      store_sync_call(s, tenant_helpdesk, &hq);
+      store_close(s);
+    }
+    dist_helpdesk_line(hq.text, helpdesk, sizeof(helpdesk));
+  }
+  int drc = dist_installer_ex(tmpl, tok.data, o->helpdesk ? o->helpdesk : helpdesk, &file);
+  if (drc != 0) {
+    fprintf(stderr, "yamori-console: cannot make the installer from %s: %s\n", tmpl,
+            drc == YM_EPARSE   ? "it is not a Yamori installer"
+            : drc == YM_EINVAL ? "the help desk text is not one line of text (256 bytes at most)"
+                               : ym_strerror(drc));
+    rc = 1;
+    goto out;
+  }
+  /* The file holds a live token: readable by its owner only. */
+  char tmp[700];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", outname);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  size_t off = 0;
+  while (fd >= 0 && off < file.len) {
+    ssize_t w = write(fd, file.data + off, file.len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    off += (size_t)w;
+  }
+  if (fd < 0 || off != file.len || fsync(fd) != 0 || close(fd) != 0 || rename(tmp, outname) != 0) {
+    fprintf(stderr, "yamori-console: cannot write %s: %s\n", outname, strerror(errno));
+    if (fd >= 0)
+      unlink(tmp);
+    rc = 1;
+    goto out;
+  }
+  printf("%s\n", outname);
+  fprintf(stderr, "installer for tenant %s written to %s (%zu bytes); on the PC run: sudo sh %s\n",
+          o->tenant, outname, file.len, outname);
+out:
+  if (tok.data != NULL)
+    explicit_bzero(tok.data, tok.len);
+  if (file.data != NULL)
+    explicit_bzero(file.data, file.len);
+  ym_buf_free(&tok);
+  ym_buf_free(&file);
+  return rc;
+}
+
 static int cmd_token(const opts_t *o, int argc, char **argv) {
   store_t *s = NULL;
   if (argc < 1)
     return EXIT_USAGE;
   if (strcmp(argv[0], "create") == 0 && argc == 1) {
-    if (o->tenant == NULL) {
-      fprintf(stderr, "yamori-console: token create needs --tenant NAME\n");
-      return EXIT_USAGE;
-    }
-    char url[512], urlfile[1100], certdir[1100];
-    snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
-    snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
-    if (o->url != NULL)
-      snprintf(url, sizeof(url), "%s", o->url);
-    else if (read_small(urlfile, url, sizeof(url)) != 0) {
-      fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
-      return 1;
-    }
-    certs_t certs;
-    if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
-      fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
-      return 1;
-    }
-    if (open_store_sync(o, &s) != 0)
-      return 1;
-    char id[17], secret[44];
-    int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
-    int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
-    store_close(s);
-    if (rc != 0) {
-      fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
-              rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
-      return 1;
-    }
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "url", url);
-    cJSON_AddStringToObject(j, "pin", certs.pin);
-    char tok[64];
-    snprintf(tok, sizeof(tok), "%s.%s", id, secret);
-    cJSON_AddStringToObject(j, "tok", tok);
-    char *text = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    ym_buf_t out;
-    ym_buf_init(&out, 8192);
-    ym_buf_append_str(&out, "ymt1.");
-    b64url((const unsigned char *)text, strlen(text), &out);
-    printf("%s\n", out.data);
-    fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
-    memset(secret, 0, sizeof(secret));
-    free(text);
-    ym_buf_free(&out);
-    return 0;
+    ym_buf_t tok;
+    ym_buf_init(&tok, 8192);
+    int rc = make_token(o, &tok);
+    if (rc == 0)
+      printf("%s\n", tok.data);
+    if (tok.data != NULL)
+      explicit_bzero(tok.data, tok.len);
+    ym_buf_free(&tok);
+    return rc;
   }
   if (strcmp(argv[0], "revoke") == 0 && argc == 2) {
     if (open_store_sync(o, &s) != 0)
@@ -586,7 +714,8 @@ int main(int argc, char **argv) {
     OPT_WHKEY,
     OPT_HELPDESK,
     OPT_INCIDENT,
-    OPT_CHANGE
+    OPT_CHANGE,
+    OPT_OUT
   };
   static const struct option longopts[] = {
       {"data-dir", required_argument, NULL, 'd'},
@@ -613,6 +742,7 @@ int main(int argc, char **argv) {
       {"helpdesk", required_argument, NULL, OPT_HELPDESK},
       {"incident", required_argument, NULL, OPT_INCIDENT},
       {"change", required_argument, NULL, OPT_CHANGE},
+      {"out", required_argument, NULL, OPT_OUT},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -657,6 +787,13 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
       }
       break;
+    case OPT_OUT:
+      o.out = optarg;
+      break;
+    case OPT_HELPDESK:
+      o.helpdesk = optarg; /* installer */
+      o.settings.helpdesk = optarg;
+      break;
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
@@ -686,9 +823,6 @@ int main(int argc, char **argv) {
       break;
     case OPT_WHKEY:
       o.settings.webhook_secret = optarg;
-      break;
-    case OPT_HELPDESK:
-      o.settings.helpdesk = optarg;
       break;
     case OPT_INCIDENT:
       o.incident = strtoll(optarg, &end, 10);
@@ -750,6 +884,8 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "installer") == 0)
+    rc = cmd_installer(&o, argc - optind - 1);
   else if (strcmp(cmd, "stats") == 0)
     rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "settings") == 0)
