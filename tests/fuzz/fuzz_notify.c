@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check_clean(const char *s, size_t max) {
   ym_buf_t b;
   ym_buf_init(&b, max + 8);
-  if (notify_clean(s, max, &b) != 0)
+  if (notify_text_clean(s, max, &b) != 0)
     abort();
   if (b.len > max)
     abort();
@@ -36,8 +36,8 @@ static void check_clean(const char *s, size_t max) {
 static void check_mail(const char *subject, const char *body) {
   ym_buf_t m;
   ym_buf_init(&m, 1 << 20);
-  if (notify_mail_build("alerts@provider.example.jp", "owner@example.jp", subject, body, 1,
-                        1764124646000, &m) != 0)
+  if (notify_text_mail("alerts@provider.example.jp", "owner@example.jp", subject, body, 1,
+                       1764124646000, &m) != 0)
     abort();
   char *end = strstr(m.data, "\r\n\r\n");
   if (end == NULL)
@@ -75,23 +75,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char *const langs[] = {"ja", "en"};
   static const char *const changes[] = {"created", "acknowledged", "resolved", "reopened"};
   for (size_t l = 0; l < 2; l++) {
-    notify_msg_t msg = {.lang = langs[l],
-                        .change = changes[size % 4],
-                        .kind = size % 5 == 0 ? "silent" : "malware",
-                        .company = title,
-                        .host = host,
-                        .title = title,
-                        .rule = path,
-                        .severity = "high",
-                        .file_path = path,
-                        .helpdesk = host,
-                        .link = "https://console.example.jp/#/incidents/1",
-                        .first_ms = 1764124646000,
-                        .count = (int64_t)size};
+    notify_text_msg_t msg = {.lang = langs[l],
+                             .change = changes[size % 4],
+                             .kind = size % 5 == 0 ? "silent" : "malware",
+                             .company = title,
+                             .host = host,
+                             .title = title,
+                             .rule = path,
+                             .severity = "high",
+                             .file_path = path,
+                             .helpdesk = host,
+                             .link = "https://console.example.jp/#/incidents/1",
+                             .first_ms = 1764124646000,
+                             .count = (int64_t)size};
     ym_buf_t subject, body;
     ym_buf_init(&subject, 4096);
     ym_buf_init(&body, 65536);
-    if (notify_render(&msg, &subject, &body) != 0)
+    if (notify_text_render(&msg, &subject, &body) != 0)
       abort();
     if (strchr(subject.data, '\n') != NULL || strchr(subject.data, '\r') != NULL)
       abort();

@@ -33,7 +33,7 @@ static char *clean(const char *in, size_t max) {
   static char out[4096];
   ym_buf_t b;
   ym_buf_init(&b, sizeof(out) - 1);
-  assert_int_equal(notify_clean(in, max, &b), 0);
+  assert_int_equal(notify_text_clean(in, max, &b), 0);
   snprintf(out, sizeof(out), "%s", b.data != NULL ? b.data : "");
   ym_buf_free(&b);
   return out;
@@ -61,8 +61,8 @@ static bool utf8_valid(const unsigned char *s, size_t n) {
   return true;
 }
 
-static notify_msg_t malware_msg(const char *lang, const char *change) {
-  notify_msg_t m = {
+static notify_text_msg_t malware_msg(const char *lang, const char *change) {
+  notify_text_msg_t m = {
       .lang = lang,
       .change = change,
       .kind = "malware",
@@ -77,7 +77,7 @@ static notify_msg_t malware_msg(const char *lang, const char *change) {
       .first_ms = 1764124646000, /* 2025-11-26 02:37:26 UTC, 11:37 JST */
       .last_ms = 1764124646000,
       .count = 1,
-      .file_action = NOTIFY_FILE_UNKNOWN,
+      .file_action = NOTIFY_TEXT_FILE_UNKNOWN,
   };
   return m;
 }
@@ -87,11 +87,11 @@ typedef struct {
   char body[16384];
 } rendered_t;
 
-static int render(const notify_msg_t *m, rendered_t *r) {
+static int render(const notify_text_msg_t *m, rendered_t *r) {
   ym_buf_t s, b;
   ym_buf_init(&s, 1024);
   ym_buf_init(&b, 32768);
-  int rc = notify_render(m, &s, &b);
+  int rc = notify_text_render(m, &s, &b);
   snprintf(r->subject, sizeof(r->subject), "%s", s.data != NULL ? s.data : "");
   snprintf(r->body, sizeof(r->body), "%s", b.data != NULL ? b.data : "");
   ym_buf_free(&s);
@@ -133,7 +133,7 @@ static void test_header_subject(void **state) {
       "【Yamori】PC「とても長い名前のパソコン-経理部-01」で危険なファイルを検知しました";
   ym_buf_t b;
   ym_buf_init(&b, 4096);
-  assert_int_equal(notify_header_subject(subj, &b), 0);
+  assert_int_equal(notify_text_subject(subj, &b), 0);
   assert_true(strncmp(b.data, "Subject: =?UTF-8?B?", 19) == 0);
   assert_true(b.len >= 2 && strcmp(b.data + b.len - 2, "\r\n") == 0);
   /* ASCII only; every CR is part of CRLF followed by a space (a fold) or
@@ -169,25 +169,25 @@ static void test_header_subject(void **state) {
 
 static void test_email_valid(void **state) {
   (void)state;
-  assert_true(notify_email_valid("owner@example.jp"));
-  assert_true(notify_email_valid("first.last+tag@mail.example.co.jp"));
-  assert_false(notify_email_valid(""));
-  assert_false(notify_email_valid("no-at.example.jp"));
-  assert_true(notify_email_valid("root@localhost"));
-  assert_false(notify_email_valid("@example.jp"));
-  assert_false(notify_email_valid("a@@example.jp"));
-  assert_false(notify_email_valid("a@example.jp\r\nRCPT TO:<x@y.jp>"));
-  assert_false(notify_email_valid("a@example.jp>"));
-  assert_false(notify_email_valid("<a@example.jp"));
-  assert_false(notify_email_valid("a b@example.jp"));
-  assert_false(notify_email_valid(".a@example.jp"));
-  assert_false(notify_email_valid("a@example..jp"));
-  assert_false(notify_email_valid("a@-example.jp"));
-  assert_false(notify_email_valid("日本@example.jp"));
+  assert_true(notify_text_email_valid("owner@example.jp"));
+  assert_true(notify_text_email_valid("first.last+tag@mail.example.co.jp"));
+  assert_false(notify_text_email_valid(""));
+  assert_false(notify_text_email_valid("no-at.example.jp"));
+  assert_true(notify_text_email_valid("root@localhost"));
+  assert_false(notify_text_email_valid("@example.jp"));
+  assert_false(notify_text_email_valid("a@@example.jp"));
+  assert_false(notify_text_email_valid("a@example.jp\r\nRCPT TO:<x@y.jp>"));
+  assert_false(notify_text_email_valid("a@example.jp>"));
+  assert_false(notify_text_email_valid("<a@example.jp"));
+  assert_false(notify_text_email_valid("a b@example.jp"));
+  assert_false(notify_text_email_valid(".a@example.jp"));
+  assert_false(notify_text_email_valid("a@example..jp"));
+  assert_false(notify_text_email_valid("a@-example.jp"));
+  assert_false(notify_text_email_valid("日本@example.jp"));
   char longaddr[300];
   memset(longaddr, 'a', sizeof(longaddr));
   snprintf(longaddr + 250, 50, "@example.jp");
-  assert_false(notify_email_valid(longaddr));
+  assert_false(notify_text_email_valid(longaddr));
 }
 
 /* ------------------------------------------------------------------ */
@@ -196,7 +196,7 @@ static void test_email_valid(void **state) {
 static void test_render_ja_malware(void **state) {
   (void)state;
   rendered_t r;
-  notify_msg_t m = malware_msg("ja", "created");
+  notify_text_msg_t m = malware_msg("ja", "created");
   assert_int_equal(render(&m, &r), 0);
   assert_string_equal(r.subject, "【Yamori】PC「pc-01」で危険なファイルを検知しました");
   assert_true(
@@ -221,13 +221,13 @@ static void test_render_ja_malware(void **state) {
   assert_null(strstr(r.body, "{"));
 
   m.count = 12;
-  m.file_action = NOTIFY_FILE_ISOLATED;
+  m.file_action = NOTIFY_TEXT_FILE_ISOLATED;
   m.file_path = "";
   assert_int_equal(render(&m, &r), 0);
   assert_non_null(strstr(r.body, "同じ検知の回数: 12回\n"));
   assert_non_null(strstr(r.body, "1. 見つかったファイルは自動的に隔離しました"));
   assert_null(strstr(r.body, "ファイルの場所"));
-  m.file_action = NOTIFY_FILE_BLOCKED;
+  m.file_action = NOTIFY_TEXT_FILE_BLOCKED;
   assert_int_equal(render(&m, &r), 0);
   assert_non_null(strstr(r.body, "起動しようとしたところを止めました"));
 
@@ -250,7 +250,7 @@ static void test_render_ja_malware(void **state) {
 static void test_render_changes(void **state) {
   (void)state;
   rendered_t r;
-  notify_msg_t m = malware_msg("ja", "acknowledged");
+  notify_text_msg_t m = malware_msg("ja", "acknowledged");
   assert_int_equal(render(&m, &r), 0);
   assert_string_equal(r.subject, "【Yamori】PC「pc-01」の件で担当者が対応を開始しました");
   assert_non_null(strstr(r.body, "担当者が対応を開始しました"));
@@ -286,7 +286,7 @@ static void test_render_changes(void **state) {
 static void test_render_en(void **state) {
   (void)state;
   rendered_t r;
-  notify_msg_t m = malware_msg("en", "created");
+  notify_text_msg_t m = malware_msg("en", "created");
   m.company = "Globex";
   m.helpdesk = "Yamori help desk +81-3-0000-0000";
   assert_int_equal(render(&m, &r), 0);
@@ -305,7 +305,7 @@ static void test_render_en(void **state) {
 static void test_render_hostile(void **state) {
   (void)state;
   rendered_t r;
-  notify_msg_t m = malware_msg("ja", "created");
+  notify_text_msg_t m = malware_msg("ja", "created");
   m.host = "evil\r\nBcc: x@evil.example\r\n<script>alert(1)</script>\xe2\x80\xae";
   m.file_path = "/tmp/a\nb\x01";
   char long_rule[2000];
@@ -332,8 +332,8 @@ static void test_mail_build(void **state) {
   ym_buf_t b;
   ym_buf_init(&b, 65536);
   const char *body = "こんにちは\n.\nline two\n";
-  assert_int_equal(notify_mail_build("alerts@provider.example.jp", "owner@example.jp",
-                                     "件名\r\nBcc: x@y.example", body, 42, 1764124646000, &b),
+  assert_int_equal(notify_text_mail("alerts@provider.example.jp", "owner@example.jp",
+                                    "件名\r\nBcc: x@y.example", body, 42, 1764124646000, &b),
                    0);
   char *sep = strstr(b.data, "\r\n\r\n");
   assert_non_null(sep);
@@ -372,8 +372,8 @@ static void test_mail_build(void **state) {
   ym_buf_free(&b);
 
   ym_buf_init(&b, 65536);
-  assert_int_equal(notify_mail_build("alerts@provider.example.jp", "x@y.jp\r\nRCPT TO:<z@w.jp>",
-                                     "s", "b", 1, 0, &b),
+  assert_int_equal(notify_text_mail("alerts@provider.example.jp", "x@y.jp\r\nRCPT TO:<z@w.jp>", "s",
+                                    "b", 1, 0, &b),
                    YM_EINVAL);
   ym_buf_free(&b);
 }
