@@ -89,12 +89,13 @@ class Mail:
 
 
 class SmtpSink:
-    """aiosmtpd on 127.0.0.1:port. With certs, STARTTLS is required; with
+    """aiosmtpd on 127.0.0.1:port. With certs, STARTTLS is required (or,
+    with implicit_tls, TLS from the start as for smtps://); with
     user and password, AUTH is accepted for them only (auth_seen records
     each attempt). start() and stop() may be called later than creation,
     to simulate a server that is down."""
 
-    def __init__(self, port, certs=None, user=None, password=None):
+    def __init__(self, port, certs=None, user=None, password=None, implicit_tls=False):
         self.received = []
         self.auth_seen = []
         sink = self
@@ -115,7 +116,10 @@ class SmtpSink:
         if certs is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(certs["server.pem"], certs["server.key"])
-            kw.update(tls_context=tls, require_starttls=True)
+            if implicit_tls:  # smtps: TLS from the first byte
+                kw.update(ssl_context=tls)
+            else:
+                kw.update(tls_context=tls, require_starttls=True)
         if user is not None:
             def authenticator(server, session, envelope, mechanism, auth_data):
                 ok = (isinstance(auth_data, LoginPassword) and auth_data.login == user.encode()

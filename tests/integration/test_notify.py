@@ -15,7 +15,8 @@ which calls the same function the incident code calls. Checks:
   - a hostile host name with CR/LF, a Bcc line and <script> adds no header
     and no recipient;
   - a webhook answering a redirect is not followed and fails at once;
-  - smtp:// to a server that offers no STARTTLS sends nothing;
+  - smtp:// to a server that offers no STARTTLS sends nothing; smtps://
+    works;
   - the SMTP password never appears in the console's output; the delivery
     is logged in incident_log.
 """
@@ -321,6 +322,22 @@ t.check(not plain_got, "nothing is sent to an SMTP server that does not offer ST
 t.check(solo_rows() and solo_rows()[0][0] == "pending" and solo_rows()[0][2],
         "the message stays pending with the error: %r" % solo_rows())
 con2.stop()
+
+# ---- 8. smtps:// (TLS from the start) ----
+tls_port = yit.free_port()
+smtps = mailutil.SmtpSink(tls_port, certs, implicit_tls=True)
+smtps.start()
+t.on_cleanup(smtps.stop)
+con3 = yit.Console(t, name="console3", extra=["--smtp-url", "smtps://127.0.0.1:%d" % tls_port,
+                                              "--smtp-from", "alerts@provider.example.jp",
+                                              "--smtp-ca", certs["ca.pem"]])
+con3.tenant("tls")
+con3.cli("settings", "set", "--tenant", "tls", "--emails", "tls@example.jp")
+r = con3.cli("notify", "test", "--tenant", "tls")
+t.wait_for(lambda: smtps.received, what="a message over smtps://")
+t.check(smtps.received and smtps.received[0].rcpts == ["tls@example.jp"],
+        "smtps:// delivers with the CA given by --smtp-ca")
+con3.stop()
 
 con.stop()
 t.check(SMTP_PASSWORD.encode() not in con.proc.stdout_bytes() + con.proc.stderr_text().encode(),
