@@ -15,8 +15,8 @@ which calls the same function the incident code calls. Checks:
   - a hostile host name with CR/LF, a Bcc line and <script> adds no header
     and no recipient;
   - a webhook answering a redirect is not followed and fails at once;
-  - smtp:// to a server that offers no STARTTLS sends nothing; smtps://
-    works;
+  - smtp:// to a server that offers no STARTTLS, or whose certificate is
+    not trusted, gets nothing; smtps:// works;
   - the SMTP password never appears in the console's output; the delivery
     is logged in incident_log.
 """
@@ -323,7 +323,25 @@ t.check(solo_rows() and solo_rows()[0][0] == "pending" and solo_rows()[0][2],
         "the message stays pending with the error: %r" % solo_rows())
 con2.stop()
 
-# ---- 8. smtps:// (TLS from the start) ----
+# ---- 8. the server's certificate is verified: without --smtp-ca nothing goes ----
+con4 = yit.Console(t, name="console4", extra=["--smtp-url", "smtp://127.0.0.1:%d" % smtp_port,
+                                              "--smtp-from", "alerts@provider.example.jp"])
+con4.tenant("nocert")
+con4.cli("settings", "set", "--tenant", "nocert", "--emails", "nocert@example.jp")
+con4.cli("notify", "test", "--tenant", "nocert")
+
+
+def nocert_rows():
+    return con4.query("SELECT state, attempts, last_error FROM notify_outbox")
+
+
+t.wait_for(lambda: nocert_rows() and nocert_rows()[0][1] >= 1, what="an attempt with an unknown CA")
+t.check(not smtp.to("nocert@example.jp"), "a server whose certificate is not trusted gets nothing")
+t.check(nocert_rows() and "certificate" in nocert_rows()[0][2].lower(),
+        "the error names the certificate: %r" % nocert_rows())
+con4.stop()
+
+# ---- 9. smtps:// (TLS from the start) ----
 tls_port = yit.free_port()
 smtps = mailutil.SmtpSink(tls_port, certs, implicit_tls=True)
 smtps.start()
