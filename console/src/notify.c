@@ -15,12 +15,14 @@
 #include <string.h>
 #include <time.h>
 
-#define BATCH_MAX 64                /* messages claimed per poll */
-#define CLAIM_MS (15 * 60 * 1000LL) /* a claimed message is retried after this */
-#define PAYLOAD_MAX (64 * 1024)     /* webhook JSON */
-#define ANSWER_MAX (64 * 1024)      /* webhook answer read at most */
-#define EMAILS_JSON_MAX (16 * 1024) /* tenant_settings.emails */
-#define ERROR_MAX 300               /* last_error */
+#define BATCH_MAX 64                   /* messages claimed per poll */
+#define CLAIM_MS (15 * 60 * 1000LL)    /* a claimed message is retried after this */
+#define PRUNE_EVERY_MS (3600 * 1000LL) /* old messages deleted this often */
+#define PRUNE_MAX 5000                 /* at most this many at a time */
+#define PAYLOAD_MAX (64 * 1024)        /* webhook JSON */
+#define ANSWER_MAX (64 * 1024)         /* webhook answer read at most */
+#define EMAILS_JSON_MAX (16 * 1024)    /* tenant_settings.emails */
+#define ERROR_MAX 300                  /* last_error */
 
 /* ================================================================ */
 /* Schema                                                             */
@@ -505,6 +507,7 @@ struct notify {
   job_t *job; /* the batch in progress, or NULL */
   bool again; /* poll once more when the batch is done */
   bool closing, timer_closed;
+  int64_t pruned_ms; /* when old messages were last deleted */
   atomic_int abort;
   notify_stats_t stats;
 };
@@ -513,6 +516,7 @@ struct job {
   notify_t *n;
   uv_work_t work;
   int64_t now;
+  bool prune; /* also delete old messages (notify_prune_db) */
   size_t count;
   msg_t m[BATCH_MAX];
 };
@@ -551,10 +555,31 @@ static void job_free(job_t *j) {
   free(j);
 }
 
+static const char sql_prune[] =
+    "DELETE FROM notify_outbox WHERE id IN (SELECT o.id FROM notify_outbox o"
+    " LEFT JOIN tenant_settings s ON s.tenant_id = o.tenant_id"
+    " WHERE o.state != 'pending' AND o.created_ms < ?1 - coalesce(s.retention_days, 90) * 86400000"
+    " LIMIT ?2)";
+
+int notify_prune_db(sqlite3 *db, int64_t now, int *deleted) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_prune, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, now);
+  sqlite3_bind_int(st, 2, PRUNE_MAX);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  if (deleted != NULL)
+    *deleted = rc == 0 ? sqlite3_changes(db) : 0;
+  sqlite3_finalize(st);
+  return rc;
+}
+
 /* Database thread: picks due messages and claims them for CLAIM_MS. */
 static int claim_fn(sqlite3 *db, void *arg) {
   job_t *j = arg;
   sqlite3_stmt *st = NULL;
+  if (j->prune)
+    notify_prune_db(db, j->now, NULL); /* a failure waits for the next hour */
   if (sqlite3_prepare_v2(db, sql_due, -1, &st, NULL) != SQLITE_OK)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, j->now);
@@ -970,6 +995,10 @@ static void poll_now(notify_t *n) {
     return;
   j->n = n;
   j->now = now_ms();
+  if (j->now - n->pruned_ms >= PRUNE_EVERY_MS) {
+    j->prune = true;
+    n->pruned_ms = j->now;
+  }
   n->job = j;
   n->stats.polls++;
   store_call(n->store, claim_fn, j, claim_done, j);

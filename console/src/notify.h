@@ -81,6 +81,13 @@ int notify_set_console_url_db(sqlite3 *db, const char *url);
  * YM_ENOENT (no such incident) or YM_EIO. */
 int notify_enqueue_db(sqlite3 *db, int64_t incident_id, const char *change);
 
+/* Deletes sent and failed messages older than their tenant's
+ * retention_days (tenant_settings, default 90), at most 5,000 per call;
+ * pending ones are kept. The incident's timeline (incident_log) keeps the
+ * record that a message was sent. The sender calls it once an hour.
+ * *deleted (may be NULL) is how many. Returns 0 or YM_EIO. */
+int notify_prune_db(sqlite3 *db, int64_t now_ms, int *deleted);
+
 /* Enqueues a test message to every recipient of tenant tenant_id (change
  * "test", no incident). Same conditions as notify_enqueue_db(); *n (may be
  * NULL) is the number of messages enqueued. */

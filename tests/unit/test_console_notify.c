@@ -589,6 +589,35 @@ static void test_settings(void **state) {
   assert_string_equal(q.text, "[Yamori] Test notification");
 }
 
+typedef struct {
+  int64_t now;
+  int deleted;
+} prune_t;
+
+static int prune_fn(sqlite3 *db, void *arg) {
+  prune_t *p = arg;
+  return notify_prune_db(db, p->now, &p->deleted);
+}
+
+/* Old sent and failed messages go after the tenant's retention; pending
+ * ones stay. */
+static void test_prune(void **state) {
+  db_fixture_t *f = *state;
+  assert_int_equal(enqueue(f, 1, "created"), 0); /* 2 pending, 1 failed, 1 webhook */
+  exec_sql(f, "UPDATE notify_outbox SET created_ms = 1000;"
+              "UPDATE notify_outbox SET state = 'sent' WHERE recipient = 'a@example.jp'");
+  int64_t now = 1000 + 91LL * 86400000;
+  exec_sql(f, "UPDATE tenant_settings SET retention_days = 200 WHERE tenant_id = 1");
+  prune_t p = {now, -1};
+  assert_int_equal(store_sync_call(f->s, prune_fn, &p), 0);
+  assert_int_equal(p.deleted, 0); /* kept for 200 days */
+  exec_sql(f, "UPDATE tenant_settings SET retention_days = 90 WHERE tenant_id = 1");
+  assert_int_equal(store_sync_call(f->s, prune_fn, &p), 0);
+  assert_int_equal(p.deleted, 2);
+  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox WHERE state = 'pending'").v, 2);
+  assert_int_equal(query(f, "SELECT count(*) FROM notify_outbox").v, 2);
+}
+
 /* Options are checked before anything starts; a sender stops cleanly. */
 static void test_new_options(void **state) {
   (void)state;
@@ -644,6 +673,7 @@ int main(void) {
       cmocka_unit_test(test_sign),
       cmocka_unit_test_setup_teardown(test_enqueue, db_setup, db_teardown),
       cmocka_unit_test_setup_teardown(test_settings, db_setup, db_teardown),
+      cmocka_unit_test_setup_teardown(test_prune, db_setup, db_teardown),
       cmocka_unit_test(test_new_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
