@@ -249,13 +249,13 @@ static const tmpl_t ja_cases[] = {
      "お使いのPC「{host}」から、再び連絡がなくなりました。\n", ja_silent_core},
     {"acknowledged", NULL, "【Yamori】PC「{host}」の件で担当者が対応を開始しました",
      "PC「{host}」についてお知らせした件で、担当者が対応を開始しました。\n",
-     "{core}\n"
+     "{core}\n\n"
      "■ 今すぐしてほしいこと\n"
      "担当者からご連絡することがあります。案内があるまで、PCの電源は切らずにそのままお待ちください"
      "。\n"},
     {"resolved", NULL, "【Yamori】PC「{host}」の件の対応が完了しました",
      "PC「{host}」についてお知らせした件で、対応が完了しました。\n",
-     "{core}\n"
+     "{core}\n\n"
      "■ これからのこと\n"
      "PCはふだんどおりお使いいただけます。ほかに気になることがあれば、"
      "下記の連絡先までお気軽にご相談ください。\n"},
@@ -351,12 +351,12 @@ static const tmpl_t en_cases[] = {
     {"acknowledged", NULL, "[Yamori] Someone is now handling the case on PC \"{host}\"",
      "A member of the security team has started handling the case we reported on PC "
      "\"{host}\".\n",
-     "{core}\n"
+     "{core}\n\n"
      "## What to do now\n"
      "We may contact you. Until then, please keep the PC switched on and as it is.\n"},
     {"resolved", NULL, "[Yamori] The case on PC \"{host}\" is resolved",
      "The case we reported on PC \"{host}\" has been resolved.\n",
-     "{core}\n"
+     "{core}\n\n"
      "## What next\n"
      "You can use the PC as usual. If anything else worries you, please contact us below.\n"},
     {"test", NULL, "[Yamori] Test notification", "This is a test notification from Yamori.\n",

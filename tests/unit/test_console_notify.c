@@ -255,6 +255,7 @@ static void test_render_changes(void **state) {
   assert_string_equal(r.subject, "【Yamori】PC「pc-01」の件で担当者が対応を開始しました");
   assert_non_null(strstr(r.body, "担当者が対応を開始しました"));
   assert_non_null(strstr(r.body, "■ 対象の件\n内容: EICAR test file\n"));
+  assert_non_null(strstr(r.body, "PC名: pc-01\n\n■ 今すぐしてほしいこと\n"));
   m.change = "resolved";
   assert_int_equal(render(&m, &r), 0);
   assert_string_equal(r.subject, "【Yamori】PC「pc-01」の件の対応が完了しました");
