@@ -747,11 +747,13 @@ int main(int argc, char **argv) {
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
   opts_t o = {.data_dir = DEFAULT_DATA_DIR, .listen = DEFAULT_LISTEN, .expires_days = 7};
-  /* Test hooks: short retry delays and polls (milliseconds). */
+  /* Test hooks: short retry delays, polls and grace (milliseconds). */
   const char *env = getenv("YAMORI_NOTIFY_BACKOFF_MS");
   o.notify.backoff_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
   env = getenv("YAMORI_NOTIFY_POLL_MS");
   o.notify.poll_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
+  env = getenv("YAMORI_NOTIFY_GRACE_MS");
+  o.notify.grace_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {

@@ -134,7 +134,7 @@ static const char sql_quarantined[] =
 
 static const char sql_insert[] =
     "INSERT INTO notify_outbox(tenant_id, incident_id, change, channel, recipient, subject,"
-    " body, payload_json, next_at_ms, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
+    " body, payload_json, created_ms, next_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     " ON CONFLICT DO NOTHING";
 
 /* An address that cannot be sent to: recorded, so that it shows. */
@@ -178,6 +178,7 @@ typedef struct {
       *company, *helpdesk, *lang, *emails, *webhook, *alert_action;
   int64_t first_ms, last_ms, count, last_seen_ms;
   int file_action;
+  int64_t grace_ms; /* notify_config grace_ms */
   char link[NOTIFY_URL_MAX + 64];
 } facts_t;
 
@@ -191,11 +192,20 @@ static void facts_free(facts_t *f) {
   }
 }
 
-static void load_link(sqlite3 *db, facts_t *f) {
+/* Reads the module's settings from notify_config: the console's URL (the
+ * incident link) and the grace before a detection's first message. */
+static void load_config(sqlite3 *db, facts_t *f) {
   sqlite3_stmt *st = NULL;
   f->link[0] = '\0';
+  f->grace_ms = NOTIFY_GRACE_MS;
   if (sqlite3_prepare_v2(db, sql_config_get, -1, &st, NULL) != SQLITE_OK)
     return;
+  sqlite3_bind_text(st, 1, "grace_ms", -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    long long v = strtoll(col(st, 0), NULL, 10);
+    f->grace_ms = v >= 0 && v <= 600000 ? v : NOTIFY_GRACE_MS;
+  }
+  sqlite3_reset(st);
   sqlite3_bind_text(st, 1, "console_url", -1, SQLITE_STATIC);
   if (sqlite3_step(st) == SQLITE_ROW && notify_text_url_valid(col(st, 0))) {
     const char *base = col(st, 0);
@@ -260,7 +270,7 @@ static int load_incident(sqlite3 *db, int64_t id, facts_t *f) {
       f->file_action = NOTIFY_TEXT_FILE_ISOLATED;
     sqlite3_finalize(st);
   }
-  load_link(db, f);
+  load_config(db, f);
   return 0;
 }
 
@@ -286,7 +296,7 @@ static int load_tenant(sqlite3 *db, int64_t tenant_id, facts_t *f) {
   }
   sqlite3_finalize(st);
   if (rc == 0)
-    load_link(db, f);
+    load_config(db, f);
   return rc;
 }
 
@@ -356,7 +366,7 @@ static char *build_payload(const facts_t *f, const char *change, const char *sub
 
 static int insert_row(sqlite3_stmt *st, const facts_t *f, const char *change, const char *channel,
                       const char *recipient, const char *subject, const char *body,
-                      const char *payload, int64_t now, int *n) {
+                      const char *payload, int64_t now, int64_t due, int *n) {
   sqlite3_reset(st);
   sqlite3_bind_int64(st, 1, f->tenant_id);
   if (f->incident_id > 0)
@@ -370,6 +380,7 @@ static int insert_row(sqlite3_stmt *st, const facts_t *f, const char *change, co
   sqlite3_bind_text(st, 7, body, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 8, payload, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 9, now);
+  sqlite3_bind_int64(st, 10, due);
   if (sqlite3_step(st) != SQLITE_DONE)
     return YM_EIO;
   if (n != NULL)
@@ -404,6 +415,15 @@ static int insert_bad(sqlite3 *db, const facts_t *f, const char *change, const c
   return rc;
 }
 
+/* True when the first message about a detection should wait a moment: the
+ * agent reports what it did with the file (quarantine) just after the
+ * alert, often in the next batch, and the message should say so. */
+static bool wait_for_response(const facts_t *f, const char *change) {
+  return f->incident_id > 0 && strcmp(f->kind, "malware") == 0 &&
+         f->file_action == NOTIFY_TEXT_FILE_UNKNOWN &&
+         (strcmp(change, "created") == 0 || strcmp(change, "reopened") == 0);
+}
+
 /* Renders f for change and inserts the rows. */
 static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
   notify_text_msg_t m = {f->lang,      change,          f->kind,  f->company,
@@ -425,6 +445,7 @@ static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
   if (rc == 0 && sqlite3_prepare_v2(db, sql_insert, -1, &st, NULL) != SQLITE_OK)
     rc = YM_EIO;
   int64_t now = now_ms();
+  int64_t due = now + (wait_for_response(f, change) ? f->grace_ms : 0);
   int count = 0;
   const cJSON *e;
   if (rc == 0 && cJSON_IsArray(emails)) {
@@ -438,17 +459,123 @@ static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
         rc = insert_bad(db, f, change, e->valuestring, subject.data, now, n);
         continue;
       }
-      rc = insert_row(st, f, change, "email", e->valuestring, subject.data, body.data, "", now, n);
+      rc = insert_row(st, f, change, "email", e->valuestring, subject.data, body.data, "", now, due,
+                      n);
     }
   }
   if (rc == 0 && hook)
-    rc = insert_row(st, f, change, "webhook", f->webhook, subject.data, body.data, payload, now, n);
+    rc = insert_row(st, f, change, "webhook", f->webhook, subject.data, body.data, payload, now,
+                    due, n);
   sqlite3_finalize(st);
   cJSON_Delete(emails);
   free(payload);
   ym_buf_free(&subject);
   ym_buf_free(&body);
   return rc;
+}
+
+/* ---- A quarantine reported after the alert ---- */
+
+static const char sql_waiting[] =
+    "SELECT DISTINCT o.incident_id, o.change FROM notify_outbox o"
+    " JOIN incidents i ON i.id = o.incident_id"
+    " WHERE i.agent_id = ?1 AND i.kind = 'malware' AND i.file_path = ?2"
+    " AND o.state = 'pending' AND o.attempts = 0 AND o.next_at_ms <= ?3"
+    " AND o.change IN ('created', 'reopened')";
+/* Rows not claimed by the sender (a claim moves next_at_ms CLAIM_MS on). */
+static const char sql_refresh[] =
+    "UPDATE notify_outbox SET subject = ?3, body = ?4,"
+    " payload_json = CASE channel WHEN 'webhook' THEN ?5 ELSE payload_json END"
+    " WHERE incident_id = ?1 AND change = ?2 AND state = 'pending' AND attempts = 0"
+    " AND next_at_ms <= ?6";
+
+/* Renders the waiting messages of incident and change again (the facts
+ * changed: the file was isolated). */
+static int refresh(sqlite3 *db, int64_t incident, const char *change, int64_t before) {
+  facts_t f = {0};
+  int rc = load_incident(db, incident, &f);
+  if (rc != 0 || f.file_action == NOTIFY_TEXT_FILE_UNKNOWN) {
+    facts_free(&f);
+    return rc;
+  }
+  notify_text_msg_t m = {f.lang,    change,         f.kind,      f.company,    f.host, f.title,
+                         f.rule,    f.severity,     f.file_path, f.helpdesk,   f.link, f.first_ms,
+                         f.last_ms, f.last_seen_ms, f.count,     f.file_action};
+  ym_buf_t subject, body;
+  ym_buf_init(&subject, NOTIFY_SUBJECT_MAX);
+  ym_buf_init(&body, NOTIFY_BODY_MAX);
+  rc = notify_text_render(&m, &subject, &body);
+  char *payload = rc == 0 ? build_payload(&f, change, subject.data, body.data) : NULL;
+  sqlite3_stmt *st = NULL;
+  if (rc == 0 && payload == NULL)
+    rc = YM_ENOMEM;
+  if (rc == 0 && sqlite3_prepare_v2(db, sql_refresh, -1, &st, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, incident);
+    sqlite3_bind_text(st, 2, change, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, subject.data, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, body.data, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, payload, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, before);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  }
+  sqlite3_finalize(st);
+  free(payload);
+  ym_buf_free(&subject);
+  ym_buf_free(&body);
+  facts_free(&f);
+  return rc;
+}
+
+int notify_response_db(sqlite3 *db, const char *agent_id, const char *file_path) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql_waiting, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  /* Messages waiting their grace are due at most this late; claimed ones
+   * are later. */
+  int64_t before = now_ms() + 600000;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, file_path, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, before);
+  int64_t ids[8];
+  char changes[8][16];
+  size_t k = 0;
+  while (k < 8 && sqlite3_step(st) == SQLITE_ROW) {
+    ids[k] = sqlite3_column_int64(st, 0);
+    snprintf(changes[k], sizeof(changes[k]), "%s", col(st, 1));
+    k++;
+  }
+  sqlite3_finalize(st);
+  int rc = 0;
+  for (size_t i = 0; i < k && rc == 0; i++)
+    rc = refresh(db, ids[i], changes[i], before);
+  return rc;
+}
+
+/* The store's batch hook: a successful quarantine in the batch. Never
+ * fails the batch: a message that cannot be rendered again goes as it
+ * is. */
+static int on_batch(sqlite3 *db, int64_t tenant_id, const char *agent_id, const char *stream,
+                    const store_event_t *events, const int64_t *row_ids, size_t n, void *data) {
+  (void)tenant_id, (void)stream, (void)data;
+  for (size_t i = 0; i < n; i++) {
+    const store_event_t *e = &events[i];
+    if (row_ids[i] == 0 || e->dataset == NULL || e->action == NULL ||
+        strcmp(e->dataset, "yamori.response") != 0 || strcmp(e->action, "quarantine") != 0)
+      continue;
+    cJSON *j = NULL;
+    if (ym_json_parse_lenient(e->json, e->json_len, 1 << 20, &j) != 0)
+      continue;
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "event");
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(j, "file");
+    const char *outcome = ym_json_get_str(ev, "outcome");
+    const char *path = ym_json_get_str(file, "path");
+    if (outcome != NULL && strcmp(outcome, "success") == 0 && path != NULL)
+      notify_response_db(db, agent_id, path);
+    cJSON_Delete(j);
+  }
+  return 0;
 }
 
 static bool change_valid(const char *change) {
@@ -1035,6 +1162,19 @@ static int set_url_fn(sqlite3 *db, void *arg) {
   return notify_set_console_url_db(db, arg);
 }
 
+static int set_grace_fn(sqlite3 *db, void *arg) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db,
+                         "INSERT INTO notify_config(key, value) VALUES('grace_ms', ?1)"
+                         " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  sqlite3_finalize(st);
+  return rc;
+}
+
 static void set_url_done(int rc, void *data) {
   (void)rc;
   free(data);
@@ -1078,6 +1218,8 @@ int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notif
     n->o.backoff_max_ms = n->o.backoff_ms;
   if (n->o.max_attempts == 0)
     n->o.max_attempts = 12;
+  if (n->o.grace_ms == 0)
+    n->o.grace_ms = NOTIFY_GRACE_MS;
   n->smtp_url = mail ? strdup(url) : NULL;
   n->smtp_from = dup_opt(opts->smtp_from);
   n->smtp_user = dup_opt(opts->smtp_user);
@@ -1090,6 +1232,12 @@ int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notif
   char *link = dup_opt(opts->console_url);
   if (link != NULL)
     store_call(store, set_url_fn, link, set_url_done, link);
+  char *grace = malloc(24);
+  if (grace != NULL) {
+    snprintf(grace, 24, "%u", n->o.grace_ms);
+    store_call(store, set_grace_fn, grace, set_url_done, grace);
+  }
+  store_on_batch(store, on_batch, n);
   uv_timer_init(loop, &n->timer);
   n->timer.data = n;
   uv_timer_start(&n->timer, on_timer, 200, n->o.poll_ms);

@@ -43,6 +43,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* How long the first message about a detection waits, by default, for the
+ * agent to report what it did with the file (milliseconds). */
+#define NOTIFY_GRACE_MS 5000
+
 typedef struct notify notify_t;
 
 typedef struct {
@@ -58,6 +62,8 @@ typedef struct {
   unsigned backoff_ms;        /* first retry delay; 0: 30 s */
   unsigned backoff_max_ms;    /* cap of the doubling delay; 0: 1 h */
   unsigned max_attempts;      /* then state failed; 0: 12 */
+  unsigned grace_ms;          /* a detection's first message waits this long for the agent's
+                                 quarantine report; 0: NOTIFY_GRACE_MS */
 } notify_opts_t;
 
 typedef struct {
@@ -87,6 +93,13 @@ int notify_enqueue_db(sqlite3 *db, int64_t incident_id, const char *change);
  * record that a message was sent. The sender calls it once an hour.
  * *deleted (may be NULL) is how many. Returns 0 or YM_EIO. */
 int notify_prune_db(sqlite3 *db, int64_t now_ms, int *deleted);
+
+/* The agent agent_id quarantined file_path: messages about its open
+ * malware incident for that file that wait their grace (not yet claimed)
+ * are rendered again, so that they say the file was isolated. On the
+ * database thread, inside the transaction that stored the report (the
+ * sender registers it as a store batch hook). Returns 0 or YM_E*. */
+int notify_response_db(sqlite3 *db, const char *agent_id, const char *file_path);
 
 /* Enqueues a test message to every recipient of tenant tenant_id (change
  * "test", no incident). Same conditions as notify_enqueue_db(); *n (may be

@@ -85,6 +85,7 @@ hook_url = "http://127.0.0.1:%d/yamori/hook?token=abc" % hook_srv.server_address
 os.environ["YAMORI_SMTP_PASSWORD"] = SMTP_PASSWORD
 os.environ["YAMORI_NOTIFY_BACKOFF_MS"] = "300"
 os.environ["YAMORI_NOTIFY_POLL_MS"] = "200"
+os.environ["YAMORI_NOTIFY_GRACE_MS"] = "1"  # no wait for a quarantine report
 con = yit.Console(t, extra=["--smtp-url", "smtp://127.0.0.1:%d" % smtp_port,
                             "--smtp-from", "alerts@provider.example.jp",
                             "--smtp-user", SMTP_USER, "--smtp-ca", certs["ca.pem"]])

@@ -26,6 +26,7 @@ smtp.start()
 t.on_cleanup(smtp.stop)
 
 os.environ["YAMORI_NOTIFY_POLL_MS"] = "200"
+os.environ["YAMORI_NOTIFY_GRACE_MS"] = "1"  # no wait for a quarantine report
 con = yit.Console(t, extra=["--smtp-url", "smtp://127.0.0.1:%d" % port,
                             "--smtp-from", "alerts@provider.example.jp", "--smtp-ca", certs["ca.pem"]])
 admin = con.ui()

@@ -462,6 +462,15 @@ static int enq_fn(sqlite3 *db, void *arg) {
   return notify_enqueue_db(db, e->id, e->change);
 }
 
+typedef struct {
+  const char *agent, *path;
+} resp_t;
+
+static int resp_fn(sqlite3 *db, void *arg) {
+  resp_t *r = arg;
+  return notify_response_db(db, r->agent, r->path);
+}
+
 static int enqueue(db_fixture_t *f, int64_t id, const char *change) {
   enq_t e = {id, change};
   return store_sync_call(f->s, enq_fn, &e);
@@ -551,6 +560,40 @@ static void test_enqueue(void **state) {
   assert_int_equal(enqueue(f, 1, "reopened"), 0);
   q = query(f, "SELECT body FROM notify_outbox WHERE change = 'reopened' AND channel = 'email'");
   assert_non_null(strstr(q.text, "自動的に隔離しました"));
+  /* A quarantine reported after the alert: the waiting messages are
+   * rendered again. */
+  exec_sql(f, "DELETE FROM notify_outbox WHERE change = 'reopened';"
+              "DELETE FROM events;"
+              /* id 1 is being sent: claimed, due again in 20 minutes */
+              "UPDATE notify_outbox SET next_at_ms = unixepoch() * 1000 + 1200000 WHERE id = 1");
+  assert_int_equal(enqueue(f, 1, "reopened"), 0);
+  q = query(f, "SELECT body FROM notify_outbox WHERE change = 'reopened' AND channel = 'email'");
+  assert_non_null(strstr(q.text, "このファイルは開かないでください"));
+  assert_true(query(f, "SELECT min(next_at_ms) FROM notify_outbox WHERE change = 'reopened'"
+                       " AND state = 'pending'")
+                  .v >
+              query(f, "SELECT max(created_ms) FROM notify_outbox WHERE change = 'reopened'").v);
+  exec_sql(
+      f,
+      "INSERT INTO events(tenant_id, agent_id, stream, seq, ts_ms, received_ms, kind,"
+      " dataset, action, json) VALUES(1, '00000001-0000-4000-8000-000000000000',"
+      " 'alerts', 1, 1000500, 1000500, 'event', 'yamori.response', 'quarantine',"
+      " '{\"event\":{\"outcome\":\"success\"},\"file\":{\"path\":\"/tmp/evil\"}}');"
+      "UPDATE notify_outbox SET state = 'sent' WHERE change = 'reopened' AND channel = 'webhook'");
+  resp_t rsp = {"00000001-0000-4000-8000-000000000000", "/tmp/evil"};
+  assert_int_equal(store_sync_call(f->s, resp_fn, &rsp), 0);
+  q = query(f, "SELECT body FROM notify_outbox WHERE change = 'reopened' AND channel = 'email'");
+  assert_non_null(strstr(q.text, "自動的に隔離しました"));
+  q = query(f, "SELECT json_extract(payload_json, '$.incident.file_action') FROM notify_outbox"
+               " WHERE change = 'reopened' AND channel = 'webhook'");
+  assert_string_equal(q.text, "unknown"); /* already sent: left as it went */
+  /* The other waiting message of the first detection too, but not the one
+   * being sent (claimed: due much later). */
+  q = query(f, "SELECT body FROM notify_outbox WHERE id = 2");
+  assert_non_null(strstr(q.text, "自動的に隔離しました"));
+  q = query(f, "SELECT body FROM notify_outbox WHERE id = 1");
+  assert_non_null(strstr(q.text, "このファイルは開かないでください"));
+
   /* A denied program start: the text says it was stopped. */
   assert_int_equal(enqueue(f, 2, "created"), 0);
   q = query(f, "SELECT body FROM notify_outbox WHERE incident_id = 2 AND channel = 'email'");
