@@ -220,8 +220,13 @@ if len(hooks) >= 2:
     t.check(p["incident"]["url"].endswith("/#/incidents/%d" % inc1), "payload console link")
     t.check(p["message"]["subject"].startswith("【Yamori】"), "payload carries the message")
 
-log = con.query("SELECT what, detail FROM incident_log WHERE incident_id = ? ORDER BY id", inc1)
-details = [d for w, d in log if w == "notified"]
+def notified(inc):
+    return [d for (d,) in con.query("SELECT detail FROM incident_log WHERE incident_id = ?"
+                                    " AND what = 'notified' ORDER BY id", inc)]
+
+
+t.wait_for(lambda: len(notified(inc1)) >= 3, what="three deliveries in incident_log")
+details = notified(inc1)
 t.check("email owner@acme.example.jp (created)" in details, "incident_log records the e-mail")
 t.check(any(d.startswith("webhook http://127.0.0.1:") and "token" not in d for d in details),
         "incident_log records the webhook without its path or query: %r" % details)

@@ -55,6 +55,8 @@ if got:
 inc = con.query("SELECT id, rule FROM incidents")
 t.check_eq(len(inc), 1, "one incident: %r" % inc)
 t.check(not os.path.exists(target), "the file was quarantined")
-payload = con.query("SELECT count(*) FROM notify_outbox WHERE state = 'sent'")
-t.check_eq(payload[0][0], 1, "one message sent")
+t.wait_for(lambda: con.query("SELECT count(*) FROM notify_outbox WHERE state = 'sent'")[0][0],
+           what="the outbox row marked sent")
+t.check_eq(con.query("SELECT count(*) FROM notify_outbox")[0][0], 1, "one message in the outbox")
+t.check_eq(len(smtp.received), 1, "one e-mail in all")
 t.done()
