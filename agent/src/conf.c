@@ -108,6 +108,9 @@ static const ym_cfg_field_t table[] = {
       NULL, NULL, "Part of `spool.max_bytes` that only alerts may use."),
     F("spool.bulk_flush_ms", YM_CFG_INT, 100, 60000, "2000", spool_bulk_flush_ms, NULL, NULL,
       "Bulk telemetry is written in batches at least this often (alerts are written at once)."),
+    F("triage.root", YM_CFG_STRING, 1, 1024, "\"/\"", triage_root, NULL, check_abs_path,
+      "Directory under which a triage bundle looks for persistence locations (crontabs, "
+      "systemd units, shell start-up files, authorized_keys); `/` but in tests."),
 };
 
 #define NFIELDS (sizeof(table) / sizeof(table[0]))

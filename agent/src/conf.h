@@ -48,6 +48,8 @@ typedef struct {
   long long spool_max_bytes;
   long long spool_alert_reserve;
   long long spool_bulk_flush_ms;
+  /* remote response */
+  char *triage_root; /* where persistence locations are looked up ("/") */
 } conf_t;
 
 /* Loads path (NULL: built-in defaults only) into a new snapshot. Returns

@@ -15,6 +15,7 @@
 #include "api.h"
 #include "auth.h"
 #include "certs.h"
+#include "commands.h"
 #include "dist.h"
 #include "http.h"
 #include "incidents.h"
@@ -64,6 +65,7 @@ typedef struct {
   const char *change;         /* notify enqueue */
   const char *out;
   const char *helpdesk;
+  commands_cli_t cmd; /* command ...: --agent, --kind, --args, --incident, --out, --user */
 } opts_t;
 
 static void usage(FILE *f) {
@@ -87,6 +89,12 @@ static void usage(FILE *f) {
         "  installer --tenant NAME     make the company's installer: a new enrollment\n"
         "                              token inside the generic installer\n"
         "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
+        "  command add --agent ID --kind KIND [--args JSON] [--incident N]\n"
+        "                              queue a response command (scan, quarantine,\n"
+        "                              restore, kill, triage) for an agent\n"
+        "  command list [--agent ID]   list response commands (JSON)\n"
+        "  command show ID             show a command and its result (JSON)\n"
+        "  command bundle ID --out FILE  save a triage bundle (gzip JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -201,6 +209,8 @@ static int apply_schemas(store_t *s) {
   if (rc == 0)
     rc = auth_schema(s);
   if (rc == 0)
+    rc = commands_schema(s);
+  if (rc == 0)
     rc = notify_schema(s);
   return rc;
 }
@@ -275,6 +285,8 @@ static int cmd_serve(const opts_t *o) {
       o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
   if (rc == 0)
     rc = web_new(&loop, sv.http, store, &wo, &web);
+  if (rc == 0)
+    rc = commands_attach(api, store);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc == 0) {
@@ -692,6 +704,17 @@ static int cmd_notify(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+static int cmd_command(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  if (argc < 1)
+    return EXIT_USAGE;
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  int rc = commands_cli(s, &o->cmd, argc, argv);
+  store_close(s);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   enum {
     OPT_DISPLAY = 256,
@@ -715,7 +738,11 @@ int main(int argc, char **argv) {
     OPT_HELPDESK,
     OPT_INCIDENT,
     OPT_CHANGE,
-    OPT_OUT
+    OPT_OUT,
+    OPT_AGENT,
+    OPT_KIND,
+    OPT_ARGS,
+    OPT_USER
   };
   static const struct option longopts[] = {
       {"data-dir", required_argument, NULL, 'd'},
@@ -743,6 +770,10 @@ int main(int argc, char **argv) {
       {"incident", required_argument, NULL, OPT_INCIDENT},
       {"change", required_argument, NULL, OPT_CHANGE},
       {"out", required_argument, NULL, OPT_OUT},
+      {"agent", required_argument, NULL, OPT_AGENT},
+      {"kind", required_argument, NULL, OPT_KIND},
+      {"args", required_argument, NULL, OPT_ARGS},
+      {"user", required_argument, NULL, OPT_USER},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -791,6 +822,7 @@ int main(int argc, char **argv) {
       break;
     case OPT_OUT:
       o.out = optarg;
+      o.cmd.out = optarg;
       break;
     case OPT_HELPDESK:
       o.helpdesk = optarg; /* installer */
@@ -826,13 +858,6 @@ int main(int argc, char **argv) {
     case OPT_WHKEY:
       o.settings.webhook_secret = optarg;
       break;
-    case OPT_INCIDENT:
-      o.incident = strtoll(optarg, &end, 10);
-      if (*end != '\0' || o.incident <= 0) {
-        fprintf(stderr, "yamori-console: --incident takes an incident id\n");
-        return EXIT_USAGE;
-      }
-      break;
     case OPT_CHANGE:
       o.change = optarg;
       break;
@@ -856,6 +881,26 @@ int main(int argc, char **argv) {
         o.maintenance_s = (unsigned)v;
       break;
     }
+    case OPT_AGENT:
+      o.cmd.agent = optarg;
+      break;
+    case OPT_KIND:
+      o.cmd.kind = optarg;
+      break;
+    case OPT_ARGS:
+      o.cmd.args = optarg;
+      break;
+    case OPT_INCIDENT:
+      o.cmd.incident = strtoll(optarg, &end, 10);
+      if (*end != '\0' || o.cmd.incident < 0) {
+        fprintf(stderr, "yamori-console: --incident takes an incident id\n");
+        return EXIT_USAGE;
+      }
+      o.incident = o.cmd.incident; /* notify enqueue */
+      break;
+    case OPT_USER:
+      o.cmd.user = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -894,6 +939,8 @@ int main(int argc, char **argv) {
     rc = cmd_settings(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "notify") == 0)
     rc = cmd_notify(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "command") == 0)
+    rc = cmd_command(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);
