@@ -1237,7 +1237,7 @@ int notify_new(uv_loop_t *loop, store_t *store, const notify_opts_t *opts, notif
     snprintf(grace, 24, "%u", n->o.grace_ms);
     store_call(store, set_grace_fn, grace, set_url_done, grace);
   }
-  store_on_batch(store, on_batch, n);
+  store_on_batch(store, on_batch, NULL);
   uv_timer_init(loop, &n->timer);
   n->timer.data = n;
   uv_timer_start(&n->timer, on_timer, 200, n->o.poll_ms);
