@@ -7,6 +7,8 @@ reaches a real SMTP server (STARTTLS) once per recipient:
   - more alerts of the same rule: no more e-mail (one per incident, not
     per alert);
   - acknowledged and resolved from the dashboard: one e-mail each;
+  - a quarantine reported in the batch after the alert: the e-mail,
+    still waiting its grace, says the file was isolated;
   - the incident's timeline records each notification, and the dashboard
     shows when the incident was first notified."""
 import os
@@ -26,7 +28,7 @@ smtp.start()
 t.on_cleanup(smtp.stop)
 
 os.environ["YAMORI_NOTIFY_POLL_MS"] = "200"
-os.environ["YAMORI_NOTIFY_GRACE_MS"] = "1"  # no wait for a quarantine report
+os.environ["YAMORI_NOTIFY_GRACE_MS"] = "2000"  # the wait for a quarantine report
 con = yit.Console(t, extra=["--smtp-url", "smtp://127.0.0.1:%d" % port,
                             "--smtp-from", "alerts@provider.example.jp", "--smtp-ca", certs["ca.pem"]])
 admin = con.ui()
@@ -93,11 +95,29 @@ t.wait_for(lambda: len(timeline()) >= 6, what="six notifications in the timeline
 log = timeline()
 t.check_eq(len(log), 6, "six notifications in the timeline")
 t.check("email owner@shop.example.jp (created)" in [d for (d,) in log], "timeline detail")
+# A second PC: its agent reports the quarantine in the batch after the
+# alert; the waiting message is rendered again and says the file was
+# isolated.
+n0 = len(smtp.received)
+tok2 = admin.post("/api/ui/tenants/%d/tokens" % shop, {"expires_days": 1, "max_uses": 1})[1]
+pc2 = agentsim.SimAgent(con, tok2["token"], host_name="事務所-pc")
+path2 = "/home/sato/Downloads/setup.exe"
+pc2.send("alerts", [agentsim.alert(now, rule="EICAR_Test_File", path=path2, title="EICAR test file")])
+pc2.send("alerts", [{"@timestamp": agentsim.iso(now + 1),
+                     "event": {"kind": "event", "dataset": "yamori.response",
+                               "action": "quarantine", "outcome": "success"},
+                     "file": {"path": path2}, "rule": {"name": "EICAR_Test_File"}}])
+t.wait_for(lambda: len(smtp.received) >= n0 + 2, what="the second PC's e-mails")
+new = smtp.received[n0:]
+t.check(len(new) == 2 and all("自動的に隔離しました" in m.body() and "事務所-pc" in m.subject
+                              for m in new),
+        "a quarantine reported after the alert: the e-mail says the file was isolated")
+
 month = time.strftime("%Y-%m", time.gmtime(now / 1000 + 9 * 3600))
 st, rep = admin.get("/api/ui/tenants/%d/report?month=%s" % (shop, month))
 got = [i for i in (rep or {}).get("incidents", []) if i.get("id") == inc_id]
 t.check(st == 200 and got and got[0].get("notified_ms") and now <= got[0]["notified_ms"],
         "the monthly report shows when the incident was first notified: %r" % got)
 time.sleep(1)
-t.check_eq(len(smtp.received), 6, "nothing else was sent")
+t.check_eq(len(smtp.received), 8, "nothing else was sent")
 t.done()
