@@ -83,7 +83,7 @@ static void usage(FILE *f) {
         "               [--webhook-secret S] [--helpdesk TEXT]\n"
         "                              a company's notification settings\n"
         "  notify test --tenant NAME   send a test message to the company's recipients\n"
-        "  notify list                 show the newest messages of the outbox\n"
+        "  notify list [--tenant NAME] show the newest messages of the outbox\n"
         "  notify enqueue --incident ID --change created|acknowledged|resolved|reopened\n"
         "                              enqueue the messages of an incident's change\n"
         "  installer --tenant NAME     make the company's installer: a new enrollment\n"
@@ -678,7 +678,7 @@ static int cmd_notify(const opts_t *o, int argc, char **argv) {
   if (strcmp(argv[0], "list") == 0) {
     if (open_store_sync(o, &s) != 0)
       return 1;
-    rc = notify_sync_list(s, 100, print_outbox, NULL);
+    rc = notify_sync_list(s, o->tenant, 100, print_outbox, NULL);
     store_close(s);
     return rc == 0 ? 0 : 1;
   }

@@ -1441,6 +1441,7 @@ int notify_sync_console_url(store_t *s, const char *url) {
 
 typedef struct {
   int64_t limit;
+  const char *tenant;
   void (*fn)(const notify_row_t *row, void *data);
   void *data;
 } list_arg_t;
@@ -1453,10 +1454,12 @@ static int list_fn(sqlite3 *db, void *arg) {
                          " o.created_ms, coalesce(o.sent_ms, 0), t.name, o.change, o.channel,"
                          " o.recipient, o.subject, o.state, o.last_error"
                          " FROM notify_outbox o JOIN tenants t ON t.id = o.tenant_id"
-                         " ORDER BY o.id DESC LIMIT ?1",
+                         " WHERE ?2 IS NULL OR t.name = ?2 ORDER BY o.id DESC LIMIT ?1",
                          -1, &st, NULL) != SQLITE_OK)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, a->limit);
+  if (a->tenant != NULL)
+    sqlite3_bind_text(st, 2, a->tenant, -1, SQLITE_STATIC);
   int step;
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     char origin[NOTIFY_URL_MAX];
@@ -1483,8 +1486,8 @@ static int list_fn(sqlite3 *db, void *arg) {
   return step == SQLITE_DONE ? 0 : YM_EIO;
 }
 
-int notify_sync_list(store_t *s, int64_t limit, void (*fn)(const notify_row_t *row, void *data),
-                     void *data) {
-  list_arg_t a = {limit, fn, data};
+int notify_sync_list(store_t *s, const char *tenant, int64_t limit,
+                     void (*fn)(const notify_row_t *row, void *data), void *data) {
+  list_arg_t a = {limit, tenant, fn, data};
   return store_sync_call(s, list_fn, &a);
 }

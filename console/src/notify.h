@@ -152,9 +152,10 @@ typedef struct {
   int64_t id, incident_id, attempts, next_at_ms, created_ms, sent_ms;
   const char *tenant, *change, *channel, *recipient, *subject, *state, *last_error;
 } notify_row_t;
-/* Calls fn for the newest messages (at most limit), newest first. */
-int notify_sync_list(store_t *s, int64_t limit, void (*fn)(const notify_row_t *row, void *data),
-                     void *data);
+/* Calls fn for the newest messages (at most limit), newest first, of the
+ * tenant named tenant (NULL: of every tenant). */
+int notify_sync_list(store_t *s, const char *tenant, int64_t limit,
+                     void (*fn)(const notify_row_t *row, void *data), void *data);
 
 /* ---- Parts exposed for tests ---- */
 

@@ -302,6 +302,9 @@ if len(received) > n0:
 r = con.cli("notify", "list")
 t.check(r.returncode == 0 and b"sent" in r.stdout and b"token=abc" not in r.stdout,
         "notify list shows the outbox without webhook tokens")
+r = con.cli("notify", "list", "--tenant", "globex")
+t.check(r.returncode == 0 and b"boss@globex.example.com" in r.stdout
+        and b"acme.example.jp" not in r.stdout, "notify list --tenant shows one company's")
 t.check(any(ok for _, ok in smtp.auth_seen) and not any(not ok for _, ok in smtp.auth_seen),
         "SMTP AUTH succeeded with the password from the environment")
 
