@@ -1092,8 +1092,11 @@ static void send_done(uv_work_t *w, int status) {
 static void claim_done(int rc, void *data) {
   job_t *j = data;
   notify_t *n = j->n;
+  if (rc == 0 && j->count > 0 && n->closing) {
+    send_done(&j->work, 0); /* stopping: the claimed messages are released */
+    return;
+  }
   if (rc != 0 || j->count == 0 || n->closing) {
-    /* Claimed messages not sent are tried again when the claim ends. */
     n->job = NULL;
     job_free(j);
     if (n->closing)
@@ -1105,7 +1108,6 @@ static void claim_done(int rc, void *data) {
     return;
   }
   n->stats.in_flight = j->count;
-  j->work.data = j;
   if (uv_queue_work(n->loop, &j->work, send_work, send_done) != 0)
     send_done(&j->work, 0); /* nothing tried: every message is released */
 }
@@ -1121,6 +1123,7 @@ static void poll_now(notify_t *n) {
   if (j == NULL)
     return;
   j->n = n;
+  j->work.data = j;
   j->now = now_ms();
   if (j->now - n->pruned_ms >= PRUNE_EVERY_MS) {
     j->prune = true;
