@@ -42,7 +42,10 @@ function settingsSection(id, s) {
     h("option", { value: l, selected: (s.lang || "ja") === l }, t("lang." + l))));
   const emails = h("textarea", { id: "set-emails", rows: 3, disabled: ro });
   emails.value = (Array.isArray(s.emails) ? s.emails : []).join("\n");
-  const webhook = h("input", { id: "set-webhook", type: "url", value: s.webhook_url || "", disabled: ro,
+  // The console posts to the webhook from inside the provider's network, so
+  // only the provider's staff choose it.
+  const hookRo = admin && isProvider() ? null : true;
+  const webhook = h("input", { id: "set-webhook", type: "url", value: s.webhook_url || "", disabled: hookRo,
     placeholder: "https://" });
   const silent = h("input", { id: "set-silent", type: "number", min: 1, value: s.silent_minutes || "", disabled: ro });
   const retention = h("input", { id: "set-retention", type: "number", min: 1, value: s.retention_days || "",
@@ -53,7 +56,7 @@ function settingsSection(id, s) {
     field(t("set.display"), display), field(t("set.helpdesk"), helpdesk, t("set.helpdesk_hint")),
     field(t("set.lang"), langSel),
     h("h3", null, t("set.notify")),
-    field(t("set.emails"), emails, t("set.emails_hint")), field(t("set.webhook"), webhook),
+    field(t("set.emails"), emails, t("set.emails_hint")), field(t("set.webhook"), webhook, hookRo ? t("set.webhook_provider") : null),
     h("h3", null, t("set.limits")),
     field(t("set.silent"), silent, t("set.silent_hint")), field(t("set.retention"), retention, t("set.retention_hint")),
     admin ? h("button", { type: "submit", class: "btn primary", id: "settings-save" }, t("save")) : null, status);
@@ -65,10 +68,10 @@ function settingsSection(id, s) {
       helpdesk: helpdesk.value,
       lang: langSel.value,
       emails: emails.value.split(/[\n,]+/).map((x) => x.trim()).filter(Boolean),
-      webhook_url: webhook.value.trim(),
       silent_minutes: Number(silent.value),
       retention_days: Number(retention.value),
     };
+    if (!hookRo) body.webhook_url = webhook.value.trim();
     try {
       await api.post("tenants/" + api.seg(id) + "/settings", body);
       fill(status, okBox(t("saved")));

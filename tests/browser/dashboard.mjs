@@ -404,6 +404,28 @@ await step("viewer", async () => {
   await vctx.close();
 });
 
+// ---------------------------------------------------------------- a customer's administrator
+await step("customer admin", async () => {
+  const actx = await browser.newContext({ ignoreHTTPSErrors: true });
+  await instrument(actx);
+  const ap = await actx.newPage();
+  ap.setDefaultTimeout(T);
+  ap.on("pageerror", (e) => pageErrors.push("customer admin: " + String(e)));
+  await ap.goto(cfg.url + "/#/settings");
+  await ap.fill("#login-user", cfg.shop_admin);
+  await ap.fill("#login-password", cfg.shop_admin_password);
+  await ap.click("#login-submit");
+  await ap.locator("#set-helpdesk").waitFor();
+  ok(await ap.locator("#set-webhook").isDisabled(), "a customer's administrator cannot choose the webhook");
+  await ap.fill("#set-silent", "45");
+  await ap.click("#settings-save");
+  await ap.locator("form.settings .msg").waitFor();
+  ok((await ap.locator("form.settings .msg").textContent()) === "保存しました",
+    "a customer's administrator saves the company's settings");
+  ok((await ap.locator("#tok-create").count()) === 1, "a customer's administrator can make enrollment tokens");
+  await actx.close();
+});
+
 // ---------------------------------------------------------------- logout
 await step("logout", async () => {
   await page.click("#logout");

@@ -216,6 +216,10 @@ acme_id = next((x["id"] for x in (j or {}).get("items", []) if x.get("name") == 
 s, _ = ui.call("POST", "users", {"name": "owner", "password": viewer_password, "role": "viewer",
                                  "tenant_id": acme_id})
 t.check_eq(s, 200, "a viewer of the customer company was added through the API")
+shop_admin_password = "shop-admin-password-1"
+s, _ = ui.call("POST", "users", {"name": "shopadmin", "password": shop_admin_password, "role": "admin",
+                                 "tenant_id": acme_id})
+t.check_eq(s, 200, "an administrator of the customer company was added through the API")
 
 # ---- the browser ----
 cfg = {
@@ -238,6 +242,8 @@ cfg = {
     "command_timeout_ms": 240000,
     "viewer": "owner",
     "viewer_password": viewer_password,
+    "shop_admin": "shopadmin",
+    "shop_admin_password": shop_admin_password,
 }
 cfg_path = t.path("browser.json")
 with open(cfg_path, "w") as f:
