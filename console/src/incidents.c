@@ -76,6 +76,7 @@ int incidents_schema(store_t *s) {
 /* Running                                                              */
 
 #define PRUNE_CHUNK 5000
+#define INCIDENTS_ACTIVE_CHECKIN_S 10
 #define TITLE_MAX 512
 #define PATH_MAX_STORED 4096
 #define LOG_ALERTS_MAX 50 /* alerts logged per incident; the count goes on */
@@ -266,7 +267,6 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
                       cJSON *answer, void *data) {
   incidents_t *m = data;
   (void)req;
-  (void)answer;
   int64_t now = now_ms();
   sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO agent_presence(agent_id, hour)"
                               " VALUES(?1, ?2)");
@@ -298,6 +298,19 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
     rc = log_entry(db, ids[i], now, "state", "", "resolved");
     if (rc == 0)
       rc = notify(m, db, ids[i], "resolved");
+  }
+  /* A PC with an open malware incident is likely to get response
+   * commands: it checks in more often meanwhile. */
+  st = rc == 0 ? prep(db, "SELECT 1 FROM incidents WHERE agent_id = ?1 AND kind = 'malware'"
+                          " AND state != 'resolved' LIMIT 1")
+               : NULL;
+  if (st != NULL) {
+    sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+    cJSON *next = cJSON_GetObjectItemCaseSensitive(answer, "next_checkin_s");
+    if (sqlite3_step(st) == SQLITE_ROW && cJSON_IsNumber(next) &&
+        next->valuedouble > INCIDENTS_ACTIVE_CHECKIN_S)
+      cJSON_SetNumberValue(next, INCIDENTS_ACTIVE_CHECKIN_S);
+    sqlite3_finalize(st);
   }
   return rc;
 }

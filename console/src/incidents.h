@@ -48,7 +48,9 @@ int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts,
 void incidents_free(incidents_t *m);
 
 /* The check-in contributor (api_add_checkin): records the hour of
- * presence and resolves the PC's open "agent silent" incident. */
+ * presence, resolves the PC's open "agent silent" incident, and asks a PC
+ * with an open malware incident to check in every 10 s (response
+ * commands travel with check-ins). */
 int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, const cJSON *req,
                       cJSON *answer, void *data);
 
