@@ -21,6 +21,12 @@ typedef struct {
   uint64_t last_ns;
 } bucket_t;
 
+typedef struct {
+  api_t *a;
+  api_agent_handler_t fn;
+  void *data;
+} agent_route_t;
+
 struct api {
   uv_loop_t *loop;
   http_t *http;
@@ -28,6 +34,13 @@ struct api {
   api_opts_t opts;
   bucket_t buckets[AGENT_BUCKETS];
   api_stats_t stats;
+  struct {
+    api_checkin_fn fn;
+    void *data;
+  } checkin[API_MAX_CONTRIBUTORS];
+  size_t n_checkin;
+  agent_route_t routes[API_MAX_ROUTES];
+  size_t n_routes;
 };
 
 static uint64_t mono_ns(void) {
@@ -76,12 +89,14 @@ static void reply_json(http_req_t *r, int status, cJSON *j) {
 /* ---------------------------------------------------------------- */
 /* Authentication                                                     */
 
-typedef void (*authed_fn)(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant);
+typedef void (*authed_fn)(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant,
+                          void *extra);
 
 typedef struct {
   api_t *a;
   http_req_t *r;
   authed_fn next;
+  void *extra;
   char agent_id[40];
 } auth_ctx_t;
 
@@ -94,13 +109,13 @@ static void on_auth(int rc, int64_t tenant, void *data) {
     c->a->stats.rate_limited++;
     http_reply(c->r, 429, "{\"error\":\"rate_limited\"}", 24, 1);
   } else {
-    c->next(c->a, c->r, c->agent_id, tenant);
+    c->next(c->a, c->r, c->agent_id, tenant, c->extra);
   }
   free(c);
 }
 
 /* Parses "Authorization: Bearer <agent_id>.<secret>" and authenticates. */
-static void authenticate(api_t *a, http_req_t *r, authed_fn next) {
+static void authenticate(api_t *a, http_req_t *r, authed_fn next, void *extra) {
   const char *h = http_req_header(r, "authorization");
   const char *dot;
   if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || (dot = strchr(h + 7, '.')) == NULL ||
@@ -117,6 +132,7 @@ static void authenticate(api_t *a, http_req_t *r, authed_fn next) {
   c->a = a;
   c->r = r;
   c->next = next;
+  c->extra = extra;
   memcpy(c->agent_id, h + 7, (size_t)(dot - (h + 7)));
   store_auth(a->store, c->agent_id, dot + 1, on_auth, c);
 }
@@ -265,7 +281,9 @@ static void decode_done(uv_work_t *w, int status) {
                      c->batch.n, on_committed, c);
 }
 
-static void events_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant) {
+static void events_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant,
+                          void *extra) {
+  (void)extra;
   const char *enc = http_req_header(r, "content-encoding");
   if (enc == NULL || strcmp(enc, "gzip") != 0) {
     http_reply_error(r, 415, "unsupported_encoding", "batches must be gzip");
@@ -294,7 +312,7 @@ static void events_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t
 }
 
 static void on_events(http_req_t *r, void *data) {
-  authenticate(data, r, events_authed);
+  authenticate(data, r, events_authed, NULL);
 }
 
 /* ---------------------------------------------------------------- */
@@ -303,27 +321,76 @@ static void on_events(http_req_t *r, void *data) {
 typedef struct {
   api_t *a;
   http_req_t *r;
+  cJSON *req; /* the agent's check-in */
+  char agent_id[40];
+  int64_t tenant_id;
+  char *version, *rules_version, *status_json;
+  cJSON *answer;
 } checkin_ctx_t;
+
+static void checkin_free(checkin_ctx_t *c) {
+  cJSON_Delete(c->req);
+  cJSON_Delete(c->answer);
+  free(c->version);
+  free(c->rules_version);
+  free(c->status_json);
+  free(c);
+}
+
+/* On the database thread: the agent's row, then the contributors, in one
+ * transaction. */
+static int checkin_db(sqlite3 *db, void *arg) {
+  checkin_ctx_t *c = arg;
+  api_t *a = c->a;
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : YM_EIO;
+  if (rc == 0 && sqlite3_prepare_v2(db,
+                                    "UPDATE agents SET last_seen = ?2, version = ?3,"
+                                    " rules_version = ?4, status_json = ?5"
+                                    " WHERE id = ?1 AND tenant_id = ?6",
+                                    -1, &st, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sqlite3_bind_text(st, 1, c->agent_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    sqlite3_bind_text(st, 3, c->version, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, c->rules_version, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, c->status_json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, c->tenant_id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = YM_EIO;
+    else if (sqlite3_changes(db) == 0)
+      rc = YM_ENOENT;
+  }
+  sqlite3_finalize(st);
+  for (size_t i = 0; rc == 0 && i < a->n_checkin; i++)
+    rc = a->checkin[i].fn(db, c->tenant_id, c->agent_id, c->req, c->answer, a->checkin[i].data);
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (rc != 0 && !sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
 
 static void on_checked_in(int rc, void *data) {
   checkin_ctx_t *c = data;
   if (rc != 0) {
-    http_reply_error(c->r, 503, "unavailable", "retry");
+    http_reply_error(c->r, rc == YM_ENOENT ? 401 : 503,
+                     rc == YM_ENOENT ? "unauthorized" : "unavailable",
+                     rc == YM_ENOENT ? "unknown agent" : "retry");
   } else {
     c->a->stats.checkins++;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "next_checkin_s", c->a->opts.checkin_s);
-    cJSON_AddNullToObject(j, "policy");
-    cJSON_AddNullToObject(j, "rules");
-    cJSON_AddNullToObject(j, "release");
-    cJSON_AddArrayToObject(j, "commands");
-    reply_json(c->r, 200, j);
+    reply_json(c->r, 200, c->answer);
+    c->answer = NULL;
   }
-  free(c);
+  checkin_free(c);
 }
 
-static void checkin_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant) {
-  (void)tenant;
+static void checkin_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant,
+                           void *extra) {
+  (void)extra;
   size_t len;
   const char *body = http_req_body(r, &len);
   cJSON *j = NULL;
@@ -361,14 +428,66 @@ static void checkin_authed(api_t *a, http_req_t *r, const char *agent_id, int64_
   }
   c->a = a;
   c->r = r;
-  store_checkin(a->store, agent_id, version ? version : "", rules ? rules : "", status_json,
-                on_checked_in, c);
-  free(status_json);
-  cJSON_Delete(j);
+  c->req = j;
+  c->tenant_id = tenant;
+  snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent_id);
+  c->version = strdup(version ? version : "");
+  c->rules_version = strdup(rules ? rules : "");
+  c->status_json = status_json;
+  c->answer = cJSON_CreateObject();
+  if (c->version == NULL || c->rules_version == NULL || c->answer == NULL) {
+    checkin_free(c);
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  cJSON_AddNumberToObject(c->answer, "next_checkin_s", a->opts.checkin_s);
+  cJSON_AddNullToObject(c->answer, "policy");
+  cJSON_AddNullToObject(c->answer, "rules");
+  cJSON_AddNullToObject(c->answer, "release");
+  cJSON_AddArrayToObject(c->answer, "commands");
+  store_call(a->store, checkin_db, c, on_checked_in, c);
+}
+
+int api_add_checkin(api_t *a, api_checkin_fn fn, void *data) {
+  if (a->n_checkin >= API_MAX_CONTRIBUTORS)
+    return YM_ETOOBIG;
+  a->checkin[a->n_checkin].fn = fn;
+  a->checkin[a->n_checkin].data = data;
+  a->n_checkin++;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Routes of other modules for agents                                 */
+
+static void agent_route_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant,
+                               void *extra) {
+  (void)a;
+  agent_route_t *route = extra;
+  route->fn(r, agent_id, tenant, route->data);
+}
+
+static void on_agent_route(http_req_t *r, void *data) {
+  agent_route_t *route = data;
+  authenticate(route->a, r, agent_route_authed, route);
+}
+
+int api_route_agent(api_t *a, const char *method, const char *prefix, api_agent_handler_t fn,
+                    void *data) {
+  if (a->n_routes >= API_MAX_ROUTES)
+    return YM_ETOOBIG;
+  agent_route_t *route = &a->routes[a->n_routes];
+  route->a = a;
+  route->fn = fn;
+  route->data = data;
+  int rc = http_route(a->http, method, prefix, on_agent_route, route);
+  if (rc == 0)
+    a->n_routes++;
+  return rc;
 }
 
 static void on_checkin(http_req_t *r, void *data) {
-  authenticate(data, r, checkin_authed);
+  authenticate(data, r, checkin_authed, NULL);
 }
 
 static void on_health(http_req_t *r, void *data) {

@@ -11,12 +11,37 @@
 #include "http.h"
 #include "store.h"
 
+#include <cjson/cJSON.h>
+
+#define API_MAX_CONTRIBUTORS 8
+#define API_MAX_ROUTES 16
+
 typedef struct api api_t;
 
 typedef struct {
   unsigned checkin_s;      /* next_checkin_s returned to agents */
   unsigned rate_per_agent; /* requests per second per agent (burst 2x) */
 } api_opts_t;
+
+/* Adds members to the check-in answer. Runs on the database thread inside
+ * the check-in's transaction, after the agent's row was updated; req is
+ * the agent's check-in request. The answer starts as {"next_checkin_s",
+ * "policy": null, "rules": null, "release": null, "commands": []}. A
+ * non-zero return fails the check-in (503). */
+typedef int (*api_checkin_fn)(sqlite3 *db, int64_t tenant_id, const char *agent_id,
+                              const cJSON *req, cJSON *answer, void *data);
+/* Registers a contributor (at most API_MAX_CONTRIBUTORS), before the loop
+ * runs. Returns 0 or YM_ETOOBIG. */
+int api_add_checkin(api_t *a, api_checkin_fn fn, void *data);
+
+/* A handler of an agent route: runs after the agent authenticated (and
+ * passed its rate limit) and must answer with http_reply*() once. */
+typedef void (*api_agent_handler_t)(http_req_t *r, const char *agent_id, int64_t tenant_id,
+                                    void *data);
+/* Registers a route for agents (Authorization: Bearer <agent_id>.<secret>),
+ * as http_route() does, at most API_MAX_ROUTES. */
+int api_route_agent(api_t *a, const char *method, const char *prefix, api_agent_handler_t fn,
+                    void *data);
 
 int api_new(uv_loop_t *loop, http_t *http, store_t *store, const api_opts_t *opts, api_t **out);
 void api_free(api_t *a);

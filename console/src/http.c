@@ -135,6 +135,7 @@ struct http_req {
   size_t path_len;
   const char *body;
   size_t body_len;
+  const char *query; /* after '?', "" when none */
   header_copy_t *headers;
   char peer[INET6_ADDRSTRLEN];
   char data[]; /* method, path and body, each followed by a NUL */
@@ -260,23 +261,34 @@ static bool is_head(const h2o_req_t *req) {
 /* Sends a complete JSON response: the body is copied into the request's
  * pool first, so it may point into memory the caller frees right after.
  * h2o may dispose of req before this returns. */
-static void send_json(h2o_req_t *req, int status, const char *body, size_t len,
-                      unsigned retry_after_s, const char *allow) {
+static void send_body(h2o_req_t *req, int status, const char *type, const http_header_t *hdrs,
+                      size_t n_hdrs, const char *body, size_t len, unsigned retry_after_s,
+                      const char *allow) {
   static h2o_generator_t generator = {NULL, NULL};
   h2o_iovec_t buf = {NULL, 0};
-  if (body == NULL || len == 0) {
+  if ((body == NULL || len == 0) && strcmp(type, "application/json") == 0) {
     body = "{}";
     len = 2;
+  } else if (body == NULL) {
+    body = "";
+    len = 0;
   }
-  buf.base = h2o_mem_alloc_pool(&req->pool, len);
-  memcpy(buf.base, body, len);
+  buf.base = h2o_mem_alloc_pool(&req->pool, len > 0 ? len : 1);
+  if (len > 0)
+    memcpy(buf.base, body, len);
   buf.len = len;
 
   req->res.status = status;
   req->res.reason = reason_of(status);
   req->res.content_length = len;
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                 H2O_STRLIT("application/json"));
+  h2o_iovec_t t = h2o_strdup(&req->pool, type, SIZE_MAX);
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, t.base, t.len);
+  for (size_t i = 0; i < n_hdrs; i++) {
+    h2o_iovec_t name = h2o_strdup(&req->pool, hdrs[i].name, SIZE_MAX);
+    h2o_iovec_t value = h2o_strdup(&req->pool, hdrs[i].value, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, value.base,
+                          value.len);
+  }
   if (retry_after_s > 0) {
     char *v = h2o_mem_alloc_pool(&req->pool, 16);
     int n = snprintf(v, 16, "%u", retry_after_s);
@@ -288,6 +300,11 @@ static void send_json(h2o_req_t *req, int status, const char *body, size_t len,
   }
   h2o_start_response(req, &generator);
   h2o_send(req, &buf, is_head(req) ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+static void send_json(h2o_req_t *req, int status, const char *body, size_t len,
+                      unsigned retry_after_s, const char *allow) {
+  send_body(req, status, "application/json", NULL, 0, body, len, retry_after_s, allow);
 }
 
 /* A response of the server itself (not of a handler). code and msg are
@@ -370,7 +387,8 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
                  H2O_STRLIT("no-store"));
   add_header(req, "x-content-type-options", "nosniff");
   add_header(req, "x-frame-options", "DENY");
-  add_header(req, "content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+  if (h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("content-security-policy"), -1) < 0)
+    add_header(req, "content-security-policy", "default-src 'none'; frame-ancestors 'none'");
   add_header(req, "referrer-policy", "no-referrer");
   add_header(req, "cross-origin-resource-policy", "same-origin");
   h2o_setup_next_ostream(req, slot);
@@ -513,8 +531,13 @@ static const route_t *find_route(const http_t *h, const h2o_req_t *req, h2o_iove
 
 static http_req_t *req_new(http_t *h, h2o_req_t *req, h2o_iovec_t path, const char *peer,
                            uint64_t now) {
-  size_t mlen = req->method.len, blen = req->entity.len;
-  http_req_t *r = malloc(sizeof(*r) + mlen + 1 + path.len + 1 + blen + 1);
+  size_t mlen = req->method.len, blen = req->entity.len, qlen = 0;
+  const char *q = NULL;
+  if (req->query_at != SIZE_MAX && req->query_at < req->path.len) {
+    q = req->path.base + req->query_at + 1;
+    qlen = req->path.len - req->query_at - 1;
+  }
+  http_req_t *r = malloc(sizeof(*r) + mlen + 1 + path.len + 1 + blen + 1 + qlen + 1);
   if (r == NULL)
     return NULL;
   memset(r, 0, sizeof(*r));
@@ -533,6 +556,11 @@ static http_req_t *req_new(http_t *h, h2o_req_t *req, h2o_iovec_t path, const ch
   p[blen] = '\0';
   r->body = p;
   r->body_len = blen;
+  p += blen + 1;
+  if (qlen > 0)
+    memcpy(p, q, qlen);
+  p[qlen] = '\0';
+  r->query = p;
   snprintf(r->peer, sizeof(r->peer), "%s", peer);
   r->start_ns = now;
   r->h = h;
@@ -610,7 +638,8 @@ static bool http1_peer_closed(h2o_req_t *req) {
   return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
-void http_reply(http_req_t *r, int status, const char *body, size_t len, unsigned retry_after_s) {
+static void reply(http_req_t *r, int status, const char *type, const http_header_t *hdrs,
+                  size_t n_hdrs, const char *body, size_t len, unsigned retry_after_s) {
   if (r == NULL)
     return;
   http_t *h = r->h;
@@ -638,9 +667,24 @@ void http_reply(http_req_t *r, int status, const char *body, size_t len, unsigne
     status = 500;
     body = "{\"error\":\"internal\",\"message\":\"invalid response status\"}";
     len = strlen(body);
+    type = "application/json";
+    n_hdrs = 0;
   }
-  send_json(req, status, body, len, retry_after_s, NULL);
+  send_body(req, status, type, hdrs, n_hdrs, body, len, retry_after_s, NULL);
   req_free(r);
+}
+
+void http_reply(http_req_t *r, int status, const char *body, size_t len, unsigned retry_after_s) {
+  reply(r, status, "application/json", NULL, 0, body, len, retry_after_s);
+}
+
+void http_reply_ex(http_req_t *r, int status, const char *content_type, const http_header_t *hdrs,
+                   size_t n_hdrs, const void *body, size_t len) {
+  reply(r, status, content_type, hdrs, n_hdrs, body, len, 0);
+}
+
+const char *http_req_query(const http_req_t *r) {
+  return r->query;
 }
 
 void http_reply_error(http_req_t *r, int status, const char *code, const char *msg) {

@@ -83,6 +83,19 @@ uint64_t http_req_start_ns(const http_req_t *r);
  * status outside 200-299 and 400-599 (or 204, 205) is sent as 500: the
  * server never redirects. */
 void http_reply(http_req_t *r, int status, const char *body, size_t len, unsigned retry_after_s);
+/* A response header for http_reply_ex(). */
+typedef struct {
+  const char *name, *value;
+} http_header_t;
+/* Answers with status, content type, extra headers (names in lower case;
+ * a content-security-policy given here replaces the server's default one)
+ * and a body (copied; an empty body is sent as "{}" only for JSON). Frees
+ * req. The server's security headers are added as for http_reply. */
+void http_reply_ex(http_req_t *r, int status, const char *content_type, const http_header_t *hdrs,
+                   size_t n_hdrs, const void *body, size_t len);
+/* The query string (after '?', not decoded), "" when none. */
+const char *http_req_query(const http_req_t *r);
+
 /* Shorthand: {"error": code, "message": msg}. */
 void http_reply_error(http_req_t *r, int status, const char *code, const char *msg);
 

@@ -78,6 +78,10 @@
 #define GROUP_MAX_BATCHES 32
 #define GROUP_MAX_EVENTS 20000
 
+#define STORE_MAX_HOOKS 8
+#define STORE_MAX_READERS 8
+#define MODULE_NAME_MAX 32
+
 /* The authentication cache: AUTH_CACHE_SLOTS entries (a power of two); an
  * agent id may live in AUTH_CACHE_WAYS consecutive slots from its hash. */
 #define AUTH_CACHE_SLOTS 16384
@@ -246,7 +250,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
 /* ------------------------------------------------------------------ */
 /* Types                                                                */
 
-typedef enum { JOB_ENROLL, JOB_AUTH, JOB_BATCH, JOB_CHECKIN } job_kind_t;
+typedef enum { JOB_ENROLL, JOB_AUTH, JOB_BATCH, JOB_CHECKIN, JOB_CALL } job_kind_t;
 
 typedef struct job {
   struct job *next;
@@ -278,12 +282,17 @@ typedef struct job {
       char stream[16];
       int64_t tenant_id;
       store_event_t *events; /* in mem */
+      int64_t *row_ids;      /* in mem: the new rows' ids, 0 for duplicates */
       size_t n, inserted;
     } batch;
     struct {
       char agent_id[AGENT_ID_LEN + 1];
       const char *version, *rules_version, *status_json; /* in mem */
     } checkin;
+    struct {
+      store_fn fn;
+      void *arg;
+    } call;
   } u;
 } job_t;
 
@@ -312,6 +321,19 @@ struct store {
   job_list_t jobs, done;
   bool stopping;
   store_stats_t stats;
+
+  /* Batch hooks (set before the first batch; read on the database thread). */
+  struct {
+    store_batch_hook fn;
+    void *data;
+  } hooks[STORE_MAX_HOOKS];
+  size_t n_hooks;
+
+  /* Read-only connections for store_read(), kept for reuse. */
+  char *path;
+  uv_mutex_t readers_lock;
+  sqlite3 *readers[STORE_MAX_READERS];
+  size_t n_readers;
 
   /* Loop thread only. */
   size_t pending; /* jobs submitted whose callback has not run */
@@ -657,7 +679,13 @@ int store_open(const char *data_dir, uv_loop_t *loop, store_t **out) {
   if (rc != 0)
     goto out_close_db;
 
+  s->path = strdup(path);
+  if (s->path == NULL) {
+    rc = YM_ENOMEM;
+    goto out_close_db;
+  }
   uv_mutex_init(&s->db_lock);
+  uv_mutex_init(&s->readers_lock);
   uv_mutex_init(&s->lock);
   uv_cond_init(&s->cond);
   if (loop != NULL) {
@@ -1123,9 +1151,14 @@ static int insert_events(store_t *s, job_t *j, int64_t received_ms) {
       rc = db_err(r);
       break;
     }
-    inserted += (size_t)sqlite3_changes(s->db);
+    int changed = sqlite3_changes(s->db);
+    inserted += (size_t)changed;
+    j->u.batch.row_ids[i] = changed > 0 ? sqlite3_last_insert_rowid(s->db) : 0;
   }
   sqlite3_clear_bindings(st);
+  for (size_t h = 0; rc == 0 && inserted > 0 && h < s->n_hooks; h++)
+    rc = s->hooks[h].fn(s->db, j->u.batch.tenant_id, j->u.batch.agent_id, j->u.batch.stream,
+                        j->u.batch.events, j->u.batch.row_ids, j->u.batch.n, s->hooks[h].data);
   j->u.batch.inserted = rc == 0 ? inserted : 0;
   return rc;
 }
@@ -1207,6 +1240,11 @@ static void run_jobs(store_t *s, job_t **jobs, size_t k) {
       break;
     case JOB_CHECKIN:
       j->rc = run_checkin(s, j);
+      break;
+    case JOB_CALL:
+      j->rc = j->u.call.fn(s->db, j->u.call.arg);
+      if (!sqlite3_get_autocommit(s->db)) /* a transaction left open: a bug */
+        exec_stmt(s, ST_ROLLBACK);
       break;
     case JOB_BATCH:
       break;
@@ -1379,7 +1417,9 @@ static void complete(store_t *s, job_t *j) {
     j->cb.batch(j->rc, j->u.batch.inserted, j->data);
     break;
   case JOB_CHECKIN:
-    j->cb.done(j->rc, j->data);
+  case JOB_CALL:
+    if (j->cb.done != NULL)
+      j->cb.done(j->rc, j->data);
     break;
   }
 }
@@ -1522,7 +1562,7 @@ void store_insert_batch(store_t *s, const char *agent_id, int64_t tenant_id, con
   j->u.batch.n = n;
 
   /* One block: the event array, then each event's strings. */
-  size_t bytes = n * sizeof(store_event_t);
+  size_t bytes = n * (sizeof(store_event_t) + sizeof(int64_t));
   for (size_t i = 0; i < n; i++) {
     const store_event_t *e = &events[i];
     if (e->json == NULL || e->json_len > INT32_MAX) {
@@ -1539,7 +1579,8 @@ void store_insert_batch(store_t *s, const char *agent_id, int64_t tenant_id, con
   }
   j->mem = mem;
   store_event_t *copy = (store_event_t *)(void *)mem;
-  char *p = mem + n * sizeof(store_event_t);
+  j->u.batch.row_ids = (int64_t *)(void *)(mem + n * sizeof(store_event_t));
+  char *p = mem + n * (sizeof(store_event_t) + sizeof(int64_t));
   for (size_t i = 0; i < n; i++) {
     const store_event_t *e = &events[i];
     const char *strs[3] = {e->kind, e->dataset, e->action};
@@ -1605,6 +1646,184 @@ void store_stats(store_t *s, store_stats_t *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Module calls                                                         */
+
+void store_on_batch(store_t *s, store_batch_hook fn, void *data) {
+  if (s->n_hooks >= STORE_MAX_HOOKS)
+    abort(); /* a fixed number of modules register at start */
+  s->hooks[s->n_hooks].fn = fn;
+  s->hooks[s->n_hooks].data = data;
+  s->n_hooks++;
+}
+
+void store_call(store_t *s, store_fn fn, void *arg, store_done_cb cb, void *data) {
+  job_t *j = job_new(JOB_CALL, data);
+  j->cb.done = cb;
+  j->u.call.fn = fn;
+  j->u.call.arg = arg;
+  if (s->loop == NULL) {
+    if (cb != NULL)
+      cb(YM_EINVAL, data);
+    free(j);
+    return;
+  }
+  submit(s, j);
+}
+
+int store_sync_call(store_t *s, store_fn fn, void *arg) {
+  uv_mutex_lock(&s->db_lock);
+  int rc = fn(s->db, arg);
+  tx_rollback(s); /* a transaction left open: a bug */
+  uv_mutex_unlock(&s->db_lock);
+  return rc;
+}
+
+typedef struct {
+  uv_work_t work;
+  store_t *s;
+  store_fn fn;
+  void *arg;
+  store_done_cb cb;
+  void *data;
+  int rc;
+} read_req_t;
+
+/* Takes a read-only connection from the pool or opens one. */
+static sqlite3 *reader_get(store_t *s) {
+  uv_mutex_lock(&s->readers_lock);
+  sqlite3 *db = s->n_readers > 0 ? s->readers[--s->n_readers] : NULL;
+  uv_mutex_unlock(&s->readers_lock);
+  if (db != NULL)
+    return db;
+  if (sqlite3_open_v2(s->path, &db,
+                      SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+                      NULL) != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return NULL;
+  }
+  sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+  sqlite3_exec(db, "PRAGMA query_only=ON; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768", NULL,
+               NULL, NULL);
+  return db;
+}
+
+static void reader_put(store_t *s, sqlite3 *db) {
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  uv_mutex_lock(&s->readers_lock);
+  if (s->n_readers < STORE_MAX_READERS) {
+    s->readers[s->n_readers++] = db;
+    db = NULL;
+  }
+  uv_mutex_unlock(&s->readers_lock);
+  sqlite3_close_v2(db);
+}
+
+static void read_work(uv_work_t *w) {
+  read_req_t *r = w->data;
+  sqlite3 *db = reader_get(r->s);
+  if (db == NULL) {
+    r->rc = YM_EIO;
+    return;
+  }
+  r->rc = r->fn(db, r->arg);
+  reader_put(r->s, db);
+}
+
+static void read_after(uv_work_t *w, int status) {
+  read_req_t *r = w->data;
+  store_t *s = r->s;
+  s->pending--;
+  update_ref(s);
+  if (r->cb != NULL)
+    r->cb(status == 0 ? r->rc : YM_ECANCELED, r->data);
+  free(r);
+}
+
+void store_read(store_t *s, store_fn fn, void *arg, store_done_cb cb, void *data) {
+  read_req_t *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    abort(); /* a small control structure */
+  if (s->loop == NULL) {
+    free(r);
+    if (cb != NULL)
+      cb(YM_EINVAL, data);
+    return;
+  }
+  r->s = s;
+  r->fn = fn;
+  r->arg = arg;
+  r->cb = cb;
+  r->data = data;
+  r->work.data = r;
+  s->pending++;
+  update_ref(s);
+  if (uv_queue_work(s->loop, &r->work, read_work, read_after) != 0) {
+    s->pending--;
+    update_ref(s);
+    free(r);
+    if (cb != NULL)
+      cb(YM_EIO, data);
+  }
+}
+
+/* Applies module's migrations: steps[i] is version i + 1. */
+int store_ensure_schema(store_t *s, const char *module, const char *const *steps, size_t n) {
+  if (module == NULL || strlen(module) == 0 || strlen(module) > MODULE_NAME_MAX)
+    return YM_EINVAL;
+  uv_mutex_lock(&s->db_lock);
+  int rc = db_err(sqlite3_exec(s->db,
+                               "CREATE TABLE IF NOT EXISTS module_migrations("
+                               " module TEXT NOT NULL, version INTEGER NOT NULL,"
+                               " applied_at INTEGER NOT NULL, PRIMARY KEY(module, version))"
+                               " STRICT",
+                               NULL, NULL, NULL));
+  for (size_t v = 1; rc == 0 && v <= n; v++) {
+    rc = tx_begin(s);
+    if (rc != 0)
+      break;
+    sqlite3_stmt *st = NULL;
+    int64_t cur = -1;
+    rc = db_err(sqlite3_prepare_v2(
+        s->db, "SELECT COALESCE(MAX(version), 0) FROM module_migrations WHERE module = ?1", -1, &st,
+        NULL));
+    if (rc == 0) {
+      sqlite3_bind_text(st, 1, module, -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW)
+        cur = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc == 0 && cur < 0)
+      rc = YM_EIO;
+    else if (rc == 0 && cur > (int64_t)n)
+      rc = YM_ENOTSUP; /* written by a newer console */
+    else if (rc == 0 && cur < (int64_t)v) {
+      rc = db_err(sqlite3_exec(s->db, steps[v - 1], NULL, NULL, NULL));
+      if (rc == 0)
+        rc = db_err(sqlite3_prepare_v2(s->db,
+                                       "INSERT INTO module_migrations(module, version, applied_at)"
+                                       " VALUES(?1, ?2, ?3)",
+                                       -1, &st, NULL));
+      if (rc == 0) {
+        sqlite3_bind_text(st, 1, module, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)v);
+        sqlite3_bind_int64(st, 3, now_s());
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(sqlite3_errcode(s->db));
+        sqlite3_finalize(st);
+      }
+    }
+    if (rc == 0)
+      rc = tx_commit(s);
+    else
+      tx_rollback(s);
+  }
+  uv_mutex_unlock(&s->db_lock);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Closing                                                              */
 
 static void on_async_closed(uv_handle_t *h) {
@@ -1636,6 +1855,10 @@ void store_close(store_t *s) {
     }
     uv_close((uv_handle_t *)s->async, on_async_closed);
   }
+  for (size_t i = 0; i < s->n_readers; i++)
+    sqlite3_close_v2(s->readers[i]);
+  uv_mutex_destroy(&s->readers_lock);
+  free(s->path);
   for (int i = 0; i < ST_COUNT_; i++)
     sqlite3_finalize(s->stmts[i]);
   sqlite3_close_v2(s->db);

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -114,5 +115,48 @@ typedef struct {
   uint64_t batches, events_inserted, events_duplicate, jobs_queued, commits;
 } store_stats_t;
 void store_stats(store_t *s, store_stats_t *out);
+
+/* ---- Modules ----
+ * Console modules (incidents, sessions, commands, releases, ...) keep their
+ * own tables and their own constant SQL in their own files; the store runs
+ * their functions on its connections. */
+
+/* A function run with a database connection. It runs on the database
+ * thread (store_call, store_sync_call) or on a libuv worker thread with a
+ * read-only connection (store_read); it must not touch the loop. It opens
+ * its own transaction when it needs one (BEGIN IMMEDIATE ... COMMIT); a
+ * transaction it leaves open is rolled back. Returns 0 or YM_E*. */
+typedef int (*store_fn)(sqlite3 *db, void *arg);
+
+/* Runs fn(db, arg) on the database thread, in order with every other job
+ * (so with every write), then cb(rc, data) on the loop thread (cb may be
+ * NULL). Loop thread only. */
+void store_call(store_t *s, store_fn fn, void *arg, store_done_cb cb, void *data);
+/* Runs fn(db, arg) on a libuv worker thread with a read-only connection
+ * of the store's pool (WAL: readers never wait for the writer, and see the
+ * last committed state), then cb(rc, data) on the loop thread. Loop
+ * thread only. Every read's callback must have run before store_close(). */
+void store_read(store_t *s, store_fn fn, void *arg, store_done_cb cb, void *data);
+/* Runs fn(db, arg) on the caller's thread with the store's connection
+ * (command-line tools and tests). */
+int store_sync_call(store_t *s, store_fn fn, void *arg);
+/* Applies a module's own migrations in order: steps[i] is version i + 1,
+ * SQL text run in one transaction together with its record in table
+ * module_migrations(module, version). A step is never edited once
+ * released. Call once after store_open(), before the loop runs.
+ * Returns 0, YM_ENOTSUP (the file knows a newer version of module) or
+ * YM_E*. */
+int store_ensure_schema(store_t *s, const char *module, const char *const *steps, size_t n);
+
+/* Called on the database thread inside the transaction that inserts a
+ * batch (in the batch's savepoint), after its events were inserted, when
+ * at least one was new: row_ids[i] is the new row's id in table events, or
+ * 0 for an event already stored (a replay). A non-zero return rolls the
+ * batch back and fails it. */
+typedef int (*store_batch_hook)(sqlite3 *db, int64_t tenant_id, const char *agent_id,
+                                const char *stream, const store_event_t *events,
+                                const int64_t *row_ids, size_t n, void *data);
+/* Registers a batch hook (at most 8), before the loop runs. */
+void store_on_batch(store_t *s, store_batch_hook fn, void *data);
 
 #endif
