@@ -156,7 +156,7 @@ int ym_manifest_check(const ym_manifest_t *m, const ym_manifest_expect_t *e, con
   *reason = NULL;
   if (strcmp(m->product, e->product) != 0)
     *reason = "wrong_product";
-  else if (strcmp(m->platform, e->platform) != 0)
+  else if (strcmp(m->platform, "any") != 0 && strcmp(m->platform, e->platform) != 0)
     *reason = "wrong_platform";
   else if (e->arch != NULL && strcmp(m->arch, "any") != 0 && strcmp(m->arch, e->arch) != 0)
     *reason = "wrong_architecture";

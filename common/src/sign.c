@@ -346,3 +346,19 @@ out:
     *reason = why;
   return rc;
 }
+
+int ym_sign_peek(const char *envelope, size_t len, ym_buf_t *out) {
+  cJSON *j = NULL;
+  int rc = YM_EPARSE;
+  if (ym_json_parse(envelope, len, YM_SIGN_ENVELOPE_MAX, &j, NULL) == 0) {
+    const char *man = ym_json_get_str(j, "manifest");
+    size_t mlen = man ? strlen(man) : 0;
+    uint8_t *m = man ? malloc(mlen / 4 * 3 + 1) : NULL;
+    long n = m ? ym_sign_unb64(man, mlen, m, mlen / 4 * 3) : YM_EPARSE;
+    if (n > 0)
+      rc = ym_buf_append(out, m, (size_t)n);
+    free(m);
+  }
+  cJSON_Delete(j);
+  return rc;
+}

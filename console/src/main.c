@@ -12,6 +12,7 @@
 #include "api.h"
 #include "certs.h"
 #include "http.h"
+#include "release.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -196,11 +197,15 @@ static int cmd_serve(const opts_t *o) {
   api_opts_t ao = {60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  release_t *rel = NULL;
+  if (rc == 0 && (rc = release_ensure_schema(store)) == 0)
+    rc = release_new(store, api, &rel);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
+    release_free(rel);
     api_free(api);
     store_close(store);
     return 1;
@@ -213,6 +218,7 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
+  release_free(rel);
   api_free(api);
   store_close(store);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -341,7 +347,38 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* The release, rollout and rules tools parse their own options: finds the
+ * command word (after the global options) and runs them directly. */
+static int maybe_release_main(int argc, char **argv, int *rc) {
+  const char *data_dir = DEFAULT_DATA_DIR;
+  for (int i = 1; i < argc; i++) {
+    if ((strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--data-dir") == 0) && i + 1 < argc) {
+      data_dir = argv[++i];
+      continue;
+    }
+    if (strncmp(argv[i], "--data-dir=", 11) == 0) {
+      data_dir = argv[i] + 11;
+      continue;
+    }
+    if (argv[i][0] == '-')
+      return 0;
+    if (strcmp(argv[i], "release") != 0 && strcmp(argv[i], "rollout") != 0 &&
+        strcmp(argv[i], "rules") != 0)
+      return 0;
+    ym_log_init("yamori-console", YM_LOG_INFO);
+    *rc = release_main(data_dir, argc - i, argv + i);
+    if (*rc == EXIT_USAGE)
+      fprintf(stderr, "yamori-console: unknown %s command or arguments (see docs/update.md)\n",
+              argv[i]);
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  int release_rc;
+  if (maybe_release_main(argc, argv, &release_rc))
+    return release_rc;
   enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
   static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
                                            {"listen", required_argument, NULL, 'l'},

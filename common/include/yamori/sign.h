@@ -83,6 +83,11 @@ int ym_sign_envelope(const uint8_t priv[YM_SIGN_KEY_LEN], const void *manifest, 
 int ym_sign_open(const char *envelope, size_t len, const ym_sign_pub_t *keys, size_t nkeys,
                  ym_buf_t *out, const char **reason);
 
+/* Extracts the manifest bytes of an envelope WITHOUT verifying anything
+ * (the console's `release import --unchecked`, and tools that show what
+ * an envelope claims). Returns 0 or YM_EPARSE. */
+int ym_sign_peek(const char *envelope, size_t len, ym_buf_t *out);
+
 /* Base64 (RFC 4648, with padding) of p[0..n) appended to out. */
 int ym_sign_b64(const void *p, size_t n, ym_buf_t *out);
 /* Decodes strict base64 (padding required, no whitespace) into out, whose
