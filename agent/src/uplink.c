@@ -24,6 +24,7 @@
 #include "yamori/version.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,7 +41,20 @@
 
 static const char *const stream_names[SPOOL_NSTREAMS] = {"alerts", "bulk"};
 
-typedef enum { XFER_NONE, XFER_EVENTS, XFER_CHECKIN, XFER_ENROLL } xfer_t;
+typedef enum { XFER_NONE, XFER_EVENTS, XFER_CHECKIN, XFER_ENROLL, XFER_REQUEST } xfer_t;
+
+/* A request of another module (uplink_request), queued. */
+typedef struct ureq {
+  struct ureq *next;
+  char *method, *path, *content_type;
+  void *body;
+  size_t body_len, max_answer;
+  int sink_fd;
+  uint64_t range_from, written;
+  bool too_big, write_failed;
+  uplink_reply_fn cb;
+  void *data;
+} ureq_t;
 
 /* A socket libcurl asked us to watch. */
 typedef struct sock {
@@ -115,6 +129,14 @@ struct uplink {
   cur_t cur;
   char load_err[256]; /* the last identity file problem logged */
   uplink_stats_t st;
+
+  struct {
+    uplink_checkin_fn fn;
+    void *data;
+  } hooks[UPLINK_MAX_HOOKS];
+  unsigned n_hooks;
+  ureq_t *reqs, *reqs_tail; /* queued module requests; reqs is in flight with XFER_REQUEST */
+  ym_buf_t req_resp;        /* the answer to a module request */
 };
 
 static void pump(uplink_t *u);
@@ -627,6 +649,37 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *data) {
   return ym_buf_append(&u->resp, p, n) == 0 ? n : 0;
 }
 
+/* Collects the answer to a module request: in memory or into its fd,
+ * bounded by its max_answer. */
+static size_t on_write_req(char *p, size_t size, size_t nmemb, void *data) {
+  uplink_t *u = data;
+  ureq_t *q = u->reqs;
+  size_t n = size * nmemb;
+  if (q == NULL)
+    return 0;
+  if (q->written + n > q->max_answer) {
+    q->too_big = true;
+    return 0;
+  }
+  if (q->sink_fd >= 0) {
+    for (size_t off = 0; off < n;) {
+      ssize_t w = write(q->sink_fd, p + off, n - off);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        q->write_failed = true;
+        return 0;
+      }
+      off += (size_t)w;
+    }
+  } else if (ym_buf_append(&u->req_resp, p, n) != 0) {
+    q->too_big = true;
+    return 0;
+  }
+  q->written += n;
+  return n;
+}
+
 /* Starts a POST of u->body to path. Returns 0 or an error with
  * last_error set. */
 static int start_request(uplink_t *u, xfer_t kind, const char *path) {
@@ -647,10 +700,28 @@ static int start_request(uplink_t *u, xfer_t kind, const char *path) {
                                        "Content-Encoding: gzip", "Expect:", NULL};
   struct curl_slist *h = NULL;
   bool ok = true;
-  for (const char *const *p = kind == XFER_EVENTS ? events : plain; *p != NULL && ok; p++) {
+  const ureq_t *q = kind == XFER_REQUEST ? u->reqs : NULL;
+  for (const char *const *p = kind == XFER_EVENTS ? events : plain; q == NULL && *p != NULL && ok;
+       p++) {
     struct curl_slist *n = curl_slist_append(h, *p);
     ok = n != NULL;
     h = n != NULL ? n : h;
+  }
+  if (q != NULL) {
+    char line[160];
+    const char *lines[3] = {line, "Expect:", NULL};
+    char range[64];
+    snprintf(line, sizeof(line), "Content-Type: %s",
+             q->content_type != NULL ? q->content_type : "application/json");
+    if (q->range_from > 0) {
+      snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)q->range_from);
+      lines[1] = range;
+    }
+    for (const char *const *p = lines; *p != NULL && ok; p++) {
+      struct curl_slist *n = curl_slist_append(h, *p);
+      ok = n != NULL;
+      h = n != NULL ? n : h;
+    }
   }
   if (ok && kind != XFER_ENROLL) {
     ym_buf_t auth;
@@ -671,9 +742,18 @@ static int start_request(uplink_t *u, xfer_t kind, const char *path) {
   u->hdrs = h;
   curl_easy_setopt(u->easy, CURLOPT_URL, u->url.data);
   curl_easy_setopt(u->easy, CURLOPT_HTTPHEADER, u->hdrs);
-  curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, u->body.data ? u->body.data : "");
-  curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->body.len);
-  curl_easy_setopt(u->easy, CURLOPT_WRITEFUNCTION, on_write);
+  if (q != NULL && strcmp(q->method, "GET") == 0) {
+    curl_easy_setopt(u->easy, CURLOPT_HTTPGET, 1L);
+  } else if (q != NULL) {
+    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, q->body != NULL ? (const char *)q->body : "");
+    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+    if (strcmp(q->method, "POST") != 0)
+      curl_easy_setopt(u->easy, CURLOPT_CUSTOMREQUEST, q->method);
+  } else {
+    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, u->body.data ? u->body.data : "");
+    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->body.len);
+  }
+  curl_easy_setopt(u->easy, CURLOPT_WRITEFUNCTION, q != NULL ? on_write_req : on_write);
   curl_easy_setopt(u->easy, CURLOPT_WRITEDATA, u);
   if (curl_multi_add_handle(u->multi, u->easy) != CURLM_OK) {
     curl_slist_free_all(u->hdrs);
@@ -1004,8 +1084,20 @@ static int build_checkin(uplink_t *u) {
     cJSON_Delete(status);
   if (counters == NULL || !cJSON_AddItemToObject(j, "counters", counters))
     cJSON_Delete(counters);
+  bool complete = cJSON_GetArraySize(j) == 5;
+  /* Members of other modules ride along, except the ones the uplink
+   * owns. */
+  cJSON *item = cJSON_IsObject(agent) ? agent->child : NULL;
+  while (complete && item != NULL) {
+    cJSON *next = item->next;
+    if (item->string != NULL && cJSON_GetObjectItemCaseSensitive(j, item->string) == NULL) {
+      cJSON_DetachItemViaPointer(agent, item);
+      cJSON_AddItemToObject(j, item->string, item);
+    }
+    item = next;
+  }
   cJSON_Delete(agent);
-  char *out = cJSON_GetArraySize(j) == 5 ? cJSON_PrintUnformatted(j) : NULL;
+  char *out = complete ? cJSON_PrintUnformatted(j) : NULL;
   cJSON_Delete(j);
   if (out == NULL)
     return YM_ENOMEM;
@@ -1036,10 +1128,12 @@ static void checkin_done(uplink_t *u, long status, uint64_t retry_after_ms) {
       u->st.checkin_s = next < IDENTITY_CHECKIN_MIN   ? IDENTITY_CHECKIN_MIN
                         : next > IDENTITY_CHECKIN_MAX ? IDENTITY_CHECKIN_MAX
                                                       : (unsigned)next;
-    cJSON_Delete(j);
     u->st.checkins++;
     succeed(u);
     arm_checkin(u);
+    for (unsigned i = 0; cJSON_IsObject(j) && i < u->n_hooks; i++)
+      u->hooks[i].fn(j, u->hooks[i].data); /* may queue requests */
+    cJSON_Delete(j);
     pump(u);
   } else if (status == 401) {
     auth_refused(u, "the check-in");
@@ -1117,6 +1211,112 @@ static void enroll_done(uplink_t *u, long status, uint64_t retry_after_ms) {
 }
 
 /* ---------------------------------------------------------------- */
+/* Module requests                                                    */
+
+static void ureq_free(ureq_t *q) {
+  free(q->method);
+  free(q->path);
+  free(q->content_type);
+  free(q->body);
+  free(q);
+}
+
+/* The request in flight has ended: its callback gets the answer. A
+ * failed transfer does not count against the uplink's own backoff: the
+ * module decides whether to try again. */
+static void request_done(uplink_t *u, CURLcode res, long status) {
+  ureq_t *q = u->reqs;
+  u->reqs = q->next;
+  if (u->reqs == NULL)
+    u->reqs_tail = NULL;
+  int rc = 0;
+  if (q->too_big)
+    rc = YM_ETOOBIG;
+  else if (q->write_failed)
+    rc = YM_EIO;
+  else if (res != CURLE_OK)
+    rc = res == CURLE_OPERATION_TIMEDOUT ? YM_ETIMEDOUT : YM_EIO;
+  if (rc == 0)
+    u->st.last_status = status;
+  const void *body = q->sink_fd >= 0 ? NULL : u->req_resp.data;
+  size_t len = q->sink_fd >= 0 ? (size_t)q->written : u->req_resp.len;
+  q->cb(rc, rc == 0 ? status : 0, rc == 0 ? body : NULL, rc == 0 ? len : 0, q->data);
+  ym_buf_reset(&u->req_resp);
+  ureq_free(q);
+}
+
+static void start_module_request(uplink_t *u) {
+  ureq_t *q = u->reqs;
+  q->written = 0;
+  q->too_big = q->write_failed = false;
+  ym_buf_reset(&u->req_resp);
+  if (start_request(u, XFER_REQUEST, q->path) != 0) {
+    u->xfer = XFER_REQUEST; /* so that request_done sees the state it expects */
+    request_done(u, CURLE_FAILED_INIT, 0);
+    u->xfer = XFER_NONE;
+  }
+}
+
+static char *dup_or_null(const char *s, bool *ok) {
+  if (s == NULL)
+    return NULL;
+  char *d = strdup(s);
+  if (d == NULL)
+    *ok = false;
+  return d;
+}
+
+int uplink_request(uplink_t *u, const uplink_req_t *req, uplink_reply_fn cb, void *data) {
+  if (req->method == NULL || req->path == NULL || req->path[0] != '/' || strlen(req->path) > 1024 ||
+      (req->body == NULL && req->body_len > 0) || req->body_len > UPLINK_BODY_MAX ||
+      req->max_answer == 0 || (req->content_type != NULL && strlen(req->content_type) > 100))
+    return YM_EINVAL;
+  for (const char *p = req->path; *p; p++)
+    if ((unsigned char)*p <= ' ' || *p == 0x7f)
+      return YM_EINVAL;
+  ureq_t *q = calloc(1, sizeof(*q));
+  if (q == NULL)
+    return YM_ENOMEM;
+  bool ok = true;
+  q->method = dup_or_null(req->method, &ok);
+  q->path = dup_or_null(req->path, &ok);
+  q->content_type = dup_or_null(req->content_type, &ok);
+  if (req->body_len > 0) {
+    q->body = malloc(req->body_len);
+    if (q->body != NULL)
+      memcpy(q->body, req->body, req->body_len);
+    else
+      ok = false;
+  }
+  if (!ok) {
+    ureq_free(q);
+    return YM_ENOMEM;
+  }
+  q->body_len = req->body_len;
+  q->max_answer = req->max_answer;
+  q->sink_fd = req->sink_fd;
+  q->range_from = req->range_from;
+  q->cb = cb;
+  q->data = data;
+  if (u->reqs_tail != NULL)
+    u->reqs_tail->next = q;
+  else
+    u->reqs = q;
+  u->reqs_tail = q;
+  pump(u);
+  return 0;
+}
+
+int uplink_on_checkin(uplink_t *u, uplink_checkin_fn fn, void *data) {
+  if (u->n_hooks >= UPLINK_MAX_HOOKS)
+    return YM_ETOOBIG;
+  u->hooks[u->n_hooks].fn = fn;
+  u->hooks[u->n_hooks].data = data;
+  u->n_hooks++;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
 /* Driving                                                            */
 
 static void check_done(uplink_t *u) {
@@ -1139,6 +1339,10 @@ static void check_done(uplink_t *u) {
     if (kind == XFER_ENROLL && u->body.data != NULL)
       explicit_bzero(u->body.data, u->body.len); /* it held the token */
     uint64_t ra_ms = ra > 0 ? (uint64_t)ra * 1000 : 0;
+    if (kind == XFER_REQUEST) {
+      request_done(u, res, status);
+      continue;
+    }
     if (res != CURLE_OK) {
       char msg[256];
       identity_curl_error(res, u->id.url, msg, sizeof(msg));
@@ -1168,6 +1372,10 @@ static void pump(uplink_t *u) {
   }
   if (u->checkin_due) {
     start_checkin(u);
+    return;
+  }
+  if (u->reqs != NULL) {
+    start_module_request(u);
     return;
   }
   if (u->cur.b != NULL) {
@@ -1219,6 +1427,7 @@ int uplink_new(uv_loop_t *loop, spool_t *spool, const char *state_dir, uplink_st
   u->st.checkin_s = IDENTITY_CHECKIN_DEFAULT;
   ym_buf_init(&u->body, UPLINK_BODY_MAX);
   ym_buf_init(&u->resp, IDENTITY_REPLY_MAX);
+  ym_buf_init(&u->req_resp, UPLINK_ANSWER_MAX);
   ym_buf_init(&u->url, IDENTITY_URL_MAX + 64);
   curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, u);
@@ -1262,6 +1471,13 @@ void uplink_free(uplink_t *u) {
   }
   curl_multi_cleanup(u->multi);
   u->multi = NULL;
+  while (u->reqs != NULL) { /* no callback runs after uplink_free */
+    ureq_t *q = u->reqs;
+    u->reqs = q->next;
+    ureq_free(q);
+  }
+  u->reqs_tail = NULL;
+  ym_buf_free(&u->req_resp);
   uv_timer_t *timers[] = {&u->curl_timer, &u->retry_timer, &u->checkin_timer, &u->idpoll_timer};
   for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
     uv_close((uv_handle_t *)timers[i], on_handle_closed);

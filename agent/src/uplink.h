@@ -36,6 +36,7 @@
 #include "spool.h"
 
 #include "yamori/buf.h"
+#include "yamori/json.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,6 +50,9 @@
 /* A request body (the spool's batch and the header) at most; larger
  * batches are split before sending. */
 #define UPLINK_BODY_MAX (4 * 1024 * 1024)
+/* A module request's answer kept in memory at most. */
+#define UPLINK_ANSWER_MAX (4 * 1024 * 1024)
+#define UPLINK_MAX_HOOKS 4
 
 typedef struct uplink uplink_t;
 
@@ -81,6 +85,38 @@ typedef char *(*uplink_status_fn)(void *data);
  * whose events could not be told apart) and were acknowledged locally:
  * the agent records a gap. */
 typedef void (*uplink_lost_fn)(spool_stream_t stream, uint64_t count, void *data);
+
+/* Called on the loop thread with every successful check-in answer (a
+ * JSON object, valid during the call). */
+typedef void (*uplink_checkin_fn)(const cJSON *answer, void *data);
+/* Adds a check-in hook (at most UPLINK_MAX_HOOKS; they run in the order
+ * added). Returns 0 or YM_ETOOBIG. */
+int uplink_on_checkin(uplink_t *u, uplink_checkin_fn fn, void *data);
+
+/* The answer to a module request: rc 0 when an HTTP answer arrived (any
+ * status; body and len hold it, or body is NULL and len the bytes written
+ * to the sink fd), else YM_ETOOBIG (longer than max_answer), YM_EIO
+ * (network, TLS or write failure) or YM_ETIMEDOUT, with status 0. */
+typedef void (*uplink_reply_fn)(int rc, long status, const void *body, size_t len, void *data);
+
+/* A request of another module to the console. */
+typedef struct {
+  const char *method;       /* "GET", "POST" */
+  const char *path;         /* "/api/v1/...", no spaces or control characters */
+  const char *content_type; /* NULL: application/json (POST only) */
+  const void *body;         /* copied; NULL with body_len 0 */
+  size_t body_len;          /* at most UPLINK_BODY_MAX */
+  size_t max_answer;        /* bytes; in memory at most UPLINK_ANSWER_MAX */
+  int sink_fd;              /* >= 0: the answer body is written there, -1: memory */
+  uint64_t range_from;      /* > 0: asks for the body from that offset (Range) */
+} uplink_req_t;
+
+/* Queues an authenticated request on the uplink's pinned connection: sent
+ * between batches, one at a time, after a due check-in, once the agent is
+ * enrolled. cb runs exactly once on the loop thread, unless uplink_free()
+ * comes first. A failure is not retried by the uplink. Returns 0,
+ * YM_EINVAL or YM_ENOMEM (then cb never runs). */
+int uplink_request(uplink_t *u, const uplink_req_t *req, uplink_reply_fn cb, void *data);
 
 /* Creates the uplink and starts it: it looks for the identity at once and
  * sends when it has one. spool must outlive the uplink; state_dir is

@@ -12,6 +12,7 @@
 #include "api.h"
 #include "certs.h"
 #include "http.h"
+#include "incidents.h"
 #include "release.h"
 #include "store.h"
 
@@ -146,6 +147,14 @@ static void on_signal(uv_signal_t *s, int signum) {
   uv_close((uv_handle_t *)&sv->sigint, NULL);
 }
 
+/* The tables of the console's modules, after the store's own. */
+static int apply_schemas(store_t *s) {
+  int rc = incidents_schema(s);
+  if (rc == 0)
+    rc = release_ensure_schema(s);
+  return rc;
+}
+
 static int cmd_serve(const opts_t *o) {
   int rc = ensure_dir(o->data_dir);
   if (rc != 0) {
@@ -180,6 +189,8 @@ static int cmd_serve(const opts_t *o) {
   uv_loop_init(&loop);
   store_t *store = NULL;
   rc = store_open(o->data_dir, &loop, &store);
+  if (rc == 0)
+    rc = apply_schemas(store);
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot open the database in %s", o->data_dir);
     return 1;
@@ -198,7 +209,7 @@ static int cmd_serve(const opts_t *o) {
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
   release_t *rel = NULL;
-  if (rc == 0 && (rc = release_ensure_schema(store)) == 0)
+  if (rc == 0)
     rc = release_new(store, api, &rel);
   if (rc == 0)
     rc = http_start(sv.http);
@@ -240,6 +251,10 @@ static int open_store_sync(const opts_t *o, store_t **s) {
   int rc = ensure_dir(o->data_dir);
   if (rc == 0)
     rc = store_open(o->data_dir, NULL, s);
+  if (rc == 0 && (rc = apply_schemas(*s)) != 0) {
+    store_close(*s);
+    *s = NULL;
+  }
   if (rc != 0)
     fprintf(stderr, "yamori-console: cannot open the database in %s: %s\n", o->data_dir,
             ym_strerror(rc));
