@@ -7,6 +7,7 @@
 #include "detect.h"
 #include "os.h"
 #include "sensors.h"
+#include "update.h"
 #include "uplink.h"
 
 #include "yamori/err.h"
@@ -174,6 +175,7 @@ static char *checkin_status(void *data) {
   cJSON_AddStringToObject(pol, "file", file_p[a->conf->policy_file]);
   cJSON *k = cJSON_AddObjectToObject(j, "counters");
   agent_counters_json(a, k);
+  update_status_json(a->upd, j);
   char *text = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   return text;
@@ -403,6 +405,8 @@ int agent_start(agent_t *a) {
     }
   }
   psensor_seed(a);
+  if ((rc = update_new(a, &a->upd)) != 0)
+    return rc;
   if ((rc = detect_new(a, &a->det)) != 0)
     return rc;
   if (a->conf->file_sensor) {
@@ -429,6 +433,8 @@ void agent_stop(agent_t *a) {
   detect_stop(a->det);
   uplink_free(a->up); /* its memory goes once the loop has run */
   a->up = NULL;
+  update_free(a->upd); /* after the uplink: no download callback comes */
+  a->upd = NULL;
   control_free(a->ctl);
   a->ctl = NULL;
   /* Results of scans still running arrive through posts after the loop

@@ -47,6 +47,7 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  unsigned checkin_s;
 } opts_t;
 
 static void usage(FILE *f) {
@@ -205,7 +206,7 @@ static int cmd_serve(const opts_t *o) {
   serve_t sv = {0};
   rc = http_new(&loop, &ho, &sv.http);
   api_t *api = NULL;
-  api_opts_t ao = {60, 50};
+  api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
   release_t *rel = NULL;
@@ -394,7 +395,7 @@ int main(int argc, char **argv) {
   int release_rc;
   if (maybe_release_main(argc, argv, &release_rc))
     return release_rc;
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE };
+  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE, OPT_CHECKIN };
   static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
                                            {"listen", required_argument, NULL, 'l'},
                                            {"url", required_argument, NULL, 'u'},
@@ -403,10 +404,11 @@ int main(int argc, char **argv) {
                                            {"expires", required_argument, NULL, OPT_EXPIRES},
                                            {"max-uses", required_argument, NULL, OPT_MAX_USES},
                                            {"rate-per-ip", required_argument, NULL, OPT_RATE},
+                                           {"checkin-s", required_argument, NULL, OPT_CHECKIN},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0};
+  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, 0};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -444,6 +446,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
+      break;
+    case OPT_CHECKIN: /* serve: next_checkin_s told to agents (they keep 10..3600) */
+      o.checkin_s = (unsigned)strtoul(optarg, &end, 10);
       break;
     case 'h':
       usage(stdout);

@@ -435,6 +435,55 @@ static void on_rules_bundle(http_req_t *r, const char *agent_id, int64_t tenant_
   start_fetch(data, r, tenant_id, true, path + pl, len - pl);
 }
 
+typedef struct {
+  http_req_t *r;
+  int64_t tenant_id;
+  char agent_id[40];
+  cJSON *up;
+} report_t;
+
+static int report_fn(sqlite3 *db, void *arg) {
+  report_t *p = arg;
+  return store_report(db, p->tenant_id, p->agent_id, p->up);
+}
+
+static void report_done(int rc, void *data) {
+  report_t *p = data;
+  if (rc != 0)
+    http_reply_error(p->r, 503, "unavailable", "retry");
+  else
+    http_reply(p->r, 200, "{}", 2, 0);
+  cJSON_Delete(p->up);
+  free(p);
+}
+
+/* POST /api/v1/update/report: {"update": {...}} as in the check-in, sent
+ * by the agent as soon as its update state changes. */
+static void on_update_report(http_req_t *r, const char *agent_id, int64_t tenant_id, void *data) {
+  release_t *rl = data;
+  size_t len;
+  const char *body = http_req_body(r, &len);
+  cJSON *j = NULL;
+  if (ym_json_parse_lenient(body, len, 16384, &j) != 0 || !cJSON_IsObject(j) ||
+      !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "update"))) {
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "the body must be {\"update\": {...}}");
+    return;
+  }
+  report_t *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    cJSON_Delete(j);
+    http_reply_error(r, 500, "internal", "out of memory");
+    return;
+  }
+  p->r = r;
+  p->tenant_id = tenant_id;
+  snprintf(p->agent_id, sizeof(p->agent_id), "%s", agent_id);
+  p->up = cJSON_DetachItemFromObjectCaseSensitive(j, "update");
+  cJSON_Delete(j);
+  store_call(rl->store, report_fn, p, report_done, p);
+}
+
 int release_new(store_t *s, api_t *api, release_t **out) {
   release_t *r = calloc(1, sizeof(*r));
   if (r == NULL)
@@ -446,6 +495,8 @@ int release_new(store_t *s, api_t *api, release_t **out) {
     rc = api_route_agent(api, "GET", "/api/v1/releases/", on_release_package, r);
   if (rc == 0)
     rc = api_route_agent(api, "GET", "/api/v1/rules/", on_rules_bundle, r);
+  if (rc == 0)
+    rc = api_route_agent(api, "POST", "/api/v1/update/report", on_update_report, r);
   if (rc != 0) {
     free(r);
     return rc;
