@@ -220,6 +220,25 @@ static void refuse_rules(update_t *u, int scope, const char *version, uint64_t s
   report_now(u);
 }
 
+/* Fault injection for the kill -9 tests (tests/integration/
+ * test_update_kill.py): when YAMORI_UPDATE_STALL names step, the agent
+ * stops there once, after creating update_dir/stall-<step>, and waits to be
+ * killed. Never set outside tests. */
+static void stall(const update_t *u, const char *step) {
+  const char *e = getenv("YAMORI_UPDATE_STALL");
+  if (e == NULL || strstr(e, step) == NULL)
+    return;
+  char p[1200];
+  snprintf(p, sizeof(p), "%s/stall-%s", u->update_dir, step);
+  int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return; /* once */
+  close(fd);
+  ym_log(YM_LOG_WARN, 0, "stalled at update step %s (YAMORI_UPDATE_STALL)", step);
+  for (;;)
+    pause();
+}
+
 static void strlist_free(ym_strlist_t *l) {
   for (size_t i = 0; i < l->n; i++)
     free(l->v[i]);
@@ -324,6 +343,7 @@ static void verify_work(uv_work_t *w) {
     v->why = "hash_mismatch";
     return;
   }
+  stall(u, "verify");
   mkdir(u->versions_dir, 0755);
   int vfd = open(u->versions_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (vfd < 0) {
@@ -354,6 +374,8 @@ static void verify_work(uv_work_t *w) {
   else if (syncfs(sfd) != 0)
     v->why = "write_failed";
   close(sfd);
+  if (v->why == NULL)
+    stall(u, "unpack"); /* unpacked, not yet renamed */
   if (v->why == NULL) {
     ym_unpack_remove_tree(vfd, v->m.version);
     if (renameat(vfd, staging, vfd, v->m.version) != 0)
@@ -406,6 +428,7 @@ static void verify_done(uv_work_t *w, int status) {
   st.reason[0] = '\0';
   int rc = upstate_save(u->update_dir, &st);
   if (rc == 0) {
+    stall(u, "switch"); /* pending written, the launcher not yet told */
     u->accepted = v->m.serial;
     save_accepted(u);
     ym_log(YM_LOG_NOTICE, 0, "version %s (serial %llu) is pending; asking the launcher to switch",
@@ -790,8 +813,10 @@ static void on_checkin(const cJSON *answer, void *data) {
   update_t *u = data;
   if (u->closing)
     return;
-  if (u->trial && !u->committed)
+  if (u->trial && !u->committed) {
+    stall(u, "first-start");
     commit(u);
+  }
   handle_release(u, cJSON_GetObjectItemCaseSensitive(answer, "release"));
   handle_rules(u, cJSON_GetObjectItemCaseSensitive(answer, "rules"));
 }

@@ -85,15 +85,15 @@ t.check(all(checkin(a) is None for a in acme[:20]), "no rollout: no release offe
 con.cli("rollout", "set", "--tenant", "acme", "--percent", "30")
 got30 = {a[1] for a in acme if checkin(a) == "0.2.0"}
 want30 = {a[1] for a in acme if bucket(a[1]) < 30}
-t.check_eq(got30, want30, "30%: exactly the PCs whose stable bucket is below 30")
+t.check(got30 == want30, "30%: exactly the PCs whose stable bucket is below 30")
 t.check(0.15 * N < len(got30) < 0.45 * N, "30%% is about 30%% of PCs (%d of %d)" % (len(got30), N))
 t.check(all(checkin(a) is None for a in other), "the other tenant (no rollout) gets nothing")
-t.check_eq({a[1] for a in acme if checkin(a) == "0.2.0"}, got30, "the set is stable")
+t.check({a[1] for a in acme if checkin(a) == "0.2.0"} == got30, "the set is stable")
 
 con.cli("rollout", "set", "--tenant", "acme", "--percent", "60")
 got60 = {a[1] for a in acme if checkin(a) == "0.2.0"}
 t.check(got30 < got60, "raising to 60%% only adds PCs (%d -> %d)" % (len(got30), len(got60)))
-t.check_eq(got60, {a[1] for a in acme if bucket(a[1]) < 60}, "60% by bucket")
+t.check(got60 == {a[1] for a in acme if bucket(a[1]) < 60}, "60% by bucket")
 
 con.cli("rollout", "set", "--tenant", "acme", "--pin", "0.1.9")
 t.check(all(checkin(a) == "0.1.9" for a in acme), "pinned: every PC of the tenant gets 0.1.9")

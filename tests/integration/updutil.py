@@ -64,11 +64,11 @@ class Setup:
         os.makedirs(d, exist_ok=True)
         shutil.copy(program or YAMORID, os.path.join(d, "yamorid"))
 
-    def start(self):
+    def start(self, env=None):
         self.launcher = self.t.start([LAUNCHER, "--versions-dir", self.versions, "--update-dir",
                                       self.update_dir, "--window", str(self.window),
                                       "--max-starts", str(self.max_starts), "--",
-                                      "--config", self.conf_path], name="launcher")
+                                      "--config", self.conf_path], name="launcher", env=env)
         return self.launcher
 
     def stop(self):
