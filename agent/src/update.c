@@ -371,8 +371,6 @@ static void verify_work(uv_work_t *w) {
   else if (fstatat(sfd, "bin/yamorid", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
            (st.st_mode & 0100) == 0)
     v->why = "missing_program";
-  else if (syncfs(sfd) != 0)
-    v->why = "write_failed";
   close(sfd);
   if (v->why == NULL)
     stall(u, "unpack"); /* unpacked, not yet renamed */
@@ -643,7 +641,6 @@ static void rules_work(uv_work_t *w) {
     snprintf(r->why, sizeof(r->why), "%s", res.reason);
     goto out;
   }
-  syncfs(sfd);
   ym_unpack_remove_tree(bfd, name);
   if (renameat(bfd, staging, bfd, name) != 0) {
     snprintf(r->why, sizeof(r->why), "write_failed");
@@ -800,6 +797,8 @@ static void handle_rules(update_t *u, const cJSON *rules) {
       refuse_rules(u, s, m.version, m.serial, "wrong_scope");
       continue;
     }
+    ym_log(YM_LOG_NOTICE, 0, "fetching rules bundle %s (%s, serial %llu)", m.version,
+           scope_names[s], (unsigned long long)m.serial);
     u->rjob = m;
     u->rscope = s;
     u->rules_busy = true;

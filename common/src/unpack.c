@@ -251,6 +251,11 @@ static int consume(tar_t *t, const uint8_t *p, size_t n) {
       p += k;
       n -= k;
       if (t->remaining == 0) {
+        if (t->out_fd >= 0 && fsync(t->out_fd) != 0) {
+          close(t->out_fd);
+          t->out_fd = -1;
+          return fail(t, YM_EIO, "write_failed");
+        }
         if (t->out_fd >= 0)
           close(t->out_fd);
         t->out_fd = -1;
@@ -298,6 +303,34 @@ static ssize_t src_read(src_t *s, uint8_t *buf, size_t cap) {
       continue;
     return r;
   }
+}
+
+/* fsyncs every directory below fd (files were fsync'd when written), so
+ * that the names survive a power loss before the caller's rename. */
+static int sync_dirs(int fd, int depth) {
+  int dup_fd = dup(fd);
+  DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+  if (d == NULL) {
+    if (dup_fd >= 0)
+      close(dup_fd);
+    return -1;
+  }
+  int rc = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL && rc == 0) {
+    if (de->d_type != DT_DIR || strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    int sub = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0 || depth > DEPTH_MAX) {
+      rc = -1;
+    } else {
+      rc = sync_dirs(sub, depth + 1);
+    }
+    if (sub >= 0)
+      close(sub);
+  }
+  closedir(d);
+  return rc == 0 ? fsync(fd) : rc;
 }
 
 static int run(src_t *s, int dir_fd, const ym_unpack_limits_t *lim, ym_unpack_result_t *res) {
@@ -356,6 +389,8 @@ static int run(src_t *s, int dir_fd, const ym_unpack_limits_t *lim, ym_unpack_re
   }
   if (rc == 0 && (!ended || t.state != ST_END))
     rc = fail(&t, YM_ECORRUPT, "truncated_archive");
+  if (rc == 0 && dir_fd >= 0 && sync_dirs(dir_fd, 0) != 0)
+    rc = fail(&t, YM_EIO, "write_failed");
 out:
   if (t.out_fd >= 0)
     close(t.out_fd);

@@ -20,7 +20,9 @@
  *   "truncated_archive"  the archive ends early
  * Files are created with O_EXCL and O_NOFOLLOW below a directory opened by
  * the caller, directories with mkdirat() and reached with O_NOFOLLOW, so
- * nothing can be written outside it. Modes are 0755 (any execute bit in
+ * nothing can be written outside it. Every file and directory written is
+ * fsync'd before success is returned (the caller then renames the whole
+ * tree into place and fsyncs the parent). Modes are 0755 (any execute bit in
  * the archive) or 0644; directories 0755; owners are the caller.
  */
 #ifndef YAMORI_UNPACK_H
