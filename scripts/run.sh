@@ -32,6 +32,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$console" --data-dir "$run/console" tenant add demo --display "Demo company" >/dev/null 2>&1 || true
+# The first start prints the administrator's password once; keep it for
+# this demo installation only (root-only file).
+password=$(sed -n 's/.*administrator "admin", password \([^ ]*\).*/\1/p' "$run/console.log" | head -1)
+if [ -n "$password" ]; then
+  (umask 077 && printf '%s\n' "$password" >"$run/admin-password")
+fi
 
 cat >"$run/agent.json" <<JSON
 {
@@ -49,7 +55,8 @@ fi
 
 cat >&2 <<MSG
 run: console on https://$listen (log: $run/console.log, database: $run/console/yamori.db)
-run: $(grep -m1 "password" "$run/console.log" 2>/dev/null || echo "administrator password: shown at the console's first start")
+run: dashboard: https://$listen/ — user admin, password in $run/admin-password
+run:   (the certificate is the console's own: the browser asks to accept it once)
 run: agent starting in the foreground; events follow as JSON lines (Ctrl-C stops both).
 run: in another terminal, as root:
 run:   $ctl -c $run/agent.json status      # agent, spool and uplink counters

@@ -5,6 +5,7 @@
 
 #include "control.h"
 #include "detect.h"
+#include "notify_sd.h"
 #include "os.h"
 #include "sensors.h"
 #include "update.h"
@@ -389,6 +390,13 @@ static void on_signal(uv_signal_t *s, int signum) {
   agent_stop(a);
 }
 
+/* The watchdog ping runs on the loop: if the loop hangs, the pings stop
+ * and systemd restarts the agent. */
+static void on_watchdog(uv_timer_t *t) {
+  (void)t;
+  notify_sd_send("WATCHDOG=1");
+}
+
 int agent_start(agent_t *a) {
   uv_signal_t *sigs[] = {&a->sig_term, &a->sig_int, &a->sig_hup};
   int nums[] = {SIGTERM, SIGINT, SIGHUP};
@@ -421,6 +429,14 @@ int agent_start(agent_t *a) {
          a->ps ? "on" : "off", a->fs ? "on" : "off",
          a->conf->policy_exec == 0 ? "off" : (a->conf->policy_exec == 1 ? "detect" : "block"),
          a->procs.count);
+  /* Readiness means protection is on: every sensor is armed. */
+  notify_sd_send("READY=1");
+  uint64_t wd_usec = notify_sd_watchdog_usec();
+  uv_timer_init(a->loop, &a->watchdog);
+  if (wd_usec >= 2000) {
+    uint64_t ms = wd_usec / 2000; /* half the interval */
+    uv_timer_start(&a->watchdog, on_watchdog, ms, ms);
+  }
   return 0;
 }
 
@@ -428,6 +444,9 @@ void agent_stop(agent_t *a) {
   if (a->stopping)
     return;
   a->stopping = true;
+  notify_sd_send("STOPPING=1");
+  if (a->watchdog.loop != NULL && !uv_is_closing((uv_handle_t *)&a->watchdog))
+    uv_close((uv_handle_t *)&a->watchdog, NULL);
   psensor_stop(a->ps);
   fsensor_stop(a->fs);
   detect_stop(a->det);

@@ -86,6 +86,7 @@ typedef struct agent {
   uv_mutex_t post_lock;
   agent_post_t *post_head, *post_tail;
   uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t watchdog; /* pings the service manager's watchdog (notify_sd.h) */
   bool stopping;
   agent_counters_t counters;
 } agent_t;

@@ -19,10 +19,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/fanotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -61,6 +69,10 @@ static void usage(FILE *f) {
         "  selftest                   check that protection works (EICAR test file)\n"
         "  enroll [--token TOKEN]     connect this PC to the console (the token may also\n"
         "                             come from YAMORI_TOKEN, which ps does not show)\n"
+        "  preflight [--server URL --pin PIN] [--no-kernel]\n"
+        "                             check kernel features and the way to the console\n"
+        "                             (DNS, TCP, TLS with the pin, clock); the console may\n"
+        "                             also come from YAMORI_TOKEN; exit 1 when one fails\n"
         "\n"
         "Options:\n"
         "  -c, --config PATH    agent configuration (default " CONF_DEFAULT_PATH ")\n"
@@ -529,6 +541,327 @@ static int cmd_enroll(const conf_t *conf, char **args, int nargs) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- */
+/* Preflight (for the installer)                                      */
+
+/* One line per check, "name<TAB>ok|fail|warn<TAB>plain message", so that
+ * the installer's shell can show and translate them. */
+static void pf_line(const char *name, const char *status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void pf_line(const char *name, const char *status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("%s\t%s\t", name, status);
+  vprintf(fmt, ap);
+  putchar('\n');
+  va_end(ap);
+  fflush(stdout);
+}
+
+/* Subscribes fd (bound to the proc connector group) and waits up to 1 s
+ * for the kernel's answer, then unsubscribes. Returns 0 when the kernel
+ * answered, 1 when it did not and this system is a container (which has
+ * a PID namespace of its own), -ETIMEDOUT otherwise. */
+static int pf_cn_listen(int fd) {
+  struct sockaddr_nl me;
+  socklen_t sl = sizeof(me);
+  if (getsockname(fd, (struct sockaddr *)&me, &sl) != 0)
+    return -errno;
+  for (int round = 0; round < 2; round++) {
+    uint32_t op = round == 0 ? PROC_CN_MCAST_LISTEN : PROC_CN_MCAST_IGNORE;
+    union {
+      struct nlmsghdr align;
+      char bytes[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(uint32_t))];
+    } msg;
+    memset(&msg, 0, sizeof(msg));
+    struct nlmsghdr nh = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct cn_msg) + sizeof(uint32_t)),
+                          .nlmsg_type = NLMSG_DONE};
+    struct cn_msg c = {.id = {.idx = CN_IDX_PROC, .val = CN_VAL_PROC},
+                       .seq = me.nl_pid,
+                       .ack = me.nl_pid,
+                       .len = (uint16_t)sizeof(uint32_t)};
+    memcpy(msg.bytes, &nh, sizeof(nh));
+    memcpy(msg.bytes + NLMSG_HDRLEN, &c, sizeof(c));
+    memcpy(msg.bytes + NLMSG_HDRLEN + sizeof(c), &op, sizeof(op));
+    struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+    if (sendto(fd, msg.bytes, nh.nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+      return -errno;
+    if (round == 1)
+      break;
+    /* Other listeners' events reach this socket too: only the kernel's
+     * answer to this request (ack + 1) counts. */
+    bool acked = false;
+    for (int tries = 0; tries < 64 && !acked; tries++) {
+      struct pollfd p = {fd, POLLIN, 0};
+      if (poll(&p, 1, 1000) != 1)
+        break;
+      union {
+        struct nlmsghdr align;
+        char bytes[4096];
+      } in;
+      ssize_t n = recv(fd, in.bytes, sizeof(in.bytes), 0);
+      if (n >= (ssize_t)(NLMSG_HDRLEN + sizeof(struct cn_msg))) {
+        struct cn_msg r;
+        memcpy(&r, in.bytes + NLMSG_HDRLEN, sizeof(r));
+        acked = r.id.idx == CN_IDX_PROC && r.ack == me.nl_pid + 1;
+      }
+    }
+    if (!acked) {
+      /* systemd and container managers leave this file in a container. */
+      if (access("/run/systemd/container", F_OK) == 0 || access("/.dockerenv", F_OK) == 0)
+        return 1;
+      return -ETIMEDOUT;
+    }
+  }
+  return 0;
+}
+
+/* The kernel interfaces the sensors need, tried for real (root only). */
+static int pf_kernel(void) {
+  int bad = 0;
+  int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_REPORT_DFID_NAME, O_RDONLY);
+  if (fd >= 0) {
+    pf_line("fanotify", "ok", "file events (fanotify with names) available");
+    close(fd);
+  } else {
+    pf_line("fanotify", "fail",
+            "the kernel offers no fanotify file events with names (%s); "
+            "Linux 5.9 or newer with CONFIG_FANOTIFY is needed",
+            strerror(errno));
+    bad++;
+  }
+  fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY);
+  if (fd >= 0) {
+    pf_line("exec_guard", "ok", "program-start checks (fanotify permission events) available");
+    close(fd);
+  } else {
+    pf_line("exec_guard", "warn",
+            "no fanotify permission events (%s): programs cannot be "
+            "blocked before they start, only reported",
+            strerror(errno));
+  }
+  fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+  int cn = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? pf_cn_listen(fd) : -errno;
+  if (cn == 0) {
+    pf_line("proc_connector", "ok", "process events (netlink proc connector) available");
+  } else if (cn == 1) {
+    /* The kernel serves the proc connector to the initial PID namespace
+     * only. */
+    pf_line("proc_connector", "warn",
+            "this system runs in a container (its own PID namespace), where the kernel gives "
+            "no process events: file protection works, process monitoring will be off");
+  } else {
+    pf_line("proc_connector", "fail",
+            "the kernel offers no process events (%s); CONFIG_PROC_EVENTS is needed",
+            strerror(-cn));
+    bad++;
+  }
+  if (fd >= 0)
+    close(fd);
+  return bad;
+}
+
+typedef struct {
+  char date[64];
+} pf_hdr_t;
+
+static size_t pf_on_header(char *p, size_t size, size_t nmemb, void *data) {
+  pf_hdr_t *h = data;
+  size_t n = size * nmemb;
+  if (n > 5 && strncasecmp(p, "date:", 5) == 0) {
+    size_t off = 5;
+    while (off < n && p[off] == ' ')
+      off++;
+    size_t len = n - off;
+    while (len > 0 && (p[off + len - 1] == '\r' || p[off + len - 1] == '\n'))
+      len--;
+    snprintf(h->date, sizeof(h->date), "%.*s", (int)(len < 63 ? len : 63), p + off);
+  }
+  return n;
+}
+
+static size_t pf_on_body(char *p, size_t size, size_t nmemb, void *data) {
+  (void)p;
+  (void)data;
+  return size * nmemb; /* the page itself does not matter */
+}
+
+/* DNS, TCP, TLS with the pin, and the clock against the console's Date
+ * header. Returns the number of failed checks. */
+static int pf_network(const identity_t *id) {
+  /* Host and port out of the validated URL. */
+  char host[IDENTITY_URL_MAX], port[8] = "443";
+  const char *h = id->url + 8;
+  size_t hl = h[0] == '[' ? strcspn(h + 1, "]") : strcspn(h, ":/");
+  snprintf(host, sizeof(host), "%.*s", (int)hl, h[0] == '[' ? h + 1 : h);
+  const char *after = h + hl + (h[0] == '[' ? 2 : 0);
+  if (after[0] == ':')
+    snprintf(port, sizeof(port), "%.*s", (int)strcspn(after + 1, "/"), after + 1);
+
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+  int gai = getaddrinfo(host, port, &hints, &ai);
+  if (gai != 0) {
+    pf_line("dns", "fail",
+            "the console's name %s does not resolve (%s): check the network "
+            "and DNS settings of this PC",
+            host, gai_strerror(gai));
+    return 1;
+  }
+  char addr[INET6_ADDRSTRLEN + 8] = "?";
+  getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
+  pf_line("dns", "ok", "%s is %s", host, addr);
+
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int cerr = ETIMEDOUT;
+  if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EINPROGRESS) {
+    struct pollfd pfd = {fd, POLLOUT, 0};
+    if (poll(&pfd, 1, 5000) == 1) {
+      socklen_t sl = sizeof(cerr);
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &cerr, &sl);
+    }
+  } else if (fd >= 0) {
+    cerr = 0;
+  }
+  if (fd >= 0)
+    close(fd);
+  freeaddrinfo(ai);
+  if (cerr != 0) {
+    pf_line("tcp", "fail",
+            "cannot connect to %s port %s (%s): a firewall may block it, or the "
+            "console is not running",
+            addr, port, strerror(cerr));
+    return 1;
+  }
+  pf_line("tcp", "ok", "connected to %s port %s", addr, port);
+
+  int bad = 0;
+  CURL *e = curl_easy_init();
+  pf_hdr_t hdr = {""};
+  char err[512];
+  if (e == NULL || identity_curl_setup(e, id, 15) != 0) {
+    pf_line("tls", "fail", "cannot prepare the TLS check (libcurl)");
+    curl_easy_cleanup(e);
+    return 1;
+  }
+  char url[IDENTITY_URL_MAX + 8];
+  snprintf(url, sizeof(url), "%s/", id->url);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 5L);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pf_on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, &hdr);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pf_on_body);
+  CURLcode c = curl_easy_perform(e);
+  if (c == CURLE_SSL_PINNEDPUBKEYNOTMATCH) {
+    pf_line("tls", "fail",
+            "the certificate presented is not the console's (the pin does not "
+            "match): a TLS-intercepting proxy or security appliance sits between this PC and "
+            "the console, or the address leads to another server. Exempt %s from TLS "
+            "inspection",
+            host);
+    bad++;
+  } else if (c != CURLE_OK) {
+    identity_curl_error(c, id->url, err, sizeof(err));
+    pf_line("tls", "fail", "%s", err);
+    bad++;
+  } else {
+    pf_line("tls", "ok", "TLS to the console, certificate matches the pin");
+    struct tm tm = {0};
+    const char *end = hdr.date[0] ? strptime(hdr.date, "%a, %d %b %Y %H:%M:%S GMT", &tm) : NULL;
+    if (end == NULL) {
+      pf_line("clock", "warn", "the console sent no Date header: clock not compared");
+    } else {
+      long long skew = (long long)time(NULL) - (long long)timegm(&tm);
+      if (skew > 300 || skew < -300) {
+        pf_line("clock", "fail",
+                "this PC's clock is %lld seconds %s the console's: set the "
+                "date and time (or enable time synchronisation) and try again",
+                skew < 0 ? -skew : skew, skew < 0 ? "behind" : "ahead of");
+        bad++;
+      } else {
+        pf_line("clock", "ok", "clock within %lld s of the console's", skew < 0 ? -skew : skew);
+      }
+    }
+  }
+  curl_easy_cleanup(e);
+  return bad;
+}
+
+/* yamorictl preflight [--server URL --pin PIN] [--no-kernel]: the
+ * installer's checks that need C. The console comes from --server/--pin
+ * or from the token in YAMORI_TOKEN. Exit 0 when nothing failed, 1 when a
+ * check failed, 64 on bad arguments. */
+static int cmd_preflight(char **args, int nargs) {
+  const char *server = NULL, *pin = NULL;
+  bool kernel = true;
+  for (int i = 0; i < nargs; i++) {
+    if (strcmp(args[i], "--server") == 0 && i + 1 < nargs)
+      server = args[++i];
+    else if (strcmp(args[i], "--pin") == 0 && i + 1 < nargs)
+      pin = args[++i];
+    else if (strcmp(args[i], "--no-kernel") == 0)
+      kernel = false;
+    else {
+      fprintf(stderr, "yamorictl: usage: yamorictl preflight [--server URL --pin PIN] "
+                      "[--no-kernel]\n");
+      return EXIT_USAGE;
+    }
+  }
+  identity_t id;
+  memset(&id, 0, sizeof(id));
+  char err[512];
+  const char *token = getenv("YAMORI_TOKEN");
+  if (server == NULL && token != NULL && token[0] != '\0') {
+    if (identity_parse_token(token, &id, err, sizeof(err)) != 0) {
+      pf_line("token", "fail", "%s", err);
+      return 1;
+    }
+    identity_wipe(&id);
+  } else if (server != NULL && pin != NULL) {
+    /* The same checks as a token's, through a token made here. */
+    static const char tok[] = "0000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    ym_buf_t t;
+    ym_buf_init(&t, IDENTITY_TOKEN_MAX);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "url", server);
+    cJSON_AddStringToObject(o, "pin", pin);
+    cJSON_AddStringToObject(o, "tok", tok);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    int rc = text ? ym_buf_append_str(&t, "ymt1.") : YM_ENOMEM;
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t n = text ? strlen(text) : 0;
+    for (size_t i = 0; rc == 0 && i < n; i += 3) {
+      uint32_t v = (uint32_t)(unsigned char)text[i] << 16;
+      if (i + 1 < n)
+        v |= (uint32_t)(unsigned char)text[i + 1] << 8;
+      if (i + 2 < n)
+        v |= (uint32_t)(unsigned char)text[i + 2];
+      for (size_t k = 0; k < 4 && (k == 0 || i + k - 1 < n) && rc == 0; k++)
+        rc = ym_buf_append_byte(&t, b64[(v >> (18 - 6 * k)) & 63]);
+    }
+    free(text);
+    if (rc == 0)
+      rc = identity_parse_token(t.data, &id, err, sizeof(err));
+    ym_buf_free(&t);
+    if (rc != 0) {
+      pf_line("server", "fail", "%s", rc == YM_ENOMEM ? "out of memory" : err);
+      return 1;
+    }
+  } else if (!kernel) {
+    fprintf(stderr, "yamorictl: preflight needs --server and --pin, or YAMORI_TOKEN\n");
+    return EXIT_USAGE;
+  }
+  int bad = kernel ? pf_kernel() : 0;
+  if (id.url[0] != '\0') {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    bad += pf_network(&id);
+    curl_global_cleanup();
+  }
+  return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"socket", required_argument, NULL, 's'},
@@ -611,6 +944,10 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "enroll") == 0) {
     rc = cmd_enroll(conf, args, nargs);
+    goto out;
+  }
+  if (strcmp(cmd, "preflight") == 0) {
+    rc = cmd_preflight(args, nargs);
     goto out;
   }
   c.fd = connect_agent(sock);

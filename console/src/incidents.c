@@ -1,6 +1,12 @@
 #include "incidents.h"
 
 #include "yamori/err.h"
+#include "yamori/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 static const char *const schema[] = {
     /* 1: settings, incidents and their logs. */
@@ -49,9 +55,430 @@ static const char *const schema[] = {
     " user TEXT NOT NULL DEFAULT '',"
     " detail TEXT NOT NULL DEFAULT ''"
     ") STRICT;"
-    "CREATE INDEX incident_log_incident ON incident_log(incident_id, at_ms);",
+    "CREATE INDEX incident_log_incident ON incident_log(incident_id, at_ms);"
+    "CREATE TABLE agent_health("
+    " agent_id TEXT PRIMARY KEY,"
+    " last_gap_ms INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;"
+    /* Hours in which an agent checked in, for the monthly report. */
+    "CREATE TABLE agent_presence("
+    " agent_id TEXT NOT NULL,"
+    " hour INTEGER NOT NULL," /* unix hours */
+    " PRIMARY KEY(agent_id, hour)"
+    ") STRICT, WITHOUT ROWID;",
 };
 
 int incidents_schema(store_t *s) {
   return store_ensure_schema(s, "incidents", schema, sizeof(schema) / sizeof(schema[0]));
+}
+
+/* ------------------------------------------------------------------ */
+/* Running                                                              */
+
+#define PRUNE_CHUNK 5000
+#define TITLE_MAX 512
+#define PATH_MAX_STORED 4096
+#define LOG_ALERTS_MAX 50 /* alerts logged per incident; the count goes on */
+
+struct incidents {
+  uv_loop_t *loop;
+  store_t *store;
+  incidents_opts_t opts;
+  uv_timer_t timer;
+  bool busy;       /* a maintenance pass is queued */
+  bool prune_more; /* the last pass stopped at its chunk limit */
+};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return NULL;
+  }
+  return st;
+}
+
+static int step_done(sqlite3_stmt *st) {
+  int r = st != NULL ? sqlite3_step(st) : SQLITE_ERROR;
+  sqlite3_finalize(st);
+  return r == SQLITE_DONE || r == SQLITE_ROW ? 0 : YM_EIO;
+}
+
+static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *what,
+                     const char *user, const char *detail) {
+  sqlite3_stmt *st = prep(db, "INSERT INTO incident_log(incident_id, at_ms, what, user, detail)"
+                              " VALUES(?1, ?2, ?3, ?4, ?5)");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, incident);
+  sqlite3_bind_int64(st, 2, at_ms);
+  sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, user ? user : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, detail ? detail : "", -1, SQLITE_STATIC);
+  return step_done(st);
+}
+
+static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *change) {
+  return m != NULL && m->opts.notify != NULL ? m->opts.notify(db, incident, change) : 0;
+}
+
+/* Copies at most max bytes of s, cut at a UTF-8 boundary. */
+static void bounded(const char *s, size_t max, char *out, size_t out_len) {
+  size_t n = s != NULL ? strlen(s) : 0;
+  if (n > max)
+    n = max;
+  if (n >= out_len)
+    n = out_len - 1;
+  while (n > 0 && n < (s ? strlen(s) : 0) && ((unsigned char)s[n] & 0xC0) == 0x80)
+    n--;
+  if (n > 0)
+    memcpy(out, s, n);
+  out[n] = '\0';
+}
+
+static const char *severity_of(const cJSON *e) {
+  const cJSON *ev = cJSON_GetObjectItemCaseSensitive(e, "event");
+  const cJSON *sev = cJSON_IsObject(ev) ? cJSON_GetObjectItemCaseSensitive(ev, "severity") : NULL;
+  if (!cJSON_IsNumber(sev))
+    return "high";
+  return sev->valuedouble >= 73 ? "high" : sev->valuedouble >= 47 ? "medium" : "low";
+}
+
+/* One new alert: into its PC's open incident for the rule, or a new
+ * incident. */
+static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *agent,
+                    const store_event_t *ev, int64_t row) {
+  cJSON *e = NULL;
+  if (ym_json_parse_lenient(ev->json, ev->json_len, ev->json_len + 1, &e) != 0 ||
+      !cJSON_IsObject(e)) {
+    cJSON_Delete(e);
+    return 0; /* ingest validated it; nothing to group on */
+  }
+  const cJSON *rule = cJSON_GetObjectItemCaseSensitive(e, "rule");
+  const cJSON *file = cJSON_GetObjectItemCaseSensitive(e, "file");
+  const cJSON *hash = cJSON_IsObject(file) ? cJSON_GetObjectItemCaseSensitive(file, "hash") : NULL;
+  char rname[256], title[TITLE_MAX + 1], path[PATH_MAX_STORED + 1], sha[65];
+  bounded(cJSON_IsObject(rule) ? ym_json_get_str(rule, "name") : NULL, 255, rname, sizeof(rname));
+  const char *desc = cJSON_IsObject(rule) ? ym_json_get_str(rule, "description") : NULL;
+  bounded(desc != NULL ? desc : rname, TITLE_MAX, title, sizeof(title));
+  bounded(cJSON_IsObject(file) ? ym_json_get_str(file, "path") : NULL, PATH_MAX_STORED, path,
+          sizeof(path));
+  bounded(cJSON_IsObject(hash) ? ym_json_get_str(hash, "sha256") : NULL, 64, sha, sizeof(sha));
+  const char *sev = severity_of(e);
+  cJSON_Delete(e);
+
+  int64_t ts = ev->ts_ms > 0 ? ev->ts_ms : now_ms();
+  sqlite3_stmt *st = prep(db, "UPDATE incidents SET count = count + 1,"
+                              " last_ms = max(last_ms, ?3), updated_ms = ?4"
+                              " WHERE agent_id = ?1 AND kind = 'malware' AND rule = ?2"
+                              " AND state != 'resolved' RETURNING id, count");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, rname, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, ts);
+  sqlite3_bind_int64(st, 4, now_ms());
+  int64_t id = 0, count = 0;
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW) {
+    id = sqlite3_column_int64(st, 0);
+    count = sqlite3_column_int64(st, 1);
+    r = sqlite3_step(st);
+  }
+  sqlite3_finalize(st);
+  if (r != SQLITE_DONE)
+    return YM_EIO;
+  int rc = 0;
+  bool created = id == 0;
+  if (created) {
+    st = prep(db,
+              "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, severity,"
+              " first_ms, last_ms, file_path, file_sha256, process_json, alert_json,"
+              " updated_ms) VALUES(?1, ?2, 'malware', ?3, ?4, ?5, ?6, ?6, ?7, ?8, '[]', ?9, ?10)");
+    if (st == NULL)
+      return YM_EIO;
+    sqlite3_bind_int64(st, 1, tenant);
+    sqlite3_bind_text(st, 2, agent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, rname, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, title, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, sev, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, ts);
+    sqlite3_bind_text(st, 7, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, ev->json, (int)ev->json_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 10, now_ms());
+    rc = step_done(st);
+    id = sqlite3_last_insert_rowid(db);
+    count = 1;
+    if (rc == 0)
+      rc = log_entry(db, id, ts, "created", "", title);
+  }
+  if (rc == 0 && row > 0) {
+    st = prep(db, "INSERT OR IGNORE INTO incident_alerts(incident_id, event_id) VALUES(?1, ?2)");
+    if (st == NULL)
+      return YM_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, row);
+    rc = step_done(st);
+  }
+  if (rc == 0 && !created && count <= LOG_ALERTS_MAX)
+    rc = log_entry(db, id, ts, "alert", "", path);
+  if (rc == 0 && created)
+    rc = notify(m, db, id, "created");
+  return rc;
+}
+
+static int on_gap(sqlite3 *db, const char *agent, int64_t ts) {
+  sqlite3_stmt *st = prep(db, "INSERT INTO agent_health(agent_id, last_gap_ms) VALUES(?1, ?2)"
+                              " ON CONFLICT(agent_id) DO UPDATE SET"
+                              " last_gap_ms = max(last_gap_ms, ?2)");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, ts);
+  return step_done(st);
+}
+
+static int batch_hook(sqlite3 *db, int64_t tenant_id, const char *agent_id, const char *stream,
+                      const store_event_t *events, const int64_t *row_ids, size_t n, void *data) {
+  incidents_t *m = data;
+  (void)stream;
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (row_ids[i] == 0)
+      continue; /* a replay: counted the first time */
+    const store_event_t *e = &events[i];
+    if (e->kind != NULL && strcmp(e->kind, "alert") == 0)
+      rc = on_alert(m, db, tenant_id, agent_id, e, row_ids[i]);
+    else if (e->action != NULL && strcmp(e->action, "gap") == 0)
+      rc = on_gap(db, agent_id, e->ts_ms);
+  }
+  return rc;
+}
+
+int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, const cJSON *req,
+                      cJSON *answer, void *data) {
+  incidents_t *m = data;
+  (void)req;
+  (void)answer;
+  int64_t now = now_ms();
+  sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO agent_presence(agent_id, hour)"
+                              " VALUES(?1, ?2)");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, now / 3600000);
+  int rc = step_done(st);
+  st = rc == 0 ? prep(db, "UPDATE incidents SET state = 'resolved', resolved_ms = ?3,"
+                          " updated_ms = ?3 WHERE agent_id = ?1 AND tenant_id = ?2"
+                          " AND kind = 'silent' AND state != 'resolved' RETURNING id")
+               : NULL;
+  if (rc == 0 && st == NULL)
+    rc = YM_EIO;
+  int64_t ids[8];
+  size_t n = 0;
+  if (rc == 0) {
+    sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, tenant_id);
+    sqlite3_bind_int64(st, 3, now);
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW)
+      if (n < 8)
+        ids[n++] = sqlite3_column_int64(st, 0);
+    rc = r == SQLITE_DONE ? 0 : YM_EIO;
+    sqlite3_finalize(st);
+  }
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    rc = log_entry(db, ids[i], now, "state", "", "resolved");
+    if (rc == 0)
+      rc = notify(m, db, ids[i], "resolved");
+  }
+  return rc;
+}
+
+int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, const char *user,
+                        const char *state, const char *owner, const char *note, int64_t now_ms_,
+                        int64_t *tenant_out) {
+  sqlite3_stmt *st = prep(db, "SELECT tenant_id, state, kind, agent_id, rule FROM incidents"
+                              " WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, scope);
+  if (sqlite3_step(st) != SQLITE_ROW) {
+    sqlite3_finalize(st);
+    return YM_ENOENT;
+  }
+  *tenant_out = sqlite3_column_int64(st, 0);
+  char old[16];
+  snprintf(old, sizeof(old), "%s", (const char *)sqlite3_column_text(st, 1));
+  sqlite3_finalize(st);
+  int rc = 0;
+  if (state != NULL && strcmp(state, old) != 0) {
+    /* Reopening: another open incident of the same PC and rule may have
+     * started meanwhile; the unique index says no. */
+    st = prep(db, "UPDATE incidents SET state = ?2, updated_ms = ?3,"
+                  " resolved_ms = CASE WHEN ?2 = 'resolved' THEN ?3 ELSE NULL END WHERE id = ?1");
+    if (st == NULL)
+      return YM_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms_);
+    int r = sqlite3_step(st);
+    sqlite3_finalize(st);
+    rc = r == SQLITE_DONE ? 0 : r == SQLITE_CONSTRAINT ? YM_EEXIST : YM_EIO;
+    if (rc == 0)
+      rc = log_entry(db, id, now_ms_, "state", user, state);
+    const char *change = strcmp(state, "new") == 0 ? "reopened" : state;
+    if (rc == 0)
+      rc = notify(m, db, id, change);
+  }
+  if (rc == 0 && owner != NULL) {
+    st = prep(db, "UPDATE incidents SET owner = ?2, updated_ms = ?3 WHERE id = ?1");
+    if (st == NULL)
+      return YM_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms_);
+    rc = step_done(st);
+    if (rc == 0)
+      rc = log_entry(db, id, now_ms_, "owner", user, owner);
+  }
+  if (rc == 0 && note != NULL)
+    rc = log_entry(db, id, now_ms_, "note", user, note);
+  return rc;
+}
+
+/* One maintenance pass on the database thread: silent PCs become
+ * incidents; events older than their tenant's retention are deleted, at
+ * most PRUNE_CHUNK per tenant and pass (the timer comes back soon when
+ * more is left), each tenant in its own transaction so that ingest waits
+ * little. */
+static int maintain_db(sqlite3 *db, void *arg) {
+  incidents_t *m = arg;
+  int64_t now = now_ms();
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : YM_EIO;
+  sqlite3_stmt *st =
+      rc == 0 ? prep(db, "SELECT a.id, a.tenant_id, a.last_seen FROM agents a"
+                         " LEFT JOIN tenant_settings s ON s.tenant_id = a.tenant_id"
+                         " WHERE a.revoked = 0 AND a.last_seen > 0"
+                         " AND a.last_seen < ?1 - COALESCE(s.silent_minutes, 30) * 60000"
+                         " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.agent_id = a.id"
+                         "  AND i.kind = 'silent' AND i.state != 'resolved') LIMIT 1000")
+              : NULL;
+  if (rc == 0 && st == NULL)
+    rc = YM_EIO;
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, now);
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+      sqlite3_stmt *ins = prep(db, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title,"
+                                   " severity, first_ms, last_ms, updated_ms)"
+                                   " VALUES(?1, ?2, 'silent', '', 'agent silent', 'medium', ?3, ?3,"
+                                   " ?4)");
+      if (ins == NULL) {
+        rc = YM_EIO;
+        break;
+      }
+      sqlite3_bind_int64(ins, 1, sqlite3_column_int64(st, 1));
+      sqlite3_bind_text(ins, 2, (const char *)sqlite3_column_text(st, 0), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(ins, 3, sqlite3_column_int64(st, 2));
+      sqlite3_bind_int64(ins, 4, now);
+      rc = step_done(ins);
+      int64_t id = sqlite3_last_insert_rowid(db);
+      if (rc == 0)
+        rc = log_entry(db, id, now, "created", "", "agent silent");
+      if (rc == 0)
+        rc = notify(m, db, id, "created");
+    }
+    sqlite3_finalize(st);
+  }
+  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = YM_EIO;
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+
+  /* Keeps the planner's statistics current (cheap when nothing changed). */
+  sqlite3_exec(db, "PRAGMA optimize", NULL, NULL, NULL);
+
+  /* Retention. */
+  bool more = false;
+  st = prep(db, "SELECT t.id, COALESCE(s.retention_days, 90) FROM tenants t"
+                " LEFT JOIN tenant_settings s ON s.tenant_id = t.id");
+  if (st == NULL)
+    return YM_EIO;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    int64_t tenant = sqlite3_column_int64(st, 0);
+    int64_t cutoff = now - sqlite3_column_int64(st, 1) * 86400000LL;
+    sqlite3_stmt *del = prep(db, "DELETE FROM events WHERE id IN (SELECT id FROM events"
+                                 " WHERE tenant_id = ?1 AND ts_ms < ?2 LIMIT ?3)");
+    if (del == NULL)
+      break;
+    sqlite3_bind_int64(del, 1, tenant);
+    sqlite3_bind_int64(del, 2, cutoff);
+    sqlite3_bind_int64(del, 3, PRUNE_CHUNK);
+    if (sqlite3_step(del) == SQLITE_DONE && sqlite3_changes(db) >= PRUNE_CHUNK)
+      more = true;
+    sqlite3_finalize(del);
+  }
+  sqlite3_finalize(st);
+  m->prune_more = more; /* read on the loop thread after the callback */
+  return rc;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void on_maintained(int rc, void *data) {
+  incidents_t *m = data;
+  m->busy = false;
+  if (rc != 0)
+    ym_log(YM_LOG_WARN, rc, "incident maintenance failed; trying again later");
+  if (m->prune_more)
+    uv_timer_start(&m->timer, on_timer, 1000, (uint64_t)m->opts.maintenance_s * 1000);
+}
+
+void incidents_maintain(incidents_t *m) {
+  if (m->busy)
+    return;
+  m->busy = true;
+  store_call(m->store, maintain_db, m, on_maintained, m);
+}
+
+static void on_timer(uv_timer_t *t) {
+  incidents_maintain(t->data);
+}
+
+int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts,
+                  incidents_t **out) {
+  incidents_t *m = calloc(1, sizeof(*m));
+  if (m == NULL)
+    return YM_ENOMEM;
+  m->loop = loop;
+  m->store = store;
+  m->opts = *opts;
+  if (m->opts.maintenance_s == 0)
+    m->opts.maintenance_s = 60;
+  uv_timer_init(loop, &m->timer);
+  m->timer.data = m;
+  uv_timer_start(&m->timer, on_timer, (uint64_t)m->opts.maintenance_s * 1000,
+                 (uint64_t)m->opts.maintenance_s * 1000);
+  uv_unref((uv_handle_t *)&m->timer);
+  store_on_batch(store, batch_hook, m);
+  *out = m;
+  return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+void incidents_free(incidents_t *m) {
+  if (m == NULL)
+    return;
+  uv_close((uv_handle_t *)&m->timer, on_timer_closed);
 }

@@ -22,9 +22,46 @@
 
 #include "store.h"
 
+#include "yamori/json.h"
+
 #include <stdint.h>
 
 /* Applies the module's schema. */
 int incidents_schema(store_t *s);
+
+/* Told when an incident is created or changes state ("created",
+ * "acknowledged", "resolved", "reopened"), on the database thread inside
+ * the transaction that made the change (notifications queue there). */
+typedef int (*incidents_notify_fn)(sqlite3 *db, int64_t incident_id, const char *change);
+
+typedef struct incidents incidents_t;
+
+typedef struct {
+  unsigned maintenance_s;     /* silent PCs and retention checked this often (0: 60) */
+  incidents_notify_fn notify; /* may be NULL */
+} incidents_opts_t;
+
+/* Starts the module on a loop: the batch hook that turns alerts into
+ * incidents (store_on_batch), and a timer for silent PCs and event
+ * retention. Register before the loop runs. */
+int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts, incidents_t **out);
+void incidents_free(incidents_t *m);
+
+/* The check-in contributor (api_add_checkin): records the hour of
+ * presence and resolves the PC's open "agent silent" incident. */
+int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, const cJSON *req,
+                      cJSON *answer, void *data);
+
+/* Changes an incident within the caller's transaction: state, owner
+ * and/or a note (NULL: unchanged), logged with user. scope 0: any tenant;
+ * else the incident must be the scope's (YM_ENOENT otherwise). tenant_out
+ * gets the incident's tenant. */
+int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, const char *user,
+                        const char *state, const char *owner, const char *note, int64_t now_ms,
+                        int64_t *tenant_out);
+
+/* Runs one maintenance pass now (silent PCs, retention): for tests and
+ * the timer. */
+void incidents_maintain(incidents_t *m);
 
 #endif

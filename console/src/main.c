@@ -4,16 +4,21 @@
  *   yamori-console serve        run the console (agent API over HTTPS)
  *   yamori-console tenant ...   manage customer companies
  *   yamori-console token ...    manage enrollment tokens
+ *   yamori-console installer    make a company's installer (dist.h)
  *
  * Everything lives in one data directory (default /var/lib/yamori-console,
  * --data-dir to choose): the SQLite database, the certificates, and the
  * console's public URL (written by serve, read by token create).
  */
 #include "api.h"
+#include "auth.h"
 #include "certs.h"
+#include "dist.h"
 #include "http.h"
 #include "incidents.h"
 #include "release.h"
+#include "web.h"
+#include "stats.h"
 #include "store.h"
 
 #include "yamori/buf.h"
@@ -47,7 +52,12 @@ typedef struct {
   long long expires_days;
   long long max_uses;
   unsigned rate_per_ip;
+  const char *web_dir;
+  const char *installer; /* the generic installer file (serve, installer) */
   unsigned checkin_s;
+  unsigned maintenance_s;
+  const char *out;
+  const char *helpdesk;
 } opts_t;
 
 static void usage(FILE *f) {
@@ -61,6 +71,9 @@ static void usage(FILE *f) {
         "  tenant list                 list customer companies\n"
         "  token create --tenant NAME  make an enrollment token (printed once)\n"
         "  token revoke ID             revoke a token\n"
+        "  installer --tenant NAME     make the company's installer: a new enrollment\n"
+        "                              token inside the generic installer\n"
+        "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -70,6 +83,16 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
+        "      --installer FILE serve, installer: the generic agent installer made into each\n"
+        "                       company's own (default: $YAMORI_INSTALLER, then\n"
+        "                       yamori-installer.run next to this program or in\n"
+        "                       ../installer/, then /usr/share/yamori/yamori-installer.run)\n"
+        "      --checkin-s N    serve: agents check in every N seconds (default 60)\n"
+        "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
+        "      --out FILE       installer: where to write it (default\n"
+        "                       yamori-installer-NAME.run)\n"
+        "      --helpdesk TEXT  installer: help desk contact shown when installation ends\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -152,6 +175,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int apply_schemas(store_t *s) {
   int rc = incidents_schema(s);
   if (rc == 0)
+    rc = auth_schema(s);
+  if (rc == 0)
     rc = release_ensure_schema(s);
   return rc;
 }
@@ -209,6 +234,23 @@ static int cmd_serve(const opts_t *o) {
   api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  incidents_t *incidents = NULL;
+  incidents_opts_t io = {o->maintenance_s, NULL};
+  if (rc == 0)
+    rc = incidents_new(&loop, store, &io, &incidents);
+  if (rc == 0)
+    rc = api_add_checkin(api, incidents_checkin, incidents);
+  web_t *web = NULL;
+  /* Without --installer, the generic installer next to this program (or
+   * the build tree's) is offered when there is one. */
+  static char found_installer[4096];
+  const char *installer = o->installer;
+  if (installer == NULL && dist_find_template(found_installer, sizeof(found_installer)) == 0)
+    installer = found_installer;
+  web_opts_t wo = {
+      o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
+  if (rc == 0)
+    rc = web_new(&loop, sv.http, store, &wo, &web);
   release_t *rel = NULL;
   if (rc == 0)
     rc = release_new(store, api, &rel);
@@ -219,7 +261,10 @@ static int cmd_serve(const opts_t *o) {
     http_free(sv.http);
     release_free(rel);
     api_free(api);
+    web_free(web);
     store_close(store);
+    incidents_free(incidents);
+    uv_run(&loop, UV_RUN_DEFAULT);
     return 1;
   }
   printf("console listening on %s (url %s)\ncertificate pin %s\n", o->listen, url, certs.pin);
@@ -232,7 +277,9 @@ static int cmd_serve(const opts_t *o) {
   uv_run(&loop, UV_RUN_DEFAULT);
   release_free(rel);
   api_free(api);
+  web_free(web);
   store_close(store);
+  incidents_free(incidents);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return 0;
@@ -295,58 +342,171 @@ static int cmd_tenant(const opts_t *o, int argc, char **argv) {
   return EXIT_USAGE;
 }
 
+/* Creates an enrollment token for o->tenant (with o->expires_days and
+ * o->max_uses) and appends its "ymt1." form to out. Returns 0, 1 (an error,
+ * already reported on stderr) or EXIT_USAGE. */
+static int make_token(const opts_t *o, ym_buf_t *out) {
+  store_t *s = NULL;
+  if (o->tenant == NULL) {
+    fprintf(stderr, "yamori-console: a token needs --tenant NAME\n");
+    return EXIT_USAGE;
+  }
+  char url[512], urlfile[1100], certdir[1100];
+  snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
+  snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
+  if (o->url != NULL)
+    snprintf(url, sizeof(url), "%s", o->url);
+  else if (read_small(urlfile, url, sizeof(url)) != 0) {
+    fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
+    return 1;
+  }
+  certs_t certs;
+  if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
+    fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
+    return 1;
+  }
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  char id[17], secret[44];
+  int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
+  int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
+  store_close(s);
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
+            rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
+    return 1;
+  }
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "url", url);
+  cJSON_AddStringToObject(j, "pin", certs.pin);
+  char tok[64];
+  snprintf(tok, sizeof(tok), "%s.%s", id, secret);
+  cJSON_AddStringToObject(j, "tok", tok);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  rc = text != NULL ? ym_buf_append_str(out, "ymt1.") : YM_ENOMEM;
+  if (rc == 0)
+    b64url((const unsigned char *)text, strlen(text), out);
+  fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
+  explicit_bzero(secret, sizeof(secret));
+  explicit_bzero(tok, sizeof(tok));
+  if (text != NULL)
+    explicit_bzero(text, strlen(text));
+  free(text);
+  return rc == 0 ? 0 : 1;
+}
+
+typedef struct {
+  const char *tenant;
+  char text[1024];
+} helpdesk_q_t;
+
+/* Reads the tenant's help desk text (store_fn). */
+static int tenant_helpdesk(sqlite3 *db, void *arg) {
+  helpdesk_q_t *q = arg;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT helpdesk FROM tenants WHERE name = ?1", -1, &st, NULL) !=
+      SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, q->tenant, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+    snprintf(q->text, sizeof(q->text), "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  return 0;
+}
+
+/* installer --tenant T [--out FILE] [--installer FILE] [--helpdesk TEXT]:
+ * a new enrollment token in a copy of the generic installer (dist.h). */
+static int cmd_installer(const opts_t *o, int argc) {
+  if (argc != 0)
+    return EXIT_USAGE;
+  char tmpl[4096];
+  if (o->installer != NULL)
+    snprintf(tmpl, sizeof(tmpl), "%s", o->installer);
+  else if (dist_find_template(tmpl, sizeof(tmpl)) != 0) {
+    fprintf(stderr, "yamori-console: the generic installer was not found (looked for "
+                    "yamori-installer.run next to this program, in ../installer/ and in "
+                    "/usr/share/yamori/): give --installer FILE\n");
+    return 1;
+  }
+  char outname[600];
+  if (o->out != NULL)
+    snprintf(outname, sizeof(outname), "%s", o->out);
+  else if (o->tenant != NULL)
+    snprintf(outname, sizeof(outname), "yamori-installer-%s.run", o->tenant);
+  ym_buf_t tok, file;
+  ym_buf_init(&tok, 8192);
+  ym_buf_init(&file, DIST_TEMPLATE_MAX + DIST_CONFIG_MAX);
+  int rc = make_token(o, &tok);
+  if (rc != 0)
+    goto out;
+  /* The help desk: --helpdesk, else the tenant's own (dashboard settings). */
+  char helpdesk[DIST_HELPDESK_MAX + 1] = "";
+  if (o->helpdesk == NULL) {
+    store_t *s = NULL;
+    helpdesk_q_t hq = {o->tenant, ""};
+    if (open_store_sync(o, &s) == 0) {
+      store_sync_call(s, tenant_helpdesk, &hq);
+      store_close(s);
+    }
+    dist_helpdesk_line(hq.text, helpdesk, sizeof(helpdesk));
+  }
+  int drc = dist_installer_ex(tmpl, tok.data, o->helpdesk ? o->helpdesk : helpdesk, &file);
+  if (drc != 0) {
+    fprintf(stderr, "yamori-console: cannot make the installer from %s: %s\n", tmpl,
+            drc == YM_EPARSE   ? "it is not a Yamori installer"
+            : drc == YM_EINVAL ? "the help desk text is not one line of text (256 bytes at most)"
+                               : ym_strerror(drc));
+    rc = 1;
+    goto out;
+  }
+  /* The file holds a live token: readable by its owner only. */
+  char tmp[700];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", outname);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  size_t off = 0;
+  while (fd >= 0 && off < file.len) {
+    ssize_t w = write(fd, file.data + off, file.len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    off += (size_t)w;
+  }
+  if (fd < 0 || off != file.len || fsync(fd) != 0 || close(fd) != 0 || rename(tmp, outname) != 0) {
+    fprintf(stderr, "yamori-console: cannot write %s: %s\n", outname, strerror(errno));
+    if (fd >= 0)
+      unlink(tmp);
+    rc = 1;
+    goto out;
+  }
+  printf("%s\n", outname);
+  fprintf(stderr, "installer for tenant %s written to %s (%zu bytes); on the PC run: sudo sh %s\n",
+          o->tenant, outname, file.len, outname);
+out:
+  if (tok.data != NULL)
+    explicit_bzero(tok.data, tok.len);
+  if (file.data != NULL)
+    explicit_bzero(file.data, file.len);
+  ym_buf_free(&tok);
+  ym_buf_free(&file);
+  return rc;
+}
+
 static int cmd_token(const opts_t *o, int argc, char **argv) {
   store_t *s = NULL;
   if (argc < 1)
     return EXIT_USAGE;
   if (strcmp(argv[0], "create") == 0 && argc == 1) {
-    if (o->tenant == NULL) {
-      fprintf(stderr, "yamori-console: token create needs --tenant NAME\n");
-      return EXIT_USAGE;
-    }
-    char url[512], urlfile[1100], certdir[1100];
-    snprintf(urlfile, sizeof(urlfile), "%s/url", o->data_dir);
-    snprintf(certdir, sizeof(certdir), "%s/tls", o->data_dir);
-    if (o->url != NULL)
-      snprintf(url, sizeof(url), "%s", o->url);
-    else if (read_small(urlfile, url, sizeof(url)) != 0) {
-      fprintf(stderr, "yamori-console: no console URL known yet: run serve once or give --url\n");
-      return 1;
-    }
-    certs_t certs;
-    if (certs_ensure(certdir, NULL, 0, &certs) != 0) {
-      fprintf(stderr, "yamori-console: cannot load the certificates in %s\n", certdir);
-      return 1;
-    }
-    if (open_store_sync(o, &s) != 0)
-      return 1;
-    char id[17], secret[44];
-    int64_t expires = o->expires_days > 0 ? (int64_t)time(NULL) + o->expires_days * 86400 : 0;
-    int rc = store_sync_token_create(s, o->tenant, expires, o->max_uses, id, secret);
-    store_close(s);
-    if (rc != 0) {
-      fprintf(stderr, "yamori-console: cannot create a token for tenant %s: %s\n", o->tenant,
-              rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
-      return 1;
-    }
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "url", url);
-    cJSON_AddStringToObject(j, "pin", certs.pin);
-    char tok[64];
-    snprintf(tok, sizeof(tok), "%s.%s", id, secret);
-    cJSON_AddStringToObject(j, "tok", tok);
-    char *text = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    ym_buf_t out;
-    ym_buf_init(&out, 8192);
-    ym_buf_append_str(&out, "ymt1.");
-    b64url((const unsigned char *)text, strlen(text), &out);
-    printf("%s\n", out.data);
-    fprintf(stderr, "token %s for tenant %s%s\n", id, o->tenant, expires ? "" : " (no expiry)");
-    memset(secret, 0, sizeof(secret));
-    free(text);
-    ym_buf_free(&out);
-    return 0;
+    ym_buf_t tok;
+    ym_buf_init(&tok, 8192);
+    int rc = make_token(o, &tok);
+    if (rc == 0)
+      printf("%s\n", tok.data);
+    if (tok.data != NULL)
+      explicit_bzero(tok.data, tok.len);
+    ym_buf_free(&tok);
+    return rc;
   }
   if (strcmp(argv[0], "revoke") == 0 && argc == 2) {
     if (open_store_sync(o, &s) != 0)
@@ -361,6 +521,55 @@ static int cmd_token(const opts_t *o, int argc, char **argv) {
     return 0;
   }
   return EXIT_USAGE;
+}
+
+/* ---------------------------------------------------------------- */
+/* stats                                                              */
+
+typedef struct {
+  int64_t from, to;
+  cJSON *out;
+} stats_arg_t;
+
+static int stats_fn(sqlite3 *db, void *arg) {
+  stats_arg_t *a = arg;
+  return stats_json(db, a->from, a->to, a->out);
+}
+
+static int cmd_stats(const opts_t *o, int argc, char **argv) {
+  int y = 0, m = 0;
+  if (argc == 2 && strcmp(argv[0], "--month") == 0) {
+    if (strlen(argv[1]) != 7 || sscanf(argv[1], "%4d-%2d", &y, &m) != 2 || m < 1 || m > 12 ||
+        y < 2000) {
+      fprintf(stderr, "yamori-console: --month takes YYYY-MM\n");
+      return EXIT_USAGE;
+    }
+  } else if (argc != 0) {
+    return EXIT_USAGE;
+  }
+  stats_arg_t a = {0, INT64_MAX / 2, cJSON_CreateObject()};
+  if (y != 0) {
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = 1};
+    a.from = (int64_t)timegm(&tm) * 1000;
+    tm = (struct tm){.tm_year = (m == 12 ? y + 1 : y) - 1900, .tm_mon = m % 12, .tm_mday = 1};
+    a.to = (int64_t)timegm(&tm) * 1000;
+  }
+  store_t *s = NULL;
+  if (open_store_sync(o, &s) != 0) {
+    cJSON_Delete(a.out);
+    return 1;
+  }
+  int rc = store_sync_call(s, stats_fn, &a);
+  store_close(s);
+  char *text = rc == 0 ? cJSON_Print(a.out) : NULL;
+  cJSON_Delete(a.out);
+  if (text == NULL) {
+    fprintf(stderr, "yamori-console: cannot read the statistics: %s\n", ym_strerror(rc));
+    return 1;
+  }
+  printf("%s\n", text);
+  free(text);
+  return 0;
 }
 
 /* The release, rollout and rules tools parse their own options: finds the
@@ -395,20 +604,39 @@ int main(int argc, char **argv) {
   int release_rc;
   if (maybe_release_main(argc, argv, &release_rc))
     return release_rc;
-  enum { OPT_DISPLAY = 256, OPT_EXPIRES, OPT_MAX_USES, OPT_TENANT, OPT_RATE, OPT_CHECKIN };
-  static const struct option longopts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"url", required_argument, NULL, 'u'},
-                                           {"tenant", required_argument, NULL, OPT_TENANT},
-                                           {"display", required_argument, NULL, OPT_DISPLAY},
-                                           {"expires", required_argument, NULL, OPT_EXPIRES},
-                                           {"max-uses", required_argument, NULL, OPT_MAX_USES},
-                                           {"rate-per-ip", required_argument, NULL, OPT_RATE},
-                                           {"checkin-s", required_argument, NULL, OPT_CHECKIN},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, 0};
+  enum {
+    OPT_DISPLAY = 256,
+    OPT_EXPIRES,
+    OPT_MAX_USES,
+    OPT_TENANT,
+    OPT_RATE,
+    OPT_WEB_DIR,
+    OPT_INSTALLER,
+    OPT_CHECKIN_S,
+    OPT_MAINTENANCE_S,
+    OPT_OUT,
+    OPT_HELPDESK
+  };
+  static const struct option longopts[] = {
+      {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},
+      {"url", required_argument, NULL, 'u'},
+      {"tenant", required_argument, NULL, OPT_TENANT},
+      {"display", required_argument, NULL, OPT_DISPLAY},
+      {"expires", required_argument, NULL, OPT_EXPIRES},
+      {"max-uses", required_argument, NULL, OPT_MAX_USES},
+      {"rate-per-ip", required_argument, NULL, OPT_RATE},
+      {"web-dir", required_argument, NULL, OPT_WEB_DIR},
+      {"installer", required_argument, NULL, OPT_INSTALLER},
+      {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
+      {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
+      {"out", required_argument, NULL, OPT_OUT},
+      {"helpdesk", required_argument, NULL, OPT_HELPDESK},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  opts_t o = {
+      DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, 0, 0, NULL, NULL};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -444,12 +672,35 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
       }
       break;
+    case OPT_OUT:
+      o.out = optarg;
+      break;
+    case OPT_HELPDESK:
+      o.helpdesk = optarg;
+      break;
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
       break;
-    case OPT_CHECKIN: /* serve: next_checkin_s told to agents (they keep 10..3600) */
-      o.checkin_s = (unsigned)strtoul(optarg, &end, 10);
+    case OPT_WEB_DIR:
+      o.web_dir = optarg;
       break;
+    case OPT_INSTALLER:
+      o.installer = optarg;
+      break;
+    case OPT_CHECKIN_S:
+    case OPT_MAINTENANCE_S: {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*end != '\0' || v < 1 || v > 86400) {
+        fprintf(stderr, "yamori-console: --%s takes seconds (1 to 86400)\n",
+                c == OPT_CHECKIN_S ? "checkin-s" : "maintenance-s");
+        return EXIT_USAGE;
+      }
+      if (c == OPT_CHECKIN_S)
+        o.checkin_s = (unsigned)v;
+      else
+        o.maintenance_s = (unsigned)v;
+      break;
+    }
     case 'h':
       usage(stdout);
       return 0;
@@ -480,6 +731,10 @@ int main(int argc, char **argv) {
     rc = cmd_tenant(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "token") == 0)
     rc = cmd_token(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "installer") == 0)
+    rc = cmd_installer(&o, argc - optind - 1);
+  else if (strcmp(cmd, "stats") == 0)
+    rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);

@@ -806,6 +806,60 @@ int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, 
   return rc;
 }
 
+int store_token_create_db(sqlite3 *db, int64_t tenant_id, int64_t expires_at, int64_t max_uses,
+                          char token_id[17], char secret[44]) {
+  uint8_t raw_id[TOKEN_ID_LEN / 2], hash[YM_SHA256_LEN];
+  if (expires_at < 0 || max_uses < 0)
+    return YM_EINVAL;
+  if (RAND_bytes(raw_id, sizeof(raw_id)) != 1)
+    return YM_ECRYPTO;
+  ym_hex(raw_id, sizeof(raw_id), token_id);
+  int rc = secret_new(secret, hash);
+  if (rc != 0)
+    return rc;
+  sqlite3_stmt *st = NULL;
+  rc = db_err(sqlite3_prepare_v2(db, stmt_sql[ST_TOKEN_ADD], -1, &st, NULL));
+  if (rc == 0) {
+    bind_text(st, 1, token_id);
+    sqlite3_bind_int64(st, 2, tenant_id);
+    sqlite3_bind_blob(st, 3, hash, sizeof(hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now_s());
+    sqlite3_bind_int64(st, 5, expires_at);
+    sqlite3_bind_int64(st, 6, max_uses);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(sqlite3_extended_errcode(db));
+  }
+  sqlite3_finalize(st);
+  if (rc != 0) {
+    OPENSSL_cleanse(secret, SECRET_LEN + 1);
+    token_id[0] = secret[0] = '\0';
+  }
+  return rc;
+}
+
+int store_token_string(const char *url, const char *pin, const char *token_id, const char *secret,
+                       char *out, size_t out_len) {
+  char tok[TOKEN_ID_LEN + SECRET_LEN + 2];
+  snprintf(tok, sizeof(tok), "%s.%s", token_id, secret);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "url", url);
+  cJSON_AddStringToObject(j, "pin", pin);
+  cJSON_AddStringToObject(j, "tok", tok);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  OPENSSL_cleanse(tok, sizeof(tok));
+  if (text == NULL)
+    return YM_ENOMEM;
+  size_t n = strlen(text);
+  int rc = 5 + 4 * ((n + 2) / 3) + 1 <= out_len ? 0 : YM_ETOOBIG;
+  if (rc == 0) {
+    memcpy(out, "ymt1.", 5);
+    b64url_encode((const uint8_t *)text, n, out + 5);
+  }
+  OPENSSL_cleanse(text, n);
+  free(text);
+  return rc;
+}
+
 int store_sync_token_revoke(store_t *s, const char *token_id) {
   if (token_id == NULL || !is_lower_hex(token_id, TOKEN_ID_LEN))
     return YM_EINVAL;
@@ -828,7 +882,7 @@ int store_sync_token_revoke(store_t *s, const char *token_id) {
 
 /* Writes "scrypt$N$r$p$<salt>$<hash>" (base64url without padding) for
  * password into out (out_len bytes). Returns 0, YM_ECRYPTO or YM_ETOOBIG. */
-static int password_hash(const char *password, char *out, size_t out_len) {
+int store_password_hash(const char *password, char *out, size_t out_len) {
   uint8_t salt[SCRYPT_SALT_LEN], key[SCRYPT_KEY_LEN];
   char salt_b64[32], key_b64[48];
   if (RAND_bytes(salt, sizeof(salt)) != 1 ||
@@ -920,7 +974,7 @@ int store_sync_ensure_admin(store_t *s, char password[33]) {
   }
   b64url_encode(raw, sizeof(raw), password);
   OPENSSL_cleanse(raw, sizeof(raw));
-  rc = password_hash(password, hash, sizeof(hash));
+  rc = store_password_hash(password, hash, sizeof(hash));
   st = rc == 0 ? stmt(s, ST_USER_ADD) : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;

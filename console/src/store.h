@@ -44,6 +44,14 @@ int store_sync_tenant_list(store_t *s,
 int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, int64_t max_uses,
                             char token_id[17], char secret[44]);
 int store_sync_token_revoke(store_t *s, const char *token_id);
+/* The same inside a module function (store_call): creates a token for
+ * tenant_id with the connection db. */
+int store_token_create_db(sqlite3 *db, int64_t tenant_id, int64_t expires_at, int64_t max_uses,
+                          char token_id[17], char secret[44]);
+/* Writes the enrollment token string "ymt1." + base64url({url, pin, tok})
+ * (docs/protocol.md) to out. Returns 0 or YM_ETOOBIG / YM_ENOMEM. */
+int store_token_string(const char *url, const char *pin, const char *token_id, const char *secret,
+                       char *out, size_t out_len);
 /* First provider admin: creates user "admin" with a random password
  * (returned once, hashed with scrypt in the store) when no user exists.
  * Returns 1 when created, 0 when users exist, <0 on error. */
@@ -52,6 +60,10 @@ int store_sync_ensure_admin(store_t *s, char password[33]);
  * hash in base64url without padding). Returns 1 for a match, 0 for no
  * match, YM_EINVAL for a malformed hash or YM_ECRYPTO. */
 int store_password_verify(const char *hash, const char *password);
+/* Hashes password with scrypt and a random salt into out (at most 128
+ * bytes needed). Returns 0, YM_ECRYPTO or YM_ETOOBIG. Takes about 100 ms
+ * and 32 MiB: never on the loop thread. */
+int store_password_hash(const char *password, char *out, size_t out_len);
 
 /* ---- agent API (asynchronous) ----
  * Loop thread only, and only when the store was opened with a loop (without

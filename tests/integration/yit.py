@@ -371,6 +371,20 @@ class Console:
         finally:
             c.close()
 
+    def admin_password(self):
+        """The first administrator's password, printed once at first start."""
+        import re
+        m = re.search(rb'administrator "admin", password (\S+)', self.proc.stdout_bytes())
+        self.t.check(m is not None, self.name + " printed the first admin password")
+        return m.group(1).decode()
+
+    def ui(self, user="admin", password=None, expect=200):
+        """A dashboard session (cookie and CSRF token) after logging in."""
+        s = UiSession(self)
+        st = s.login(user, password if password is not None else self.admin_password())
+        self.t.check_eq(st, expect, "login of %s" % user)
+        return s
+
     def request(self, method, path, body=b"", headers=None, timeout=10):
         """One HTTPS request (the test's own client; no certificate check)."""
         import http.client
@@ -386,3 +400,51 @@ class Console:
             return resp.status, dict(resp.getheaders()), data
         finally:
             conn.close()
+
+
+class UiSession:
+    """A person using the dashboard API: the session cookie and the CSRF
+    token a browser would hold."""
+
+    def __init__(self, con):
+        self.con = con
+        self.cookie = None
+        self.csrf = None
+        self.last_headers = {}
+
+    def login(self, user, password):
+        st, h, data = self.con.request("POST", "/api/ui/login",
+                                       json.dumps({"user": user, "password": password}).encode(),
+                                       {"Content-Type": "application/json"})
+        self.last_headers = h
+        if st == 200:
+            c = h.get("set-cookie") or h.get("Set-Cookie")
+            self.set_cookie = c
+            self.cookie = c.split(";", 1)[0]
+            self.csrf = json.loads(data)["csrf"]
+        return st
+
+    def call(self, method, path, body=None, csrf=True, raw=False):
+        h = {}
+        if self.cookie:
+            h["Cookie"] = self.cookie
+        if method != "GET" and csrf and self.csrf:
+            h["X-CSRF-Token"] = self.csrf
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        st, hdrs, out = self.con.request(method, path, data, h)
+        self.last_headers = hdrs
+        if raw:
+            return st, out
+        try:
+            return st, json.loads(out) if out else None
+        except ValueError:
+            return st, out
+
+    def get(self, path):
+        return self.call("GET", path)
+
+    def post(self, path, body=None, csrf=True):
+        return self.call("POST", path, body if body is not None else {}, csrf=csrf)
