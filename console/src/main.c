@@ -234,6 +234,10 @@ static int cmd_serve(const opts_t *o) {
   api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  /* Before the dashboard's catch-all route: the first match wins. */
+  release_t *rel = NULL;
+  if (rc == 0)
+    rc = release_new(store, api, &rel);
   incidents_t *incidents = NULL;
   incidents_opts_t io = {o->maintenance_s, NULL};
   if (rc == 0)
@@ -251,9 +255,6 @@ static int cmd_serve(const opts_t *o) {
       o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
   if (rc == 0)
     rc = web_new(&loop, sv.http, store, &wo, &web);
-  release_t *rel = NULL;
-  if (rc == 0)
-    rc = release_new(store, api, &rel);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
