@@ -7,6 +7,7 @@
 #include "detect.h"
 #include "notify_sd.h"
 #include "os.h"
+#include "respond.h"
 #include "sensors.h"
 #include "update.h"
 #include "uplink.h"
@@ -323,6 +324,10 @@ void agent_emit(agent_t *a, ym_event_t *ev) {
         spool_append(a->spool, stream, a->upline.data, a->upline.len - 1) != 0)
       a->counters.dropped++;
   }
+  /* Recent process starts and file events for triage bundles. */
+  if (a->resp != NULL)
+    respond_note_event(a->resp, ev, a->spool != NULL && a->upline.len >= 2 ? a->upline.data : NULL,
+                       a->upline.len);
 }
 
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
@@ -425,6 +430,8 @@ int agent_start(agent_t *a) {
   }
   if ((rc = control_new(a, &a->ctl)) != 0)
     ym_log(YM_LOG_ERROR, rc, "cannot open the control socket %s", a->conf->control_socket);
+  if ((rc = respond_new(a, &a->resp)) != 0)
+    ym_log(YM_LOG_ERROR, rc, "cannot take remote commands");
   ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s, exec guard %s; %zu processes known",
          a->ps ? "on" : "off", a->fs ? "on" : "off",
          a->conf->policy_exec == 0 ? "off" : (a->conf->policy_exec == 1 ? "detect" : "block"),
@@ -456,6 +463,7 @@ void agent_stop(agent_t *a) {
   a->upd = NULL;
   control_free(a->ctl);
   a->ctl = NULL;
+  respond_stop(a->resp);
   /* Results of scans still running arrive through posts after the loop
    * ends; agent_close runs them. */
   uv_unref((uv_handle_t *)&a->post_async);
@@ -478,6 +486,8 @@ void agent_close(agent_t *a) {
   a->spool = NULL;
   output_close(&a->out);
   uv_run(a->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
+  respond_free(a->resp);
+  a->resp = NULL;
   uv_mutex_destroy(&a->post_lock);
   psensor_free(a->ps);
   fsensor_free(a->fs);

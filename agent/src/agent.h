@@ -31,6 +31,7 @@ struct fsensor;
 struct detect;
 struct control;
 struct update;
+struct respond;
 struct agent;
 
 typedef void (*agent_post_fn)(struct agent *a, void *arg);
@@ -82,6 +83,7 @@ typedef struct agent {
   /* The rule directories when signed rules bundles are active (the update
    * module owns them); NULL: conf->rules_dirs. */
   const ym_strlist_t *rules_dirs;
+  struct respond *resp; /* remote response commands; NULL when not started */
   uv_async_t post_async;
   uv_mutex_t post_lock;
   agent_post_t *post_head, *post_tail;

@@ -123,6 +123,9 @@ static const ym_cfg_field_t table[] = {
       "`YAMORI_VERSIONS_DIR` takes precedence."),
     F("update.max_package_bytes", YM_CFG_INT, 1048576, 1073741824, "268435456", update_max_package,
       NULL, NULL, "Largest release package accepted (bytes)."),
+    F("triage.root", YM_CFG_STRING, 1, 1024, "\"/\"", triage_root, NULL, check_abs_path,
+      "Directory under which a triage bundle looks for persistence locations (crontabs, "
+      "systemd units, shell start-up files, authorized_keys); `/` but in tests."),
 };
 
 #define NFIELDS (sizeof(table) / sizeof(table[0]))

@@ -54,6 +54,8 @@ typedef struct {
   char *update_dir;
   char *update_versions_dir;
   long long update_max_package;
+  /* remote response */
+  char *triage_root; /* where persistence locations are looked up ("/") */
 } conf_t;
 
 /* Loads path (NULL: built-in defaults only) into a new snapshot. Returns

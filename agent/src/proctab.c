@@ -82,14 +82,18 @@ void proctab_remove(proctab_t *t, int pid) {
   }
 }
 
-void proctab_set_start(proctab_t *t, proc_entry_t *e, uint64_t start_ticks) {
+void proctab_entity_id(const char *boot_id, int pid, uint64_t start_ticks,
+                       char out[PROCTAB_ENTITY_LEN + 1]) {
   char key[96];
   uint8_t d[YM_SHA256_LEN];
-  e->start_ticks = start_ticks;
-  int n =
-      snprintf(key, sizeof(key), "%s:%d:%llu", t->boot_id, e->pid, (unsigned long long)start_ticks);
+  int n = snprintf(key, sizeof(key), "%s:%d:%llu", boot_id, pid, (unsigned long long)start_ticks);
   ym_sha256_mem(key, (size_t)n, d);
-  ym_hex(d, PROCTAB_ENTITY_LEN / 2, e->entity_id);
+  ym_hex(d, PROCTAB_ENTITY_LEN / 2, out);
+}
+
+void proctab_set_start(proctab_t *t, proc_entry_t *e, uint64_t start_ticks) {
+  e->start_ticks = start_ticks;
+  proctab_entity_id(t->boot_id, e->pid, start_ticks, e->entity_id);
 }
 
 static int set_path(char **dst, size_t *dst_len, const char *s, size_t len) {

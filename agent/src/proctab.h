@@ -59,6 +59,11 @@ proc_entry_t *proctab_get(proctab_t *t, int pid);
 proc_entry_t *proctab_upsert(proctab_t *t, int pid);
 void proctab_remove(proctab_t *t, int pid);
 
+/* Writes the entity id of the process pid started at start_ticks since the
+ * boot boot_id (PROCTAB_ENTITY_LEN hex characters and a NUL). Pure: any
+ * thread. */
+void proctab_entity_id(const char *boot_id, int pid, uint64_t start_ticks,
+                       char out[PROCTAB_ENTITY_LEN + 1]);
 /* Sets the start time and derives the entity id from boot id, pid and it. */
 void proctab_set_start(proctab_t *t, proc_entry_t *e, uint64_t start_ticks);
 /* Replaces the entry's executable path (copied). */

@@ -1,6 +1,7 @@
 #include "dash.h"
 #include "dist.h"
 
+#include "commands.h"
 #include "incidents.h"
 
 #include "yamori/err.h"
@@ -147,49 +148,38 @@ static int agent_update_json(sqlite3 *db, const char *agent_id, cJSON **out) {
   return YM_ENOTSUP;
 }
 
+/* Response commands: the commands module (commands.h), scoped by tenant
+ * in its SQL. */
 static int commands_json(sqlite3 *db, int64_t scope, const char *agent, int64_t incident,
                          cJSON *items) {
-  (void)db;
-  (void)scope;
-  (void)agent;
-  (void)incident;
-  (void)items;
-  return YM_ENOTSUP;
+  return commands_list_db(db, scope, agent, incident, items);
 }
 
 static int command_create(sqlite3 *db, int64_t scope, const char *agent_id, int64_t incident,
                           const char *kind, const cJSON *args, const char *user, int64_t now_ms,
                           cJSON **item, int64_t *tenant) {
-  (void)db;
-  (void)scope;
-  (void)agent_id;
-  (void)incident;
-  (void)kind;
-  (void)args;
-  (void)user;
   (void)now_ms;
-  *item = NULL;
   *tenant = 0;
-  return YM_ENOTSUP;
+  int rc = commands_create_db(db, scope, agent_id, incident, kind, args, user, item);
+  sqlite3_stmt *st = rc == 0 ? prep(db, "SELECT tenant_id FROM agents WHERE id = ?1") : NULL;
+  if (st != NULL) {
+    sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+      *tenant = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  return rc;
 }
 
 static int command_get(sqlite3 *db, int64_t scope, int64_t id, cJSON **item) {
-  (void)db;
-  (void)scope;
-  (void)id;
-  *item = NULL;
-  return YM_ENOTSUP;
+  return commands_get_db(db, scope, id, item);
 }
 
+/* Bundles live in the database (table command_bundles), not in data_dir. */
 static int command_bundle(sqlite3 *db, int64_t scope, int64_t id, const char *data_dir, void **raw,
                           size_t *len) {
-  (void)db;
-  (void)scope;
-  (void)id;
   (void)data_dir;
-  *raw = NULL;
-  *len = 0;
-  return YM_ENOTSUP;
+  return commands_bundle_get_db(db, scope, id, raw, len);
 }
 
 /* The tenant's own installer: the generic one with the token and the help

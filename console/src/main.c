@@ -13,6 +13,7 @@
 #include "api.h"
 #include "auth.h"
 #include "certs.h"
+#include "commands.h"
 #include "dist.h"
 #include "http.h"
 #include "incidents.h"
@@ -58,6 +59,7 @@ typedef struct {
   unsigned maintenance_s;
   const char *out;
   const char *helpdesk;
+  commands_cli_t cmd; /* command ...: --agent, --kind, --args, --incident, --out, --user */
 } opts_t;
 
 static void usage(FILE *f) {
@@ -74,6 +76,12 @@ static void usage(FILE *f) {
         "  installer --tenant NAME     make the company's installer: a new enrollment\n"
         "                              token inside the generic installer\n"
         "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
+        "  command add --agent ID --kind KIND [--args JSON] [--incident N]\n"
+        "                              queue a response command (scan, quarantine,\n"
+        "                              restore, kill, triage) for an agent\n"
+        "  command list [--agent ID]   list response commands (JSON)\n"
+        "  command show ID             show a command and its result (JSON)\n"
+        "  command bundle ID --out FILE  save a triage bundle (gzip JSON)\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -178,6 +186,8 @@ static int apply_schemas(store_t *s) {
     rc = auth_schema(s);
   if (rc == 0)
     rc = release_ensure_schema(s);
+  if (rc == 0)
+    rc = commands_schema(s);
   return rc;
 }
 
@@ -255,6 +265,8 @@ static int cmd_serve(const opts_t *o) {
       o->web_dir ? o->web_dir : YAMORI_WEB_DIR, url, certs.pin, installer, o->data_dir, incidents};
   if (rc == 0)
     rc = web_new(&loop, sv.http, store, &wo, &web);
+  if (rc == 0)
+    rc = commands_attach(api, store);
   if (rc == 0)
     rc = http_start(sv.http);
   if (rc != 0) {
@@ -601,6 +613,17 @@ static int maybe_release_main(int argc, char **argv, int *rc) {
   return 0;
 }
 
+static int cmd_command(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  if (argc < 1)
+    return EXIT_USAGE;
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  int rc = commands_cli(s, &o->cmd, argc, argv);
+  store_close(s);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   int release_rc;
   if (maybe_release_main(argc, argv, &release_rc))
@@ -616,7 +639,12 @@ int main(int argc, char **argv) {
     OPT_CHECKIN_S,
     OPT_MAINTENANCE_S,
     OPT_OUT,
-    OPT_HELPDESK
+    OPT_HELPDESK,
+    OPT_AGENT,
+    OPT_KIND,
+    OPT_ARGS,
+    OPT_INCIDENT,
+    OPT_USER
   };
   static const struct option longopts[] = {
       {"data-dir", required_argument, NULL, 'd'},
@@ -633,11 +661,29 @@ int main(int argc, char **argv) {
       {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
       {"out", required_argument, NULL, OPT_OUT},
       {"helpdesk", required_argument, NULL, OPT_HELPDESK},
+      {"agent", required_argument, NULL, OPT_AGENT},
+      {"kind", required_argument, NULL, OPT_KIND},
+      {"args", required_argument, NULL, OPT_ARGS},
+      {"incident", required_argument, NULL, OPT_INCIDENT},
+      {"user", required_argument, NULL, OPT_USER},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
-  opts_t o = {
-      DEFAULT_DATA_DIR, DEFAULT_LISTEN, NULL, NULL, NULL, 7, 0, 0, NULL, NULL, 0, 0, NULL, NULL};
+  opts_t o = {DEFAULT_DATA_DIR,
+              DEFAULT_LISTEN,
+              NULL,
+              NULL,
+              NULL,
+              7,
+              0,
+              0,
+              NULL,
+              NULL,
+              0,
+              0,
+              NULL,
+              NULL,
+              {0}};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -675,6 +721,7 @@ int main(int argc, char **argv) {
       break;
     case OPT_OUT:
       o.out = optarg;
+      o.cmd.out = optarg;
       break;
     case OPT_HELPDESK:
       o.helpdesk = optarg;
@@ -702,6 +749,25 @@ int main(int argc, char **argv) {
         o.maintenance_s = (unsigned)v;
       break;
     }
+    case OPT_AGENT:
+      o.cmd.agent = optarg;
+      break;
+    case OPT_KIND:
+      o.cmd.kind = optarg;
+      break;
+    case OPT_ARGS:
+      o.cmd.args = optarg;
+      break;
+    case OPT_INCIDENT:
+      o.cmd.incident = strtoll(optarg, &end, 10);
+      if (*end != '\0' || o.cmd.incident < 0) {
+        fprintf(stderr, "yamori-console: --incident takes an incident id\n");
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_USER:
+      o.cmd.user = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -736,6 +802,8 @@ int main(int argc, char **argv) {
     rc = cmd_installer(&o, argc - optind - 1);
   else if (strcmp(cmd, "stats") == 0)
     rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "command") == 0)
+    rc = cmd_command(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {
     fprintf(stderr, "yamori-console: unknown command or arguments: %s\n", cmd);
     usage(stderr);

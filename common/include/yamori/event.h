@@ -45,7 +45,8 @@
   XX(AGENT_VERSION, "agent.version", "keyword", YM_K_STR, "Version of the agent.")                 \
   XX(ECS_VERSION, "ecs.version", "keyword", YM_K_STR, "ECS version the event follows.")            \
   XX(EVENT_ACTION, "event.action", "keyword", YM_K_STR,                                            \
-     "What happened: `creation`, `modification`, `deletion`, `rename`, `exec`, `end`, `gap`.")     \
+     "What happened: `creation`, `modification`, `deletion`, `rename`, `exec`, `end`, `gap`; "     \
+     "`response-scan`, `response-quarantine`, ... for console commands.")                          \
   XX(EVENT_CATEGORY, "event.category", "keyword", YM_K_ARR, "`file`, `process` or `host`.")        \
   XX(EVENT_CREATED, "event.created", "date", YM_K_DATE, "When the agent built the event.")         \
   XX(EVENT_DATASET, "event.dataset", "keyword", YM_K_STR,                                          \
@@ -119,6 +120,12 @@
   XX(RULE_VERSION, "rule.version", "keyword", YM_K_STR, "Version of the rule set that matched.")   \
   XX(THREAT_FRAMEWORK, "threat.framework", "keyword", YM_K_STR, "`MITRE ATT&CK` when mapped.")     \
   XX(THREAT_TECHNIQUE_ID, "threat.technique.id", "keyword", YM_K_ARR, "ATT&CK technique ids.")     \
+  XX(YAMORI_COMMAND_ID, "yamori.command.id", "long", YM_K_INT,                                     \
+     "Response to a console command: the command's id.")                                           \
+  XX(YAMORI_COMMAND_KIND, "yamori.command.kind", "keyword", YM_K_STR,                              \
+     "Response to a console command: `scan`, `quarantine`, `restore`, `kill` or `triage`.")        \
+  XX(YAMORI_COMMAND_STATE, "yamori.command.state", "keyword", YM_K_STR,                            \
+     "Response to a console command: `done` or `failed`.")                                         \
   XX(YAMORI_FILE_ORIGINAL_DIRECTORY, "yamori.file.original.directory", "keyword", YM_K_STR,        \
      "Rename: the directory the file was in before.")                                              \
   XX(YAMORI_FILE_ORIGINAL_NAME, "yamori.file.original.name", "keyword", YM_K_STR,                  \

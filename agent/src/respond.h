@@ -1,0 +1,55 @@
+/*
+ * Remote response: the console's commands, run by the agent.
+ *
+ * Commands arrive in the check-in answer ("commands": [{"id", "kind",
+ * "args"}], docs/protocol.md). For each one, in order:
+ *   1. A command whose id is known is not run again: when it has finished
+ *      its result is posted again (the console re-sends only commands
+ *      whose result it has not got), when it runs it is ignored.
+ *   2. A new command is recorded as running in state_dir/commands.json
+ *      (written atomically, off the loop) and only started once that record
+ *      is on disk: a crash never makes it run twice. A command found running
+ *      at start was interrupted: it is reported failed.
+ *   3. It runs: scan (detect_scan, as `yamorictl scan`), quarantine
+ *      (quarantine_file on the descriptor opened with O_NOFOLLOW), restore
+ *      (quarantine_restore), kill (pidfd; refused when the pid's entity id
+ *      is not the one given), triage (triage_collect, gzip, uploaded to
+ *      /api/v1/commands/{id}/bundle first). Slow work runs off the loop.
+ *   4. The outcome becomes a response event (dataset yamori.response, in
+ *      the alerts stream) and is recorded, then posted to
+ *      /api/v1/commands/{id}/result; results not acknowledged are posted
+ *      again at the next check-ins.
+ *
+ * The module also keeps the last RESPOND_RING process starts and file
+ * events (fed by agent_emit) for triage bundles.
+ * Loop thread only.
+ */
+#ifndef YAMORI_AGENT_RESPOND_H
+#define YAMORI_AGENT_RESPOND_H
+
+#include "agent.h"
+
+/* Commands remembered (running, or finished and their results). */
+#define RESPOND_MAX_RECORDS 256
+/* Recent events of each kind kept for triage. */
+#define RESPOND_RING 256
+/* Matches listed in a scan result at most. */
+#define RESPOND_SCAN_MATCHES 64
+
+typedef struct respond respond_t;
+
+/* Loads state_dir/commands.json and hooks into the uplink's check-ins
+ * (a->up may be NULL: no console, commands never arrive). */
+int respond_new(agent_t *a, respond_t **out);
+/* No new commands start after this; running ones finish. */
+void respond_stop(respond_t *r);
+/* Frees the module after the loop has finished (agent_close).
+ * respond_free(NULL) does nothing. */
+void respond_free(respond_t *r);
+
+/* Notes an emitted event for the triage rings. json is the event as
+ * uploaded (without host.* and agent.*), len bytes, or NULL when it was
+ * not serialized that way. */
+void respond_note_event(respond_t *r, const ym_event_t *ev, const char *json, size_t len);
+
+#endif
