@@ -180,9 +180,21 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 int ym_sign_load_keys(const char *dir, ym_sign_pub_t *keys, size_t max) {
-  DIR *d = opendir(dir);
-  if (d == NULL)
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
     return ym_err_from_errno(errno);
+  struct stat dst;
+  /* A directory others can add keys to is not a trust anchor. */
+  if (fstat(dfd, &dst) != 0 || (dst.st_mode & 022) != 0 ||
+      (dst.st_uid != 0 && dst.st_uid != getuid())) {
+    close(dfd);
+    return YM_EPERM;
+  }
+  DIR *d = fdopendir(dfd);
+  if (d == NULL) {
+    close(dfd);
+    return ym_err_from_errno(errno);
+  }
   char *names[64];
   size_t n = 0;
   struct dirent *de;

@@ -225,6 +225,10 @@ static void key_files(void **state) {
   assert_memory_equal(keys[0].raw, pub, 32);
   chmod(kp, 0644);
   assert_int_equal(ym_sign_read_private(kp, back), YM_EPERM); /* readable by others */
+  chmod(dir, 0777);
+  assert_int_equal(ym_sign_load_keys(dir, keys, 4), YM_EPERM); /* others may plant keys */
+  chmod(dir, 0755);
+  assert_int_equal(ym_sign_load_keys(dir, keys, 4), 1);
   chmod(pp, 0666);
   assert_int_equal(ym_sign_load_keys(dir, keys, 4), 0); /* writable by others: not trusted */
   unlink(kp);

@@ -66,7 +66,9 @@ int ym_sign_read_public(const char *path, ym_sign_pub_t *out);
 /* Reads every "*.pub" file directly in dir (at most max keys, sorted by
  * name; files that are not regular, not owned by root or by the caller's
  * user, or writable by group or others are skipped). Returns the number of
- * keys read (0 or more) or a negative YM_E* when dir cannot be read. */
+ * keys read (0 or more) or a negative YM_E* when dir cannot be read
+ * (YM_EPERM when dir itself is writable by group or others or owned by
+ * someone else: keys there could be planted). */
 int ym_sign_load_keys(const char *dir, ym_sign_pub_t *keys, size_t max);
 
 /* Builds the envelope of manifest[0..n) signed with priv. Returns 0,
