@@ -824,12 +824,11 @@ static int tenant_id_of(sqlite3 *db, const char *name, int64_t *id) {
   return rc;
 }
 
-static int rollout_set_fn(sqlite3 *db, void *arg) {
-  const cli_t *c = arg;
-  int64_t tid;
-  int rc = tenant_id_of(db, c->tenant, &tid);
-  if (rc != 0)
-    return rc;
+int release_rollout_set(sqlite3 *db, int64_t tid, const release_rollout_t *r) {
+  if (r->percent > 100 || r->percent < -1 || r->paused > 1 || r->paused < -1 ||
+      (r->pin != NULL && r->pin[0] != '\0' && !ym_manifest_version_ok(r->pin)) ||
+      (r->channel != NULL && !ym_manifest_version_ok(r->channel)))
+    return YM_EINVAL;
   char channel[64] = "stable", pinned[64] = "";
   long long percent = 100;
   int paused = 0;
@@ -846,18 +845,14 @@ static int rollout_set_fn(sqlite3 *db, void *arg) {
     paused = sqlite3_column_int(st, 3);
   }
   sqlite3_finalize(st);
-  if (c->channel)
-    snprintf(channel, sizeof(channel), "%s", c->channel);
-  if (c->percent >= 0)
-    percent = c->percent;
-  if (c->pin)
-    snprintf(pinned, sizeof(pinned), "%s", c->pin);
-  if (c->unpin)
-    pinned[0] = '\0';
-  if (c->pause)
-    paused = 1;
-  if (c->resume)
-    paused = 0;
+  if (r->channel)
+    snprintf(channel, sizeof(channel), "%s", r->channel);
+  if (r->percent >= 0)
+    percent = r->percent;
+  if (r->pin)
+    snprintf(pinned, sizeof(pinned), "%s", r->pin);
+  if (r->paused >= 0)
+    paused = r->paused;
   if (sqlite3_prepare_v2(db,
                          "INSERT OR REPLACE INTO rollouts(tenant_id, channel, percent, pinned, "
                          "paused, updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
@@ -869,12 +864,72 @@ static int rollout_set_fn(sqlite3 *db, void *arg) {
   sqlite3_bind_text(st, 4, pinned, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 5, paused);
   sqlite3_bind_int64(st, 6, (int64_t)time(NULL));
-  rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
   sqlite3_finalize(st);
-  if (rc == 0)
-    printf("rollout for %s: channel %s, %lld%% of PCs, pinned %s, %s\n", c->tenant, channel,
-           percent, pinned[0] ? pinned : "-", paused ? "paused" : "running");
   return rc;
+}
+
+static int rollout_set_fn(sqlite3 *db, void *arg) {
+  const cli_t *c = arg;
+  int64_t tid;
+  int rc = tenant_id_of(db, c->tenant, &tid);
+  if (rc != 0)
+    return rc;
+  release_rollout_t r = {c->channel, (int)c->percent, c->unpin ? "" : c->pin,
+                         c->pause ? 1 : (c->resume ? 0 : -1)};
+  if ((rc = release_rollout_set(db, tid, &r)) != 0)
+    return rc;
+  cJSON *j = cJSON_CreateObject();
+  release_rollout_json(db, tid, j);
+  char *text = cJSON_PrintUnformatted(j);
+  printf("rollout for %s: %s\n", c->tenant, text ? text : "?");
+  free(text);
+  cJSON_Delete(j);
+  return 0;
+}
+
+int release_rollout_json(sqlite3 *db, int64_t tenant_id, cJSON *out) {
+  static const char sql[] = "SELECT channel, percent, pinned, paused, tenant_id FROM rollouts "
+                            "WHERE tenant_id IN (?1, 0) ORDER BY tenant_id DESC LIMIT 1";
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, tenant_id);
+  int step = sqlite3_step(st);
+  if (step == SQLITE_ROW) {
+    cJSON_AddStringToObject(out, "channel", col_text(st, 0));
+    cJSON_AddNumberToObject(out, "percent", sqlite3_column_int(st, 1));
+    cJSON_AddStringToObject(out, "pinned", col_text(st, 2));
+    cJSON_AddBoolToObject(out, "paused", sqlite3_column_int(st, 3) != 0);
+    cJSON_AddBoolToObject(out, "inherited", sqlite3_column_int64(st, 4) != tenant_id);
+  } else {
+    cJSON_AddNullToObject(out, "channel");
+  }
+  sqlite3_finalize(st);
+  return step == SQLITE_ROW || step == SQLITE_DONE ? 0 : YM_EIO;
+}
+
+int release_list_json(sqlite3 *db, cJSON *arr) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT serial, version, channel, platform, architecture, size, "
+                         "imported_at FROM releases ORDER BY serial DESC",
+                         -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  int step;
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "serial", (double)sqlite3_column_int64(st, 0));
+    cJSON_AddStringToObject(o, "version", col_text(st, 1));
+    cJSON_AddStringToObject(o, "channel", col_text(st, 2));
+    cJSON_AddStringToObject(o, "platform", col_text(st, 3));
+    cJSON_AddStringToObject(o, "architecture", col_text(st, 4));
+    cJSON_AddNumberToObject(o, "size", (double)sqlite3_column_int64(st, 5));
+    cJSON_AddNumberToObject(o, "imported_at", (double)sqlite3_column_int64(st, 6));
+    cJSON_AddItemToArray(arr, o);
+  }
+  sqlite3_finalize(st);
+  return step == SQLITE_DONE ? 0 : YM_EIO;
 }
 
 static int rollout_list_fn(sqlite3 *db, void *arg) {

@@ -44,6 +44,28 @@ int release_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, const 
  * YM_ENOENT (the agent never reported) or YM_EIO. */
 int release_agent_state_json(sqlite3 *db, const char *agent_id, cJSON *out);
 
+/* A change of a tenant's rollout (for the dashboard): members left at
+ * their "keep" value are not changed. tenant_id 0 is the default row for
+ * tenants without one of their own. */
+typedef struct {
+  const char *channel; /* NULL: keep */
+  int percent;         /* 0..100, -1: keep */
+  const char *pin;     /* a version, "" to unpin, NULL: keep */
+  int paused;          /* 0 or 1, -1: keep */
+} release_rollout_t;
+/* Applies r to the tenant's rollout row (created with channel "stable",
+ * 100 %, not pinned, not paused). Returns 0, YM_EINVAL (percent out of
+ * range, malformed pin or channel) or YM_EIO. Database thread. */
+int release_rollout_set(sqlite3 *db, int64_t tenant_id, const release_rollout_t *r);
+/* Fills out with the rollout that applies to the tenant: {"channel",
+ * "percent", "pinned", "paused", "inherited"} (inherited: the default
+ * row applies); no row at all: {"channel": null}. Returns 0 or YM_EIO. */
+int release_rollout_json(sqlite3 *db, int64_t tenant_id, cJSON *out);
+/* Appends one object per stored release to arr, newest first: {"serial",
+ * "version", "channel", "platform", "architecture", "size",
+ * "imported_at"}. Returns 0 or YM_EIO. */
+int release_list_json(sqlite3 *db, cJSON *arr);
+
 /* The stable bucket (0..99) of an agent in percentage rollouts: the first
  * four bytes of SHA-256(agent_id), big-endian, modulo 100. */
 unsigned release_bucket(const char *agent_id);
