@@ -36,6 +36,9 @@ typedef struct {
   size_t hdr_len;
   int zero_blocks;
   uint64_t remaining; /* data bytes of the current file still to come */
+  uint64_t entry_size;
+  uint64_t entry_in0; /* compressed bytes consumed when its data began */
+  const z_stream *z;
   uint64_t pad;
   int out_fd; /* the file being written, or -1 */
 } tar_t;
@@ -188,6 +191,8 @@ static int header(tar_t *t) {
   t->res->files++;
   t->res->bytes += size;
   t->remaining = size;
+  t->entry_size = size;
+  t->entry_in0 = t->z->total_in;
   t->pad = (512 - size % 512) % 512;
   t->state = ST_DATA;
   if (t->dir_fd >= 0) {
@@ -250,6 +255,11 @@ static int consume(tar_t *t, const uint8_t *p, size_t n) {
       t->remaining -= k;
       p += k;
       n -= k;
+      /* Per file too: a bomb hidden behind incompressible content would
+       * pass a ratio over the whole stream. */
+      uint64_t out = t->entry_size - t->remaining, in = t->z->total_in - t->entry_in0;
+      if (out > RATIO_GRACE && out / t->lim->max_ratio > in)
+        return fail(t, YM_ETOOBIG, "decompression_bomb");
       if (t->remaining == 0) {
         if (t->out_fd >= 0 && fsync(t->out_fd) != 0) {
           close(t->out_fd);
@@ -335,9 +345,9 @@ static int sync_dirs(int fd, int depth) {
 
 static int run(src_t *s, int dir_fd, const ym_unpack_limits_t *lim, ym_unpack_result_t *res) {
   memset(res, 0, sizeof(*res));
-  tar_t t = {.lim = lim, .res = res, .dir_fd = dir_fd, .state = ST_HEADER, .out_fd = -1};
   z_stream z;
   memset(&z, 0, sizeof(z));
+  tar_t t = {.lim = lim, .res = res, .dir_fd = dir_fd, .state = ST_HEADER, .out_fd = -1, .z = &z};
   if (inflateInit2(&z, 15 + 16) != Z_OK)
     return fail(&t, YM_ENOMEM, "bad_archive");
   uint8_t *in = malloc(CHUNK), *out = malloc(CHUNK);

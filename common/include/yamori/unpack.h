@@ -15,7 +15,8 @@
  *   "too_many_entries"   more entries than the limit
  *   "too_large"          one file or the whole content over its limit
  *   "decompression_bomb" the content grows more than max_ratio times the
- *                        compressed bytes read so far (after the first MiB)
+ *                        compressed bytes read so far (after the first MiB),
+ *                        over the whole stream or within one file
  *   "bad_archive"        not gzip, corrupt, bad header checksum
  *   "truncated_archive"  the archive ends early
  * Files are created with O_EXCL and O_NOFOLLOW below a directory opened by
