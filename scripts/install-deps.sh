@@ -15,6 +15,7 @@ build_pkgs=(
 test_pkgs=(
   libcmocka-dev python3 clang libclang-rt-14-dev clang-format
   util-linux iproute2 procps
+  python3-aiosmtpd python3-cryptography
   debootstrap systemd-container
 )
 bench_pkgs=(yara inotify-tools auditd time)

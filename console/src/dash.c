@@ -1049,6 +1049,10 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 400, "bad_request", "helpdesk: at most 500 bytes of text");
   if (lang != NULL && strcmp(lang, "ja") != 0 && strcmp(lang, "en") != 0)
     return web_fail(q, 400, "bad_request", "lang: ja or en");
+  if (webhook != NULL && q->scope != 0)
+    return web_fail(q, 403, "forbidden",
+                    "the webhook is set by the provider (the console posts to it from inside"
+                    " the provider's network)");
   if (webhook != NULL && webhook[0] != '\0' &&
       (!text_ok(webhook, URL_MAX, false) || strchr(webhook, ' ') != NULL ||
        (strncmp(webhook, "https://", 8) != 0 && strncmp(webhook, "http://", 7) != 0)))

@@ -4,6 +4,8 @@
  *   yamori-console serve        run the console (agent API over HTTPS)
  *   yamori-console tenant ...   manage customer companies
  *   yamori-console token ...    manage enrollment tokens
+ *   yamori-console settings ... a company's notification settings
+ *   yamori-console notify ...   notifications: test, list, enqueue
  *   yamori-console installer    make a company's installer (dist.h)
  *
  * Everything lives in one data directory (default /var/lib/yamori-console,
@@ -18,6 +20,7 @@
 #include "http.h"
 #include "incidents.h"
 #include "release.h"
+#include "notify.h"
 #include "web.h"
 #include "stats.h"
 #include "store.h"
@@ -57,6 +60,10 @@ typedef struct {
   const char *installer; /* the generic installer file (serve, installer) */
   unsigned checkin_s;
   unsigned maintenance_s;
+  notify_opts_t notify;       /* serve: the sender's options */
+  notify_settings_t settings; /* settings set */
+  long long incident;         /* notify enqueue */
+  const char *change;         /* notify enqueue */
   const char *out;
   const char *helpdesk;
   commands_cli_t cmd; /* command ...: --agent, --kind, --args, --incident, --out, --user */
@@ -73,6 +80,13 @@ static void usage(FILE *f) {
         "  tenant list                 list customer companies\n"
         "  token create --tenant NAME  make an enrollment token (printed once)\n"
         "  token revoke ID             revoke a token\n"
+        "  settings set --tenant NAME [--lang ja|en] [--emails A,B] [--webhook URL]\n"
+        "               [--webhook-secret S] [--helpdesk TEXT]\n"
+        "                              a company's notification settings\n"
+        "  notify test --tenant NAME   send a test message to the company's recipients\n"
+        "  notify list [--tenant NAME] show the newest messages of the outbox\n"
+        "  notify enqueue --incident ID --change created|acknowledged|resolved|reopened\n"
+        "                              enqueue the messages of an incident's change\n"
         "  installer --tenant NAME     make the company's installer: a new enrollment\n"
         "                              token inside the generic installer\n"
         "  stats [--month YYYY-MM]     anonymised counts over all companies (JSON)\n"
@@ -91,6 +105,13 @@ static void usage(FILE *f) {
         "      --display TEXT   tenant add: the company's display name\n"
         "      --expires DAYS   token create: valid for DAYS days (default 7; 0: never)\n"
         "      --max-uses N     token create: at most N enrollments (default 0: unlimited)\n"
+        "      --smtp-url URL   serve: e-mail through smtp://HOST:PORT (STARTTLS required)\n"
+        "                       or smtps://HOST:PORT; the password comes from the\n"
+        "                       environment variable YAMORI_SMTP_PASSWORD\n"
+        "      --smtp-from ADDR serve: the sender address of e-mail\n"
+        "      --smtp-user NAME serve: SMTP login name\n"
+        "      --smtp-ca FILE   serve: trust this CA for SMTP (default: system CAs)\n"
+        "      --smtp-plain     serve: allow smtp:// without TLS (a local relay only)\n"
         "      --web-dir DIR    serve: the dashboard's files (default " YAMORI_WEB_DIR ")\n"
         "      --installer FILE serve, installer: the generic agent installer made into each\n"
         "                       company's own (default: $YAMORI_INSTALLER, then\n"
@@ -100,7 +121,8 @@ static void usage(FILE *f) {
         "      --maintenance-s N  serve: silent PCs and retention checked every N s (default 60)\n"
         "      --out FILE       installer: where to write it (default\n"
         "                       yamori-installer-NAME.run)\n"
-        "      --helpdesk TEXT  installer: help desk contact shown when installation ends\n"
+        "      --helpdesk TEXT  installer: help desk contact shown when installation ends;\n"
+        "                       settings set: the company's help desk contact\n"
         "  -h, --help           show this help and exit\n"
         "  -V, --version        show versions and exit\n",
         f);
@@ -163,6 +185,7 @@ static void b64url(const unsigned char *in, size_t n, ym_buf_t *out) {
 typedef struct {
   uv_signal_t sigterm, sigint;
   http_t *http;
+  notify_t *notify;
   bool stopping;
 } serve_t;
 
@@ -175,6 +198,8 @@ static void on_signal(uv_signal_t *s, int signum) {
   ym_log(YM_LOG_NOTICE, 0, "stopping on signal %d", signum);
   http_free(sv->http);
   sv->http = NULL;
+  notify_free(sv->notify);
+  sv->notify = NULL;
   uv_close((uv_handle_t *)&sv->sigterm, NULL);
   uv_close((uv_handle_t *)&sv->sigint, NULL);
 }
@@ -188,6 +213,8 @@ static int apply_schemas(store_t *s) {
     rc = release_ensure_schema(s);
   if (rc == 0)
     rc = commands_schema(s);
+  if (rc == 0)
+    rc = notify_schema(s);
   return rc;
 }
 
@@ -249,7 +276,7 @@ static int cmd_serve(const opts_t *o) {
   if (rc == 0)
     rc = release_new(store, api, &rel);
   incidents_t *incidents = NULL;
-  incidents_opts_t io = {o->maintenance_s, NULL};
+  incidents_opts_t io = {o->maintenance_s, notify_enqueue_db};
   if (rc == 0)
     rc = incidents_new(&loop, store, &io, &incidents);
   if (rc == 0)
@@ -269,6 +296,21 @@ static int cmd_serve(const opts_t *o) {
     rc = commands_attach(api, store);
   if (rc == 0)
     rc = http_start(sv.http);
+  if (rc == 0) {
+    notify_opts_t no = o->notify;
+    no.console_url = url;
+    no.smtp_password = getenv("YAMORI_SMTP_PASSWORD");
+    rc = notify_new(&loop, store, &no, &sv.notify);
+    if (rc != 0)
+      ym_log(YM_LOG_ERROR, rc,
+             "bad notification options: --smtp-url smtp[s]://HOST[:PORT] (login in --smtp-user,"
+             " password in YAMORI_SMTP_PASSWORD), --smtp-from ADDRESS");
+    else if (no.smtp_url == NULL)
+      ym_log(YM_LOG_NOTICE, 0, "e-mail notifications are off (no --smtp-url)");
+    else
+      ym_log(YM_LOG_INFO, 0, "e-mail notifications through %s%s", no.smtp_url,
+             no.smtp_plain ? " without TLS" : "");
+  }
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
@@ -613,6 +655,92 @@ static int maybe_release_main(int argc, char **argv, int *rc) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- */
+/* notification settings and the outbox                               */
+
+static int cmd_settings(const opts_t *o, int argc, char **argv) {
+  if (argc != 1 || strcmp(argv[0], "set") != 0)
+    return EXIT_USAGE;
+  if (o->tenant == NULL) {
+    fprintf(stderr, "yamori-console: settings set needs --tenant NAME\n");
+    return EXIT_USAGE;
+  }
+  store_t *s = NULL;
+  if (open_store_sync(o, &s) != 0)
+    return 1;
+  const char *bad = NULL;
+  int rc = notify_sync_settings(s, o->tenant, &o->settings, &bad);
+  store_close(s);
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot change the settings of %s: %s\n", o->tenant,
+            rc == YM_ENOENT ? "no such tenant"
+            : bad != NULL   ? bad
+                            : ym_strerror(rc));
+    return 1;
+  }
+  printf("settings of %s saved\n", o->tenant);
+  return 0;
+}
+
+static void print_outbox(const notify_row_t *r, void *data) {
+  (void)data;
+  printf("%lld\t%s\tincident %lld\t%s\t%s %s\t%s (%lld attempts)%s%s\t%s\n", (long long)r->id,
+         r->tenant, (long long)r->incident_id, r->change, r->channel, r->recipient, r->state,
+         (long long)r->attempts, r->last_error[0] ? ": " : "", r->last_error, r->subject);
+}
+
+static int cmd_notify(const opts_t *o, int argc, char **argv) {
+  store_t *s = NULL;
+  int rc, n = 0;
+  if (argc != 1)
+    return EXIT_USAGE;
+  if (strcmp(argv[0], "test") == 0) {
+    if (o->tenant == NULL) {
+      fprintf(stderr, "yamori-console: notify test needs --tenant NAME\n");
+      return EXIT_USAGE;
+    }
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    rc = notify_sync_test(s, o->tenant, &n);
+    store_close(s);
+    if (rc != 0) {
+      fprintf(stderr, "yamori-console: cannot enqueue a test message for %s: %s\n", o->tenant,
+              rc == YM_ENOENT ? "no such tenant" : ym_strerror(rc));
+      return 1;
+    }
+    printf("%d test message%s enqueued for %s%s\n", n, n == 1 ? "" : "s", o->tenant,
+           n == 0 ? " (no recipients: see settings set)" : "");
+    return 0;
+  }
+  if (strcmp(argv[0], "list") == 0) {
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    rc = notify_sync_list(s, o->tenant, 100, print_outbox, NULL);
+    store_close(s);
+    return rc == 0 ? 0 : 1;
+  }
+  if (strcmp(argv[0], "enqueue") == 0) {
+    if (o->incident <= 0 || o->change == NULL) {
+      fprintf(stderr, "yamori-console: notify enqueue needs --incident ID and --change\n");
+      return EXIT_USAGE;
+    }
+    if (open_store_sync(o, &s) != 0)
+      return 1;
+    rc = o->url != NULL ? notify_sync_console_url(s, o->url) : 0;
+    if (rc == 0)
+      rc = notify_sync_enqueue(s, o->incident, o->change);
+    store_close(s);
+    if (rc != 0) {
+      fprintf(stderr, "yamori-console: cannot enqueue incident %lld %s: %s\n", o->incident,
+              o->change, rc == YM_ENOENT ? "no such incident" : ym_strerror(rc));
+      return 1;
+    }
+    printf("incident %lld %s enqueued\n", o->incident, o->change);
+    return 0;
+  }
+  return EXIT_USAGE;
+}
+
 static int cmd_command(const opts_t *o, int argc, char **argv) {
   store_t *s = NULL;
   if (argc < 1)
@@ -638,12 +766,22 @@ int main(int argc, char **argv) {
     OPT_INSTALLER,
     OPT_CHECKIN_S,
     OPT_MAINTENANCE_S,
-    OPT_OUT,
+    OPT_SMTP_URL,
+    OPT_SMTP_FROM,
+    OPT_SMTP_USER,
+    OPT_SMTP_CA,
+    OPT_SMTP_PLAIN,
+    OPT_LANG,
+    OPT_EMAILS,
+    OPT_HOOK,
+    OPT_WHKEY,
     OPT_HELPDESK,
+    OPT_INCIDENT,
+    OPT_CHANGE,
+    OPT_OUT,
     OPT_AGENT,
     OPT_KIND,
     OPT_ARGS,
-    OPT_INCIDENT,
     OPT_USER
   };
   static const struct option longopts[] = {
@@ -659,31 +797,34 @@ int main(int argc, char **argv) {
       {"installer", required_argument, NULL, OPT_INSTALLER},
       {"checkin-s", required_argument, NULL, OPT_CHECKIN_S},
       {"maintenance-s", required_argument, NULL, OPT_MAINTENANCE_S},
-      {"out", required_argument, NULL, OPT_OUT},
+      {"smtp-url", required_argument, NULL, OPT_SMTP_URL},
+      {"smtp-from", required_argument, NULL, OPT_SMTP_FROM},
+      {"smtp-user", required_argument, NULL, OPT_SMTP_USER},
+      {"smtp-ca", required_argument, NULL, OPT_SMTP_CA},
+      {"smtp-plain", no_argument, NULL, OPT_SMTP_PLAIN},
+      {"lang", required_argument, NULL, OPT_LANG},
+      {"emails", required_argument, NULL, OPT_EMAILS},
+      {"webhook", required_argument, NULL, OPT_HOOK},
+      {"webhook-secret", required_argument, NULL, OPT_WHKEY},
       {"helpdesk", required_argument, NULL, OPT_HELPDESK},
+      {"incident", required_argument, NULL, OPT_INCIDENT},
+      {"change", required_argument, NULL, OPT_CHANGE},
+      {"out", required_argument, NULL, OPT_OUT},
       {"agent", required_argument, NULL, OPT_AGENT},
       {"kind", required_argument, NULL, OPT_KIND},
       {"args", required_argument, NULL, OPT_ARGS},
-      {"incident", required_argument, NULL, OPT_INCIDENT},
       {"user", required_argument, NULL, OPT_USER},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
-  opts_t o = {DEFAULT_DATA_DIR,
-              DEFAULT_LISTEN,
-              NULL,
-              NULL,
-              NULL,
-              7,
-              0,
-              0,
-              NULL,
-              NULL,
-              0,
-              0,
-              NULL,
-              NULL,
-              {0}};
+  opts_t o = {.data_dir = DEFAULT_DATA_DIR, .listen = DEFAULT_LISTEN, .expires_days = 7};
+  /* Test hooks: short retry delays, polls and grace (milliseconds). */
+  const char *env = getenv("YAMORI_NOTIFY_BACKOFF_MS");
+  o.notify.backoff_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
+  env = getenv("YAMORI_NOTIFY_POLL_MS");
+  o.notify.poll_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
+  env = getenv("YAMORI_NOTIFY_GRACE_MS");
+  o.notify.grace_ms = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 0;
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "d:l:u:hV", longopts, NULL)) != -1) {
@@ -724,10 +865,41 @@ int main(int argc, char **argv) {
       o.cmd.out = optarg;
       break;
     case OPT_HELPDESK:
-      o.helpdesk = optarg;
+      o.helpdesk = optarg; /* installer */
+      o.settings.helpdesk = optarg;
       break;
     case OPT_RATE:
       o.rate_per_ip = (unsigned)strtoul(optarg, &end, 10);
+      break;
+    case OPT_SMTP_URL:
+      o.notify.smtp_url = optarg;
+      break;
+    case OPT_SMTP_FROM:
+      o.notify.smtp_from = optarg;
+      break;
+    case OPT_SMTP_USER:
+      o.notify.smtp_user = optarg;
+      break;
+    case OPT_SMTP_CA:
+      o.notify.smtp_ca_file = optarg;
+      break;
+    case OPT_SMTP_PLAIN:
+      o.notify.smtp_plain = true;
+      break;
+    case OPT_LANG:
+      o.settings.lang = optarg;
+      break;
+    case OPT_EMAILS:
+      o.settings.emails = optarg;
+      break;
+    case OPT_HOOK:
+      o.settings.webhook_url = optarg;
+      break;
+    case OPT_WHKEY:
+      o.settings.webhook_secret = optarg;
+      break;
+    case OPT_CHANGE:
+      o.change = optarg;
       break;
     case OPT_WEB_DIR:
       o.web_dir = optarg;
@@ -764,6 +936,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "yamori-console: --incident takes an incident id\n");
         return EXIT_USAGE;
       }
+      o.incident = o.cmd.incident; /* notify enqueue */
       break;
     case OPT_USER:
       o.cmd.user = optarg;
@@ -802,6 +975,10 @@ int main(int argc, char **argv) {
     rc = cmd_installer(&o, argc - optind - 1);
   else if (strcmp(cmd, "stats") == 0)
     rc = cmd_stats(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "settings") == 0)
+    rc = cmd_settings(&o, argc - optind - 1, argv + optind + 1);
+  else if (strcmp(cmd, "notify") == 0)
+    rc = cmd_notify(&o, argc - optind - 1, argv + optind + 1);
   else if (strcmp(cmd, "command") == 0)
     rc = cmd_command(&o, argc - optind - 1, argv + optind + 1);
   if (rc == EXIT_USAGE) {

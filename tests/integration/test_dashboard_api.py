@@ -179,6 +179,10 @@ t.check(b"pc-01" not in r.stdout and b"acme" not in r.stdout and b"/home" not in
 
 # Password change ends other sessions.
 other = con.ui("acme-admin", "correct horse battery")
+st, _ = other.post("/api/ui/tenants/%d/settings" % acme, {"webhook_url": "http://10.0.0.1/x"})
+t.check_eq(st, 403, "a customer cannot point the console's webhook at a host")
+st, _ = other.post("/api/ui/tenants/%d/settings" % acme, {"helpdesk": "0120-111-111"})
+t.check_eq(st, 200, "a customer admin can change the help desk text")
 again = con.ui("acme-admin", "correct horse battery")
 st, _ = other.post("/api/ui/password", {"old": "correct horse battery", "new": "another long secret"})
 t.check_eq(st, 200, "password changed")
