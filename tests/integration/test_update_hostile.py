@@ -135,6 +135,12 @@ reasons = set()
 for version, want, prep in cases:
     serial += 1
     pkg, sig = prep(version, serial)
+    if want not in ("expired", "wrong_platform"):
+        # The console's own import check refuses it too; --unchecked below
+        # plays a console that does not.
+        r = s.con.cli("release", "import", pkg, sig)
+        t.check(r.returncode != 0 and b"refused" in r.stderr,
+                "the console's import refuses %s: %s" % (want, r.stderr.decode().strip()))
     r = s.con.cli("release", "import", pkg, sig, "--unchecked")
     t.check_eq(r.returncode, 0, "%s imported as the console was told (%s)" % (version, want))
     if want == "wrong_platform":  # a console that lies about the platform
