@@ -9,6 +9,7 @@
 #include "os.h"
 #include "respond.h"
 #include "sensors.h"
+#include "update.h"
 #include "uplink.h"
 
 #include "yamori/err.h"
@@ -176,6 +177,7 @@ static char *checkin_status(void *data) {
   cJSON_AddStringToObject(pol, "file", file_p[a->conf->policy_file]);
   cJSON *k = cJSON_AddObjectToObject(j, "counters");
   agent_counters_json(a, k);
+  update_status_json(a->upd, j);
   char *text = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   return text;
@@ -416,6 +418,8 @@ int agent_start(agent_t *a) {
     }
   }
   psensor_seed(a);
+  if ((rc = update_new(a, &a->upd)) != 0)
+    return rc;
   if ((rc = detect_new(a, &a->det)) != 0)
     return rc;
   if (a->conf->file_sensor) {
@@ -455,6 +459,8 @@ void agent_stop(agent_t *a) {
   detect_stop(a->det);
   uplink_free(a->up); /* its memory goes once the loop has run */
   a->up = NULL;
+  update_free(a->upd); /* after the uplink: no download callback comes */
+  a->upd = NULL;
   control_free(a->ctl);
   a->ctl = NULL;
   respond_stop(a->resp);

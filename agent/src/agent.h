@@ -30,6 +30,7 @@ struct psensor;
 struct fsensor;
 struct detect;
 struct control;
+struct update;
 struct respond;
 struct agent;
 
@@ -78,6 +79,10 @@ typedef struct agent {
   struct uplink *up; /* NULL without a spool */
   ym_buf_t upline;   /* the event as uploaded (without host.* and agent.*) */
   struct control *ctl;
+  struct update *upd;
+  /* The rule directories when signed rules bundles are active (the update
+   * module owns them); NULL: conf->rules_dirs. */
+  const ym_strlist_t *rules_dirs;
   struct respond *resp; /* remote response commands; NULL when not started */
   uv_async_t post_async;
   uv_mutex_t post_lock;

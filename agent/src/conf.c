@@ -108,6 +108,21 @@ static const ym_cfg_field_t table[] = {
       NULL, NULL, "Part of `spool.max_bytes` that only alerts may use."),
     F("spool.bulk_flush_ms", YM_CFG_INT, 100, 60000, "2000", spool_bulk_flush_ms, NULL, NULL,
       "Bulk telemetry is written in batches at least this often (alerts are written at once)."),
+    F("update.enabled", YM_CFG_BOOL, 0, 0, "true", update_enabled, NULL, NULL,
+      "Apply signed agent releases and rules bundles that the console offers (docs/update.md)."),
+    F("update.keys_dir", YM_CFG_STRING, 1, 1024, "\"/opt/yamori/keys\"", update_keys_dir, NULL,
+      check_abs_path,
+      "Directory of the trusted release public keys (`*.pub`, PEM, root-owned and not writable "
+      "by others); only signatures by these keys are accepted."),
+    F("update.dir", YM_CFG_STRING, 0, 1024, "\"\"", update_dir, NULL, NULL,
+      "Update state directory (state.json, downloads); empty: `state_dir/update`. The launcher's "
+      "`YAMORI_UPDATE_DIR` takes precedence."),
+    F("update.versions_dir", YM_CFG_STRING, 1, 1024, "\"/opt/yamori/versions\"",
+      update_versions_dir, NULL, check_abs_path,
+      "Where agent versions are unpacked (one directory per version). The launcher's "
+      "`YAMORI_VERSIONS_DIR` takes precedence."),
+    F("update.max_package_bytes", YM_CFG_INT, 1048576, 1073741824, "268435456", update_max_package,
+      NULL, NULL, "Largest release package accepted (bytes)."),
     F("triage.root", YM_CFG_STRING, 1, 1024, "\"/\"", triage_root, NULL, check_abs_path,
       "Directory under which a triage bundle looks for persistence locations (crontabs, "
       "systemd units, shell start-up files, authorized_keys); `/` but in tests."),

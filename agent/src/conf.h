@@ -48,6 +48,12 @@ typedef struct {
   long long spool_max_bytes;
   long long spool_alert_reserve;
   long long spool_bulk_flush_ms;
+  /* updates */
+  bool update_enabled;
+  char *update_keys_dir;
+  char *update_dir;
+  char *update_versions_dir;
+  long long update_max_package;
   /* remote response */
   char *triage_root; /* where persistence locations are looked up ("/") */
 } conf_t;

@@ -567,7 +567,7 @@ static void reload_done(uv_work_t *w, int status) {
 
 void detect_reload_rules(detect_t *d, detect_reload_cb cb, void *data) {
   reload_t *r = calloc(1, sizeof(*r));
-  const ym_strlist_t *src = &d->a->conf->rules_dirs;
+  const ym_strlist_t *src = d->a->rules_dirs ? d->a->rules_dirs : &d->a->conf->rules_dirs;
   if (r != NULL)
     r->dirs.v = calloc(src->n + 1, sizeof(char *));
   if (r == NULL || r->dirs.v == NULL) {
@@ -582,6 +582,11 @@ void detect_reload_rules(detect_t *d, detect_reload_cb cb, void *data) {
   r->data = data;
   r->req.data = r;
   uv_queue_work(d->a->loop, &r->req, reload_work, reload_done);
+}
+
+void detect_set_rules(detect_t *d, rules_t *rules) {
+  scanner_set_rules(d->sc, rules);
+  ym_log(YM_LOG_NOTICE, 0, "rules replaced: version %s, %u rules", rules->version, rules->count);
 }
 
 /* ---------------------------------------------------------------- */
@@ -605,7 +610,7 @@ int detect_new(agent_t *a, detect_t **out) {
   snprintf(d->qdir, sizeof(d->qdir), "%s/quarantine", c->state_dir);
   rules_t *rules = NULL;
   char err[512];
-  int rc = rules_compile(&c->rules_dirs, &rules, err, sizeof(err));
+  int rc = rules_compile(a->rules_dirs ? a->rules_dirs : &c->rules_dirs, &rules, err, sizeof(err));
   if (rc != 0) {
     /* Keep watching without rules; a rules reload can fix this. */
     ym_log(YM_LOG_ERROR, 0, "cannot compile the rules, scanning with none until a reload: %s", err);

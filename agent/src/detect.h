@@ -38,6 +38,10 @@ void detect_apply_conf(detect_t *d);
 typedef void (*detect_reload_cb)(int err, const char *msg, void *data);
 void detect_reload_rules(detect_t *d, detect_reload_cb cb, void *data);
 
+/* Replaces the rules the scanner uses with rules (compiled elsewhere; the
+ * scanner takes its own reference). Loop thread. */
+void detect_set_rules(detect_t *d, rules_t *rules);
+
 /* On-demand scan of paths (files or trees). result runs on the loop thread
  * per file (the request is freed after it returns), finished once at the
  * end. Malicious files get alerts and the file policy (quarantine). */

@@ -753,6 +753,10 @@ static int start_request(uplink_t *u, xfer_t kind, const char *path) {
     curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, u->body.data ? u->body.data : "");
     curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->body.len);
   }
+  /* A module's answer is bounded by its own max_answer (on_write_req), not
+   * by the cap on the uplink's own answers. */
+  if (q != NULL)
+    curl_easy_setopt(u->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)0);
   curl_easy_setopt(u->easy, CURLOPT_WRITEFUNCTION, q != NULL ? on_write_req : on_write);
   curl_easy_setopt(u->easy, CURLOPT_WRITEDATA, u);
   if (curl_multi_add_handle(u->multi, u->easy) != CURLM_OK) {
@@ -1230,7 +1234,7 @@ static void request_done(uplink_t *u, CURLcode res, long status) {
   if (u->reqs == NULL)
     u->reqs_tail = NULL;
   int rc = 0;
-  if (q->too_big)
+  if (q->too_big || res == CURLE_FILESIZE_EXCEEDED)
     rc = YM_ETOOBIG;
   else if (q->write_failed)
     rc = YM_EIO;

@@ -19,6 +19,7 @@
 #include "dist.h"
 #include "http.h"
 #include "incidents.h"
+#include "release.h"
 #include "notify.h"
 #include "web.h"
 #include "stats.h"
@@ -209,6 +210,8 @@ static int apply_schemas(store_t *s) {
   if (rc == 0)
     rc = auth_schema(s);
   if (rc == 0)
+    rc = release_ensure_schema(s);
+  if (rc == 0)
     rc = commands_schema(s);
   if (rc == 0)
     rc = notify_schema(s);
@@ -268,6 +271,10 @@ static int cmd_serve(const opts_t *o) {
   api_opts_t ao = {o->checkin_s ? o->checkin_s : 60, 50};
   if (rc == 0)
     rc = api_new(&loop, sv.http, store, &ao, &api);
+  /* Before the dashboard's catch-all route: the first match wins. */
+  release_t *rel = NULL;
+  if (rc == 0)
+    rc = release_new(store, api, &rel);
   incidents_t *incidents = NULL;
   incidents_opts_t io = {o->maintenance_s, notify_enqueue_db};
   if (rc == 0)
@@ -307,6 +314,7 @@ static int cmd_serve(const opts_t *o) {
   if (rc != 0) {
     ym_log(YM_LOG_ERROR, rc, "cannot serve on %s", o->listen);
     http_free(sv.http);
+    release_free(rel);
     api_free(api);
     web_free(web);
     store_close(store);
@@ -322,6 +330,7 @@ static int cmd_serve(const opts_t *o) {
   uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_run(&loop, UV_RUN_DEFAULT);
+  release_free(rel);
   api_free(api);
   web_free(web);
   store_close(store);
@@ -618,6 +627,34 @@ static int cmd_stats(const opts_t *o, int argc, char **argv) {
   return 0;
 }
 
+/* The release, rollout and rules tools parse their own options: finds the
+ * command word (after the global options) and runs them directly. */
+static int maybe_release_main(int argc, char **argv, int *rc) {
+  const char *data_dir = DEFAULT_DATA_DIR;
+  for (int i = 1; i < argc; i++) {
+    if ((strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--data-dir") == 0) && i + 1 < argc) {
+      data_dir = argv[++i];
+      continue;
+    }
+    if (strncmp(argv[i], "--data-dir=", 11) == 0) {
+      data_dir = argv[i] + 11;
+      continue;
+    }
+    if (argv[i][0] == '-')
+      return 0;
+    if (strcmp(argv[i], "release") != 0 && strcmp(argv[i], "rollout") != 0 &&
+        strcmp(argv[i], "rules") != 0)
+      return 0;
+    ym_log_init("yamori-console", YM_LOG_INFO);
+    *rc = release_main(data_dir, argc - i, argv + i);
+    if (*rc == EXIT_USAGE)
+      fprintf(stderr, "yamori-console: unknown %s command or arguments (see docs/update.md)\n",
+              argv[i]);
+    return 1;
+  }
+  return 0;
+}
+
 /* ---------------------------------------------------------------- */
 /* notification settings and the outbox                               */
 
@@ -716,6 +753,9 @@ static int cmd_command(const opts_t *o, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  int release_rc;
+  if (maybe_release_main(argc, argv, &release_rc))
+    return release_rc;
   enum {
     OPT_DISPLAY = 256,
     OPT_EXPIRES,
