@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "incidents.h"
+#include "release.h"
 
 #include "yamori/err.h"
 #include "yamori/version.h"
@@ -140,12 +141,16 @@ static int64_t path_tenant(sqlite3 *db, web_req_t *q) {
 /* ---------------------------------------------------------------- */
 /* Links to the modules of other parts (response, updates, installer)  */
 
-/* The PC's update state, or YM_ENOTSUP. */
+/* The PC's update state (release.c), or YM_ENOENT when it never
+ * reported one. */
 static int agent_update_json(sqlite3 *db, const char *agent_id, cJSON **out) {
-  (void)db;
-  (void)agent_id;
-  *out = NULL;
-  return YM_ENOTSUP;
+  *out = cJSON_CreateObject();
+  int rc = release_agent_state_json(db, agent_id, *out);
+  if (rc != 0) {
+    cJSON_Delete(*out);
+    *out = NULL;
+  }
+  return rc;
 }
 
 /* Response commands: the commands module (commands.h), scoped by tenant
@@ -231,14 +236,16 @@ static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
   "   AS open,"                                                                                    \
   " COALESCE((SELECT silent_minutes FROM tenant_settings s WHERE s.tenant_id = a.tenant_id), 30)"  \
   "   AS silent,"                                                                                  \
-  " COALESCE((SELECT last_gap_ms FROM agent_health h WHERE h.agent_id = a.id), 0) AS gap"          \
+  " COALESCE((SELECT last_gap_ms FROM agent_health h WHERE h.agent_id = a.id), 0) AS gap,"         \
+  " EXISTS (SELECT 1 FROM agent_update_state u WHERE u.agent_id = a.id AND u.failed != '')"        \
+  "   AS upfail"                                                                                   \
   " FROM agents a JOIN tenants t ON t.id = a.tenant_id"                                            \
   " WHERE (?1 = 0 OR a.tenant_id = ?1) AND a.revoked = 0),"                                        \
   " y AS (SELECT *, CASE WHEN mal > 0 THEN 'danger'"                                               \
   "  WHEN last_seen < ?2 - silent * 60000 THEN 'offline'"                                          \
-  "  WHEN open > 0 OR gap > ?2 - 86400000 THEN 'check' ELSE 'safe' END AS state,"                  \
+  "  WHEN open > 0 OR upfail OR gap > ?2 - 86400000 THEN 'check' ELSE 'safe' END AS state,"        \
   "  CASE WHEN mal > 0 THEN 0 WHEN last_seen < ?2 - silent * 60000 THEN 2"                         \
-  "  WHEN open > 0 OR gap > ?2 - 86400000 THEN 1 ELSE 3 END AS rank FROM x)"
+  "  WHEN open > 0 OR upfail OR gap > ?2 - 86400000 THEN 1 ELSE 3 END AS rank FROM x)"
 
 #define AGENT_COLS                                                                                 \
   " id, tenant_id, tname, tdisplay, host_name, host_json, version, rules_version, last_seen,"      \

@@ -648,7 +648,12 @@ static int cmd_sign(const cli_t *c) {
     snprintf(man.product, sizeof(man.product), "%s",
              c->product ? c->product : YM_MANIFEST_PRODUCT_AGENT);
     snprintf(man.platform, sizeof(man.platform), "%s", c->platform ? c->platform : "linux");
-    snprintf(man.arch, sizeof(man.arch), "%s", c->arch ? c->arch : host_arch());
+    const char *arch = c->arch ? c->arch : host_arch();
+    if (strlen(arch) >= sizeof(man.arch)) {
+      fprintf(stderr, "yamori-console: architecture name too long: %s\n", arch);
+      return 1;
+    }
+    memcpy(man.arch, arch, strlen(arch) + 1);
     snprintf(man.version, sizeof(man.version), "%s", c->version);
     snprintf(man.channel, sizeof(man.channel), "%s", c->channel ? c->channel : "stable");
     man.serial = (uint64_t)c->serial;
