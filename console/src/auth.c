@@ -1,5 +1,7 @@
 #include "auth.h"
 
+#include "sql.h"
+
 #include "yamori/err.h"
 #include "yamori/sha256.h"
 
@@ -74,21 +76,6 @@ static void copy_col(sqlite3_stmt *st, int col, char *out, size_t len) {
   snprintf(out, len, "%s", v != NULL ? (const char *)v : "");
 }
 
-static int step_done(sqlite3_stmt *st) {
-  int r = sqlite3_step(st);
-  sqlite3_finalize(st);
-  return r == SQLITE_DONE ? 0 : YM_EIO;
-}
-
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-    sqlite3_finalize(st);
-    return NULL;
-  }
-  return st;
-}
-
 /* Fills u from a row of USER_COLS starting at column 0. */
 #define USER_COLS                                                                                  \
   "u.id, u.name, u.role, COALESCE(u.tenant_id, 0), COALESCE(t.name, ''), COALESCE(t.display, '')"
@@ -103,10 +90,10 @@ static void read_user(sqlite3_stmt *st, auth_user_t *u) {
 }
 
 int auth_session_db(sqlite3 *db, const uint8_t token_hash[32], int64_t now_ms, auth_user_t *u) {
-  sqlite3_stmt *st = prep(db, "SELECT " USER_COLS ", s.csrf FROM sessions s"
-                              " JOIN users u ON u.id = s.user_id"
-                              " LEFT JOIN tenants t ON t.id = u.tenant_id"
-                              " WHERE s.token_hash = ?1 AND s.expires_ms > ?2");
+  sqlite3_stmt *st = sql_prep(db, "SELECT " USER_COLS ", s.csrf FROM sessions s"
+                                  " JOIN users u ON u.id = s.user_id"
+                                  " LEFT JOIN tenants t ON t.id = u.tenant_id"
+                                  " WHERE s.token_hash = ?1 AND s.expires_ms > ?2");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_blob(st, 1, token_hash, 32, SQLITE_STATIC);
@@ -124,7 +111,7 @@ int auth_session_db(sqlite3 *db, const uint8_t token_hash[32], int64_t now_ms, a
 /* Counts one attempt under key unless the key is at its limit. Returns 0,
  * YM_EBUSY (at the limit) or YM_EIO. */
 static int limit_check(sqlite3 *db, const char *key, int limit, int64_t now_ms) {
-  sqlite3_stmt *st = prep(db, "SELECT window_ms, count FROM login_limits WHERE key = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT window_ms, count FROM login_limits WHERE key = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -145,28 +132,16 @@ static int limit_check(sqlite3 *db, const char *key, int limit, int64_t now_ms) 
 
 static int limit_take(sqlite3 *db, const char *key, int64_t now_ms) {
   sqlite3_stmt *st =
-      prep(db, "INSERT INTO login_limits(key, window_ms, count) VALUES(?1, ?2, 1)"
-               " ON CONFLICT(key) DO UPDATE SET"
-               " window_ms = CASE WHEN ?2 - window_ms >= ?3 THEN ?2 ELSE window_ms END,"
-               " count = CASE WHEN ?2 - window_ms >= ?3 THEN 1 ELSE count + 1 END");
+      sql_prep(db, "INSERT INTO login_limits(key, window_ms, count) VALUES(?1, ?2, 1)"
+                   " ON CONFLICT(key) DO UPDATE SET"
+                   " window_ms = CASE WHEN ?2 - window_ms >= ?3 THEN ?2 ELSE window_ms END,"
+                   " count = CASE WHEN ?2 - window_ms >= ?3 THEN 1 ELSE count + 1 END");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, now_ms);
   sqlite3_bind_int64(st, 3, AUTH_LIMIT_WINDOW_MS);
-  return step_done(st);
-}
-
-static int tx(sqlite3 *db, const char *sql) {
-  return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : YM_EIO;
-}
-
-static int tx_end(sqlite3 *db, int rc) {
-  if (rc == 0 && tx(db, "COMMIT") != 0)
-    rc = YM_EIO;
-  if (!sqlite3_get_autocommit(db))
-    tx(db, "ROLLBACK");
-  return rc;
+  return sql_done(st);
 }
 
 int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t now_ms, char *hash,
@@ -174,7 +149,7 @@ int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t
   char ukey[AUTH_NAME_MAX + 8], pkey[80];
   snprintf(ukey, sizeof(ukey), "u:%s", name);
   snprintf(pkey, sizeof(pkey), "p:%s", peer);
-  int rc = tx(db, "BEGIN IMMEDIATE");
+  int rc = sql_begin(db);
   if (rc == 0)
     rc = limit_check(db, ukey, AUTH_LIMIT_USER, now_ms);
   if (rc == 0)
@@ -185,8 +160,8 @@ int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t
     rc = limit_take(db, pkey, now_ms);
   int found = YM_ENOENT;
   if (rc == 0) {
-    sqlite3_stmt *st = prep(db, "SELECT " USER_COLS ", u.password_hash FROM users u"
-                                " LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.name = ?1");
+    sqlite3_stmt *st = sql_prep(db, "SELECT " USER_COLS ", u.password_hash FROM users u"
+                                    " LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.name = ?1");
     if (st == NULL) {
       rc = YM_EIO;
     } else {
@@ -199,22 +174,22 @@ int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t
       sqlite3_finalize(st);
     }
   }
-  rc = tx_end(db, rc);
+  rc = sql_end(db, rc);
   return rc != 0 ? rc : found;
 }
 
 int auth_login_finish_db(sqlite3 *db, auth_user_t *u, bool ok, const char *name, const char *peer,
                          int64_t now_ms, char token[AUTH_TOKEN_LEN + 1]) {
-  int rc = tx(db, "BEGIN IMMEDIATE");
+  int rc = sql_begin(db);
   if (rc == 0 && ok) {
     uint8_t h[32];
     rc = auth_random_hex(token, AUTH_TOKEN_LEN);
     if (rc == 0)
       rc = auth_random_hex(u->csrf, AUTH_CSRF_LEN);
     auth_token_hash(token, h);
-    sqlite3_stmt *st = rc == 0 ? prep(db, "INSERT INTO sessions(token_hash, user_id, csrf,"
-                                          " created_ms, expires_ms, peer)"
-                                          " VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+    sqlite3_stmt *st = rc == 0 ? sql_prep(db, "INSERT INTO sessions(token_hash, user_id, csrf,"
+                                              " created_ms, expires_ms, peer)"
+                                              " VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
                                : NULL;
     if (rc == 0 && st == NULL)
       rc = YM_EIO;
@@ -225,20 +200,20 @@ int auth_login_finish_db(sqlite3 *db, auth_user_t *u, bool ok, const char *name,
       sqlite3_bind_int64(st, 4, now_ms);
       sqlite3_bind_int64(st, 5, now_ms + AUTH_SESSION_MS);
       sqlite3_bind_text(st, 6, peer, -1, SQLITE_STATIC);
-      rc = step_done(st);
+      rc = sql_done(st);
     }
     char ukey[AUTH_NAME_MAX + 8];
     snprintf(ukey, sizeof(ukey), "u:%s", u->name);
-    st = rc == 0 ? prep(db, "DELETE FROM login_limits WHERE key = ?1") : NULL;
+    st = rc == 0 ? sql_prep(db, "DELETE FROM login_limits WHERE key = ?1") : NULL;
     if (st != NULL) {
       sqlite3_bind_text(st, 1, ukey, -1, SQLITE_STATIC);
-      rc = step_done(st);
+      rc = sql_done(st);
     }
     /* Old sessions of everybody are swept now and then. */
-    st = rc == 0 ? prep(db, "DELETE FROM sessions WHERE expires_ms <= ?1") : NULL;
+    st = rc == 0 ? sql_prep(db, "DELETE FROM sessions WHERE expires_ms <= ?1") : NULL;
     if (st != NULL) {
       sqlite3_bind_int64(st, 1, now_ms);
-      rc = step_done(st);
+      rc = sql_done(st);
     }
   }
   if (rc == 0) {
@@ -247,26 +222,26 @@ int auth_login_finish_db(sqlite3 *db, auth_user_t *u, bool ok, const char *name,
     rc = auth_audit_db(db, ok ? u : &anon, ok ? u->tenant_id : 0, ok ? "login" : "login.failed", "",
                        "", peer, now_ms);
   }
-  return tx_end(db, rc);
+  return sql_end(db, rc);
 }
 
 int auth_logout_db(sqlite3 *db, const uint8_t token_hash[32], const auth_user_t *u,
                    const char *peer, int64_t now_ms) {
-  int rc = tx(db, "BEGIN IMMEDIATE");
-  sqlite3_stmt *st = rc == 0 ? prep(db, "DELETE FROM sessions WHERE token_hash = ?1") : NULL;
+  int rc = sql_begin(db);
+  sqlite3_stmt *st = rc == 0 ? sql_prep(db, "DELETE FROM sessions WHERE token_hash = ?1") : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
   if (rc == 0) {
     sqlite3_bind_blob(st, 1, token_hash, 32, SQLITE_STATIC);
-    rc = step_done(st);
+    rc = sql_done(st);
   }
   if (rc == 0)
     rc = auth_audit_db(db, u, u->tenant_id, "logout", "", "", peer, now_ms);
-  return tx_end(db, rc);
+  return sql_end(db, rc);
 }
 
 int auth_password_get_db(sqlite3 *db, int64_t user_id, char *hash, size_t hash_len) {
-  sqlite3_stmt *st = prep(db, "SELECT password_hash FROM users WHERE id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT password_hash FROM users WHERE id = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, user_id);
@@ -279,27 +254,29 @@ int auth_password_get_db(sqlite3 *db, int64_t user_id, char *hash, size_t hash_l
 
 int auth_password_set_db(sqlite3 *db, int64_t user_id, const char *new_hash,
                          const uint8_t keep_hash[32]) {
-  sqlite3_stmt *st = prep(db, "UPDATE users SET password_hash = ?2 WHERE id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "UPDATE users SET password_hash = ?2 WHERE id = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, user_id);
   sqlite3_bind_text(st, 2, new_hash, -1, SQLITE_STATIC);
-  int rc = step_done(st);
-  st = rc == 0 ? prep(db, "DELETE FROM sessions WHERE user_id = ?1 AND token_hash != ?2") : NULL;
+  int rc = sql_done(st);
+  st =
+      rc == 0 ? sql_prep(db, "DELETE FROM sessions WHERE user_id = ?1 AND token_hash != ?2") : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
   if (rc == 0) {
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_blob(st, 2, keep_hash, 32, SQLITE_STATIC);
-    rc = step_done(st);
+    rc = sql_done(st);
   }
   return rc;
 }
 
 int auth_audit_db(sqlite3 *db, const auth_user_t *u, int64_t tenant_id, const char *action,
                   const char *target, const char *detail, const char *peer, int64_t now_ms) {
-  sqlite3_stmt *st = prep(db, "INSERT INTO audit(at_ms, user_id, user, tenant_id, action, target,"
-                              " detail, peer) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  sqlite3_stmt *st =
+      sql_prep(db, "INSERT INTO audit(at_ms, user_id, user, tenant_id, action, target,"
+                   " detail, peer) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, now_ms);
@@ -311,5 +288,5 @@ int auth_audit_db(sqlite3 *db, const auth_user_t *u, int64_t tenant_id, const ch
   sqlite3_bind_text(st, 6, target ? target : "", -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 7, detail ? detail : "", -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 8, peer ? peer : "", -1, SQLITE_STATIC);
-  return step_done(st);
+  return sql_done(st);
 }

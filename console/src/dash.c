@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "incidents.h"
 #include "release.h"
+#include "sql.h"
 
 #include "yamori/err.h"
 #include "yamori/version.h"
@@ -27,22 +28,8 @@
 /* ---------------------------------------------------------------- */
 /* Helpers                                                            */
 
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-    sqlite3_finalize(st);
-    return NULL;
-  }
-  return st;
-}
-
-static const char *col_text(sqlite3_stmt *st, int c) {
-  const unsigned char *v = sqlite3_column_text(st, c);
-  return v != NULL ? (const char *)v : "";
-}
-
 static void add_str(cJSON *o, const char *name, sqlite3_stmt *st, int c) {
-  cJSON_AddStringToObject(o, name, col_text(st, c));
+  cJSON_AddStringToObject(o, name, sql_text(st, c));
 }
 
 static void add_int(cJSON *o, const char *name, sqlite3_stmt *st, int c) {
@@ -56,10 +43,34 @@ static void add_int_or_null(cJSON *o, const char *name, sqlite3_stmt *st, int c)
     add_int(o, name, st, c);
 }
 
+/* A column of a list: its member name and how to read it. */
+typedef struct {
+  const char *name;
+  enum { COL_STR, COL_INT, COL_INT_OR_NULL } kind;
+} col_t;
+
+/* Appends one object per row of st (stepped to the end and finalized) to
+ * items, with columns 0..n-1 as cols says. */
+static void rows_json(sqlite3_stmt *st, const col_t *cols, int n, cJSON *items) {
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    cJSON *o = cJSON_CreateObject();
+    for (int c = 0; c < n; c++) {
+      if (cols[c].kind == COL_STR)
+        add_str(o, cols[c].name, st, c);
+      else if (cols[c].kind == COL_INT)
+        add_int(o, cols[c].name, st, c);
+      else
+        add_int_or_null(o, cols[c].name, st, c);
+    }
+    cJSON_AddItemToArray(items, o);
+  }
+  sqlite3_finalize(st);
+}
+
 /* Adds the JSON text of column c as a value (endpoint JSON may hold
  * escaped invalid UTF-8: parsed leniently); {} when unreadable. */
 static void add_json(cJSON *o, const char *name, sqlite3_stmt *st, int c) {
-  const char *text = col_text(st, c);
+  const char *text = sql_text(st, c);
   cJSON *v = NULL;
   if (ym_json_parse_lenient(text, strlen(text), 4 * 1024 * 1024, &v) != 0 || v == NULL)
     v = cJSON_CreateObject();
@@ -106,18 +117,6 @@ static bool text_ok(const char *s, size_t max, bool multiline) {
   return true;
 }
 
-static int begin(sqlite3 *db) {
-  return sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : YM_EIO;
-}
-
-static int commit(sqlite3 *db, int rc) {
-  if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-    rc = YM_EIO;
-  if (!sqlite3_get_autocommit(db))
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-  return rc;
-}
-
 static int audit(sqlite3 *db, web_req_t *q, int64_t tenant, const char *action, const char *target,
                  const char *detail) {
   return auth_audit_db(db, &q->user, tenant, action, target, detail, q->peer, q->now_ms);
@@ -128,7 +127,7 @@ static int64_t path_tenant(sqlite3 *db, web_req_t *q) {
   int64_t t;
   if (!id_num(q, 0, &t) || (q->scope != 0 && t != q->scope))
     return 0;
-  sqlite3_stmt *st = prep(db, "SELECT id FROM tenants WHERE id = ?1 AND (?2 = 0 OR id = ?2)");
+  sqlite3_stmt *st = sql_prep(db, "SELECT id FROM tenants WHERE id = ?1 AND (?2 = 0 OR id = ?2)");
   if (st == NULL)
     return 0;
   sqlite3_bind_int64(st, 1, t);
@@ -166,7 +165,7 @@ static int command_create(sqlite3 *db, int64_t scope, const char *agent_id, int6
   (void)now_ms;
   *tenant = 0;
   int rc = commands_create_db(db, scope, agent_id, incident, kind, args, user, item);
-  sqlite3_stmt *st = rc == 0 ? prep(db, "SELECT tenant_id FROM agents WHERE id = ?1") : NULL;
+  sqlite3_stmt *st = rc == 0 ? sql_prep(db, "SELECT tenant_id FROM agents WHERE id = ?1") : NULL;
   if (st != NULL) {
     sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -209,14 +208,14 @@ static int installer_build(const char *file, const char *token, const char *help
 /* What was done about an incident, for the report: state changes and
  * response commands, in order, each once. */
 static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
-  sqlite3_stmt *st = prep(db, "SELECT CASE what WHEN 'state' THEN detail ELSE what END"
-                              " FROM incident_log WHERE incident_id = ?1"
-                              " AND what IN ('state', 'command') GROUP BY 1 ORDER BY MIN(id)");
+  sqlite3_stmt *st = sql_prep(db, "SELECT CASE what WHEN 'state' THEN detail ELSE what END"
+                                  " FROM incident_log WHERE incident_id = ?1"
+                                  " AND what IN ('state', 'command') GROUP BY 1 ORDER BY MIN(id)");
   if (st == NULL)
     return;
   sqlite3_bind_int64(st, 1, incident);
   while (sqlite3_step(st) == SQLITE_ROW)
-    cJSON_AddItemToArray(arr, cJSON_CreateString(col_text(st, 0)));
+    cJSON_AddItemToArray(arr, cJSON_CreateString(sql_text(st, 0)));
   sqlite3_finalize(st);
 }
 
@@ -268,7 +267,7 @@ static cJSON *agent_item(sqlite3_stmt *st) {
   add_str(t, "display", st, 3);
   add_str(o, "host_name", st, 4);
   cJSON *host = NULL;
-  const char *hj = col_text(st, 5);
+  const char *hj = sql_text(st, 5);
   char os[160] = "";
   if (ym_json_parse_lenient(hj, strlen(hj), 65536, &host) == 0)
     os_text(host, os, sizeof(os));
@@ -286,10 +285,10 @@ int dash_overview(sqlite3 *db, web_req_t *q) {
   int64_t tenant = web_tenant_filter(q);
   if (tenant < 0)
     return -1;
-  sqlite3_stmt *st = prep(db, AGENT_ROWS " SELECT tenant_id, state, COUNT(*), SUM(open) FROM y"
-                                         " GROUP BY tenant_id, state");
-  sqlite3_stmt *tl = prep(db, "SELECT id, name, display FROM tenants WHERE (?1 = 0 OR id = ?1)"
-                              " ORDER BY display, name");
+  sqlite3_stmt *st = sql_prep(db, AGENT_ROWS " SELECT tenant_id, state, COUNT(*), SUM(open) FROM y"
+                                             " GROUP BY tenant_id, state");
+  sqlite3_stmt *tl = sql_prep(db, "SELECT id, name, display FROM tenants WHERE (?1 = 0 OR id = ?1)"
+                                  " ORDER BY display, name");
   if (st == NULL || tl == NULL) {
     sqlite3_finalize(st);
     sqlite3_finalize(tl);
@@ -320,7 +319,7 @@ int dash_overview(sqlite3 *db, web_req_t *q) {
   sqlite3_bind_int64(st, 2, q->now_ms);
   while (sqlite3_step(st) == SQLITE_ROW) {
     int64_t tid = sqlite3_column_int64(st, 0);
-    const char *state = col_text(st, 1);
+    const char *state = sql_text(st, 1);
     double n = (double)sqlite3_column_int64(st, 2), open = (double)sqlite3_column_int64(st, 3);
     cJSON *t = NULL, *it;
     cJSON_ArrayForEach(it, arr) {
@@ -353,10 +352,10 @@ int dash_agents(sqlite3 *db, web_req_t *q) {
   const char *search = web_param(q, "q");
   const char *state = web_param(q, "state");
   sqlite3_stmt *st =
-      prep(db, AGENT_ROWS " SELECT" AGENT_COLS ", COUNT(*) OVER () FROM y"
-                          " WHERE (?3 IS NULL OR instr(lower(host_name), lower(?3)) > 0)"
-                          " AND (?4 IS NULL OR state = ?4)"
-                          " ORDER BY rank, host_name, id LIMIT ?5 OFFSET ?6");
+      sql_prep(db, AGENT_ROWS " SELECT" AGENT_COLS ", COUNT(*) OVER () FROM y"
+                              " WHERE (?3 IS NULL OR instr(lower(host_name), lower(?3)) > 0)"
+                              " AND (?4 IS NULL OR state = ?4)"
+                              " ORDER BY rank, host_name, id LIMIT ?5 OFFSET ?6");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
@@ -390,7 +389,7 @@ static cJSON *incident_item(sqlite3_stmt *st);
 int dash_agent(sqlite3 *db, web_req_t *q) {
   if (!is_uuid(q->id[0]))
     return not_found(q);
-  sqlite3_stmt *st = prep(db, AGENT_ROWS " SELECT" AGENT_COLS " FROM y WHERE id = ?3");
+  sqlite3_stmt *st = sql_prep(db, AGENT_ROWS " SELECT" AGENT_COLS " FROM y WHERE id = ?3");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, q->scope);
@@ -407,9 +406,9 @@ int dash_agent(sqlite3 *db, web_req_t *q) {
   int64_t tenant = sqlite3_column_int64(st, 1);
   sqlite3_finalize(st);
 
-  st = prep(db, "SELECT ts_ms, json FROM events WHERE agent_id = ?1 AND tenant_id = ?2"
-                " AND ts_ms > ?3 AND dataset = 'yamori.agent' AND action = 'gap'"
-                " ORDER BY ts_ms DESC LIMIT 20");
+  st = sql_prep(db, "SELECT ts_ms, json FROM events WHERE agent_id = ?1 AND tenant_id = ?2"
+                    " AND ts_ms > ?3 AND dataset = 'yamori.agent' AND action = 'gap'"
+                    " ORDER BY ts_ms DESC LIMIT 20");
   cJSON *gaps = cJSON_AddArrayToObject(q->answer, "gaps");
   if (st != NULL) {
     sqlite3_bind_text(st, 1, q->id[0], -1, SQLITE_STATIC);
@@ -423,7 +422,8 @@ int dash_agent(sqlite3 *db, web_req_t *q) {
     }
     sqlite3_finalize(st);
   }
-  st = prep(db, "SELECT " INCIDENT_COLS INCIDENT_FROM " WHERE i.agent_id = ?1 AND i.tenant_id = ?2"
+  st = sql_prep(db,
+                "SELECT " INCIDENT_COLS INCIDENT_FROM " WHERE i.agent_id = ?1 AND i.tenant_id = ?2"
                 " AND i.state != 'resolved' ORDER BY i.last_ms DESC LIMIT 50");
   cJSON *inc = cJSON_AddArrayToObject(q->answer, "incidents");
   if (st != NULL) {
@@ -449,19 +449,20 @@ int dash_processes(sqlite3 *db, web_req_t *q) {
   if (!web_param_int(q, "to_ms", 0, INT64_MAX / 2, q->now_ms, &to) ||
       !web_param_int(q, "from_ms", 0, INT64_MAX / 2, to - 3600000, &from))
     return -1;
-  sqlite3_stmt *st = prep(db, "SELECT e.action, e.ts_ms,"
-                              " json_extract(e.json, '$.process.entity_id'),"
-                              " json_extract(e.json, '$.process.parent.entity_id'),"
-                              " json_extract(e.json, '$.process.pid'),"
-                              " json_extract(e.json, '$.process.name'),"
-                              " json_extract(e.json, '$.process.executable'),"
-                              " json_extract(e.json, '$.process.args')"
-                              " FROM events e JOIN agents a ON a.id = e.agent_id"
-                              " WHERE e.agent_id = ?1 AND (?2 = 0 OR a.tenant_id = ?2)"
-                              " AND e.tenant_id = a.tenant_id"
-                              " AND e.ts_ms BETWEEN ?3 AND ?4 AND e.dataset = 'yamori.process'"
-                              " ORDER BY e.ts_ms LIMIT ?5");
-  sqlite3_stmt *chk = prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
+  sqlite3_stmt *st = sql_prep(db, "SELECT e.action, e.ts_ms,"
+                                  " json_extract(e.json, '$.process.entity_id'),"
+                                  " json_extract(e.json, '$.process.parent.entity_id'),"
+                                  " json_extract(e.json, '$.process.pid'),"
+                                  " json_extract(e.json, '$.process.name'),"
+                                  " json_extract(e.json, '$.process.executable'),"
+                                  " json_extract(e.json, '$.process.args')"
+                                  " FROM events e JOIN agents a ON a.id = e.agent_id"
+                                  " WHERE e.agent_id = ?1 AND (?2 = 0 OR a.tenant_id = ?2)"
+                                  " AND e.tenant_id = a.tenant_id"
+                                  " AND e.ts_ms BETWEEN ?3 AND ?4 AND e.dataset = 'yamori.process'"
+                                  " ORDER BY e.ts_ms LIMIT ?5");
+  sqlite3_stmt *chk =
+      sql_prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
   if (st == NULL || chk == NULL) {
     sqlite3_finalize(st);
     sqlite3_finalize(chk);
@@ -484,7 +485,7 @@ int dash_processes(sqlite3 *db, web_req_t *q) {
   cJSON *nodes = cJSON_AddArrayToObject(q->answer, "nodes");
   int n = 0;
   while (sqlite3_step(st) == SQLITE_ROW) {
-    const char *eid = col_text(st, 2);
+    const char *eid = sql_text(st, 2);
     if (eid[0] == '\0')
       continue;
     cJSON *node = NULL, *it;
@@ -493,18 +494,18 @@ int dash_processes(sqlite3 *db, web_req_t *q) {
       if (e != NULL && strcmp(e, eid) == 0)
         node = it;
     }
-    bool end = strcmp(col_text(st, 0), "end") == 0;
+    bool end = strcmp(sql_text(st, 0), "end") == 0;
     if (node == NULL) {
       if (n >= TREE_MAX)
         continue;
       node = cJSON_CreateObject();
       cJSON_AddStringToObject(node, "entity_id", eid);
-      cJSON_AddStringToObject(node, "parent_entity_id", col_text(st, 3));
+      cJSON_AddStringToObject(node, "parent_entity_id", sql_text(st, 3));
       cJSON_AddNumberToObject(node, "pid", (double)sqlite3_column_int64(st, 4));
-      cJSON_AddStringToObject(node, "name", col_text(st, 5));
-      cJSON_AddStringToObject(node, "executable", col_text(st, 6));
+      cJSON_AddStringToObject(node, "name", sql_text(st, 5));
+      cJSON_AddStringToObject(node, "executable", sql_text(st, 6));
       cJSON *args = NULL;
-      const char *at = col_text(st, 7);
+      const char *at = sql_text(st, 7);
       if (at[0] == '\0' || ym_json_parse_lenient(at, strlen(at), 65536, &args) != 0 ||
           !cJSON_IsArray(args)) {
         cJSON_Delete(args);
@@ -565,13 +566,14 @@ int dash_incidents(sqlite3 *db, web_req_t *q) {
   if (state != NULL && strcmp(state, "open") != 0 && strcmp(state, "new") != 0 &&
       strcmp(state, "acknowledged") != 0 && strcmp(state, "resolved") != 0)
     return web_fail(q, 400, "bad_request", "state is open, new, acknowledged or resolved");
-  sqlite3_stmt *st = prep(db, "SELECT " INCIDENT_COLS ", COUNT(*) OVER ()" INCIDENT_FROM
-                              " WHERE (?1 = 0 OR i.tenant_id = ?1)"
-                              " AND (?2 IS NULL OR (?2 = 'open' AND i.state != 'resolved')"
-                              "      OR i.state = ?2)"
-                              " AND (?3 IS NULL OR i.agent_id = ?3)"
-                              " ORDER BY CASE i.state WHEN 'new' THEN 0 WHEN 'acknowledged' THEN 1"
-                              " ELSE 2 END, i.last_ms DESC, i.id DESC LIMIT ?4 OFFSET ?5");
+  sqlite3_stmt *st =
+      sql_prep(db, "SELECT " INCIDENT_COLS ", COUNT(*) OVER ()" INCIDENT_FROM
+                   " WHERE (?1 = 0 OR i.tenant_id = ?1)"
+                   " AND (?2 IS NULL OR (?2 = 'open' AND i.state != 'resolved')"
+                   "      OR i.state = ?2)"
+                   " AND (?3 IS NULL OR i.agent_id = ?3)"
+                   " ORDER BY CASE i.state WHEN 'new' THEN 0 WHEN 'acknowledged' THEN 1"
+                   " ELSE 2 END, i.last_ms DESC, i.id DESC LIMIT ?4 OFFSET ?5");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
@@ -619,8 +621,8 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   int64_t id;
   if (!id_num(q, 0, &id))
     return not_found(q);
-  sqlite3_stmt *st = prep(db, "SELECT " INCIDENT_COLS ", i.alert_json" INCIDENT_FROM
-                              " WHERE i.id = ?1 AND (?2 = 0 OR i.tenant_id = ?2)");
+  sqlite3_stmt *st = sql_prep(db, "SELECT " INCIDENT_COLS ", i.alert_json" INCIDENT_FROM
+                                  " WHERE i.id = ?1 AND (?2 = 0 OR i.tenant_id = ?2)");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, id);
@@ -632,14 +634,14 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   q->answer = incident_item(st);
   int64_t tenant = sqlite3_column_int64(st, 1);
   cJSON *first = NULL;
-  const char *aj = col_text(st, 18);
+  const char *aj = sql_text(st, 18);
   ym_json_parse_lenient(aj, strlen(aj), 4 * 1024 * 1024, &first);
   sqlite3_finalize(st);
   cJSON_AddItemToObject(q->answer, "process", process_chain(first));
   cJSON *alerts = cJSON_AddArrayToObject(q->answer, "alerts");
-  st = prep(db, "SELECT e.id, e.ts_ms, e.json FROM incident_alerts x JOIN events e"
-                " ON e.id = x.event_id WHERE x.incident_id = ?1 AND e.tenant_id = ?2"
-                " ORDER BY e.id DESC LIMIT 20");
+  st = sql_prep(db, "SELECT e.id, e.ts_ms, e.json FROM incident_alerts x JOIN events e"
+                    " ON e.id = x.event_id WHERE x.incident_id = ?1 AND e.tenant_id = ?2"
+                    " ORDER BY e.id DESC LIMIT 20");
   if (st != NULL) {
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, tenant);
@@ -665,8 +667,8 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   cJSON_Delete(first);
   cJSON *notes = cJSON_AddArrayToObject(q->answer, "notes");
   cJSON *timeline = cJSON_AddArrayToObject(q->answer, "timeline");
-  st = prep(db, "SELECT at_ms, what, user, detail FROM incident_log WHERE incident_id = ?1"
-                " ORDER BY at_ms, id LIMIT 1000");
+  st = sql_prep(db, "SELECT at_ms, what, user, detail FROM incident_log WHERE incident_id = ?1"
+                    " ORDER BY at_ms, id LIMIT 1000");
   if (st != NULL) {
     sqlite3_bind_int64(st, 1, id);
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -675,7 +677,7 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
       add_str(e, "what", st, 1);
       add_str(e, "user", st, 2);
       add_str(e, "detail", st, 3);
-      if (strcmp(col_text(st, 1), "note") == 0) {
+      if (strcmp(sql_text(st, 1), "note") == 0) {
         cJSON *n = cJSON_CreateObject();
         add_int(n, "at_ms", st, 0);
         add_str(n, "user", st, 2);
@@ -707,7 +709,7 @@ int dash_incident_update(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 400, "bad_request", "note: 1 to 4000 characters");
   if (state == NULL && owner == NULL && note == NULL)
     return web_fail(q, 400, "bad_request", "nothing to change: state, owner or note");
-  int rc = begin(db);
+  int rc = sql_begin(db);
   int64_t tenant = 0;
   if (rc == 0)
     rc = incidents_update_db(web_opts(q->w)->incidents, db, q->scope, id, q->user.name, state,
@@ -720,12 +722,12 @@ int dash_incident_update(sqlite3 *db, web_req_t *q) {
     rc = audit(db, q, tenant, "incident.owner", target, owner);
   if (rc == 0 && note != NULL)
     rc = audit(db, q, tenant, "incident.note", target, "");
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc == YM_ENOENT)
     return not_found(q);
   if (rc != 0)
     return db_fail(q);
-  sqlite3_stmt *st = prep(db, "SELECT " INCIDENT_COLS INCIDENT_FROM " WHERE i.id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT " INCIDENT_COLS INCIDENT_FROM " WHERE i.id = ?1");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, id);
@@ -788,7 +790,7 @@ int dash_events(sqlite3 *db, web_req_t *q) {
              : tenant == 0                                ? EV_ALL
              : kind != NULL && strcmp(kind, "alert") == 0 ? EV_TENANT_ALERTS
                                                           : EV_TENANT;
-  sqlite3_stmt *st = prep(db, event_sql[form]);
+  sqlite3_stmt *st = sql_prep(db, event_sql[form]);
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
@@ -845,8 +847,9 @@ int dash_command_create(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 400, "bad_request", "incident_id must be a positive number");
   if (kind == NULL)
     return web_fail(q, 400, "bad_request", "kind is required");
-  sqlite3_stmt *chk = prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)"
-                               " AND revoked = 0");
+  sqlite3_stmt *chk =
+      sql_prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)"
+                   " AND revoked = 0");
   if (chk == NULL)
     return db_fail(q);
   sqlite3_bind_text(chk, 1, q->id[0], -1, SQLITE_STATIC);
@@ -855,7 +858,7 @@ int dash_command_create(sqlite3 *db, web_req_t *q) {
   sqlite3_finalize(chk);
   if (!known)
     return not_found(q);
-  int rc = begin(db);
+  int rc = sql_begin(db);
   cJSON *item = NULL;
   int64_t tenant = 0;
   if (rc == 0)
@@ -870,7 +873,7 @@ int dash_command_create(sqlite3 *db, web_req_t *q) {
     rc = audit(db, q, tenant, action, target, detail != NULL ? detail : "");
     free(detail);
   }
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc != 0) {
     cJSON_Delete(item);
     if (rc == YM_ENOENT)
@@ -923,24 +926,18 @@ int dash_command_bundle(sqlite3 *db, web_req_t *q) {
 /* Tenants, settings, tokens                                          */
 
 int dash_tenants(sqlite3 *db, web_req_t *q) {
-  sqlite3_stmt *st = prep(db, "SELECT t.id, t.name, t.display,"
-                              " (SELECT COUNT(*) FROM agents a WHERE a.tenant_id = t.id"
-                              "  AND a.revoked = 0)"
-                              " FROM tenants t WHERE (?1 = 0 OR t.id = ?1) ORDER BY t.name");
+  sqlite3_stmt *st = sql_prep(db, "SELECT t.id, t.name, t.display,"
+                                  " (SELECT COUNT(*) FROM agents a WHERE a.tenant_id = t.id"
+                                  "  AND a.revoked = 0)"
+                                  " FROM tenants t WHERE (?1 = 0 OR t.id = ?1) ORDER BY t.name");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, q->scope);
   q->answer = cJSON_CreateObject();
   cJSON *items = cJSON_AddArrayToObject(q->answer, "items");
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    cJSON *t = cJSON_CreateObject();
-    add_int(t, "id", st, 0);
-    add_str(t, "name", st, 1);
-    add_str(t, "display", st, 2);
-    add_int(t, "pcs", st, 3);
-    cJSON_AddItemToArray(items, t);
-  }
-  sqlite3_finalize(st);
+  static const col_t cols[] = {
+      {"id", COL_INT}, {"name", COL_STR}, {"display", COL_STR}, {"pcs", COL_INT}};
+  rows_json(st, cols, 4, items);
   return 0;
 }
 
@@ -954,9 +951,9 @@ int dash_tenant_create(sqlite3 *db, web_req_t *q) {
     display = name;
   if (!text_ok(display, DISPLAY_MAX, false))
     return web_fail(q, 400, "bad_request", "display: at most 256 bytes of text");
-  int rc = begin(db);
-  sqlite3_stmt *st = rc == 0 ? prep(db, "INSERT INTO tenants(name, display, created_at)"
-                                        " VALUES(?1, ?2, ?3)")
+  int rc = sql_begin(db);
+  sqlite3_stmt *st = rc == 0 ? sql_prep(db, "INSERT INTO tenants(name, display, created_at)"
+                                            " VALUES(?1, ?2, ?3)")
                              : NULL;
   int64_t id = 0;
   if (rc == 0 && st == NULL)
@@ -972,7 +969,7 @@ int dash_tenant_create(sqlite3 *db, web_req_t *q) {
   sqlite3_finalize(st);
   if (rc == 0)
     rc = audit(db, q, id, "tenant.create", name, display);
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc == YM_EEXIST)
     return web_fail(q, 409, "exists", "a tenant with this name exists");
   if (rc != 0)
@@ -986,11 +983,12 @@ int dash_tenant_create(sqlite3 *db, web_req_t *q) {
 }
 
 static int settings_answer(sqlite3 *db, web_req_t *q, int64_t tenant) {
-  sqlite3_stmt *st = prep(db, "SELECT t.display, t.helpdesk, COALESCE(s.lang, 'ja'),"
-                              " COALESCE(s.emails, '[]'), COALESCE(s.webhook_url, ''),"
-                              " COALESCE(s.silent_minutes, 30), COALESCE(s.retention_days, 90)"
-                              " FROM tenants t LEFT JOIN tenant_settings s ON s.tenant_id = t.id"
-                              " WHERE t.id = ?1");
+  sqlite3_stmt *st =
+      sql_prep(db, "SELECT t.display, t.helpdesk, COALESCE(s.lang, 'ja'),"
+                   " COALESCE(s.emails, '[]'), COALESCE(s.webhook_url, ''),"
+                   " COALESCE(s.silent_minutes, 30), COALESCE(s.retention_days, 90)"
+                   " FROM tenants t LEFT JOIN tenant_settings s ON s.tenant_id = t.id"
+                   " WHERE t.id = ?1");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
@@ -1004,7 +1002,7 @@ static int settings_answer(sqlite3 *db, web_req_t *q, int64_t tenant) {
   add_str(q->answer, "helpdesk", st, 1);
   add_str(q->answer, "lang", st, 2);
   cJSON *emails = NULL;
-  const char *ej = col_text(st, 3);
+  const char *ej = sql_text(st, 3);
   if (ym_json_parse(ej, strlen(ej), 65536, &emails, NULL) != 0 || !cJSON_IsArray(emails)) {
     cJSON_Delete(emails);
     emails = cJSON_CreateArray();
@@ -1075,9 +1073,9 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
     }
     emails_text = cJSON_PrintUnformatted(emails);
   }
-  int rc = begin(db);
-  sqlite3_stmt *st = rc == 0 ? prep(db, "INSERT OR IGNORE INTO tenant_settings(tenant_id)"
-                                        " VALUES(?1)")
+  int rc = sql_begin(db);
+  sqlite3_stmt *st = rc == 0 ? sql_prep(db, "INSERT OR IGNORE INTO tenant_settings(tenant_id)"
+                                            " VALUES(?1)")
                              : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
@@ -1086,11 +1084,12 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
   }
   sqlite3_finalize(st);
-  st = rc == 0 ? prep(db, "UPDATE tenant_settings SET lang = COALESCE(?2, lang),"
+  st = rc == 0
+           ? sql_prep(db, "UPDATE tenant_settings SET lang = COALESCE(?2, lang),"
                           " emails = COALESCE(?3, emails), webhook_url = COALESCE(?4, webhook_url),"
                           " silent_minutes = COALESCE(?5, silent_minutes),"
                           " retention_days = COALESCE(?6, retention_days) WHERE tenant_id = ?1")
-               : NULL;
+           : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
   if (rc == 0) {
@@ -1108,8 +1107,8 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : YM_EIO;
   }
   sqlite3_finalize(st);
-  st = rc == 0 ? prep(db, "UPDATE tenants SET display = COALESCE(?2, display),"
-                          " helpdesk = COALESCE(?3, helpdesk) WHERE id = ?1")
+  st = rc == 0 ? sql_prep(db, "UPDATE tenants SET display = COALESCE(?2, display),"
+                              " helpdesk = COALESCE(?3, helpdesk) WHERE id = ?1")
                : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
@@ -1129,7 +1128,7 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
     rc = audit(db, q, t, "settings.change", target, detail != NULL ? detail : "");
   free(detail);
   free(emails_text);
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc != 0)
     return db_fail(q);
   return settings_answer(db, q, t);
@@ -1139,9 +1138,9 @@ int dash_tokens(sqlite3 *db, web_req_t *q) {
   int64_t t = path_tenant(db, q);
   if (t == 0)
     return not_found(q);
-  sqlite3_stmt *st = prep(db, "SELECT id, created_at, expires_at, max_uses, uses, revoked"
-                              " FROM tokens WHERE tenant_id = ?1 ORDER BY created_at DESC, id"
-                              " LIMIT 200");
+  sqlite3_stmt *st = sql_prep(db, "SELECT id, created_at, expires_at, max_uses, uses, revoked"
+                                  " FROM tokens WHERE tenant_id = ?1 ORDER BY created_at DESC, id"
+                                  " LIMIT 200");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, t);
@@ -1189,10 +1188,10 @@ int dash_token_create(sqlite3 *db, web_req_t *q) {
        (!ym_json_get_int(q->body, "max_uses", &uses) || uses < 0 || uses > 1000000)))
     return web_fail(q, 400, "bad_request", "expires_days 0..3650, max_uses 0..1000000");
   char token[1024], id[17];
-  int rc = begin(db);
+  int rc = sql_begin(db);
   if (rc == 0)
     rc = token_new(db, q, t, days, uses, token, sizeof(token), id);
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc != 0)
     return db_fail(q);
   q->answer = cJSON_CreateObject();
@@ -1205,9 +1204,9 @@ int dash_token_create(sqlite3 *db, web_req_t *q) {
 int dash_token_revoke(sqlite3 *db, web_req_t *q) {
   if (strlen(q->id[0]) != 16 || strspn(q->id[0], "0123456789abcdef") != 16)
     return not_found(q);
-  int rc = begin(db);
-  sqlite3_stmt *st = rc == 0 ? prep(db, "UPDATE tokens SET revoked = 1 WHERE id = ?1"
-                                        " AND (?2 = 0 OR tenant_id = ?2) RETURNING tenant_id")
+  int rc = sql_begin(db);
+  sqlite3_stmt *st = rc == 0 ? sql_prep(db, "UPDATE tokens SET revoked = 1 WHERE id = ?1"
+                                            " AND (?2 = 0 OR tenant_id = ?2) RETURNING tenant_id")
                              : NULL;
   int64_t t = 0;
   if (rc == 0 && st == NULL)
@@ -1223,7 +1222,7 @@ int dash_token_revoke(sqlite3 *db, web_req_t *q) {
   sqlite3_finalize(st);
   if (rc == 0)
     rc = audit(db, q, t, "token.revoke", q->id[0], "");
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc == YM_ENOENT)
     return not_found(q);
   if (rc != 0)
@@ -1241,21 +1240,21 @@ int dash_installer(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 501, "not_built",
                     "no agent installer is configured on this console (--installer FILE)");
   char token[1024], id[17];
-  int rc = begin(db);
+  int rc = sql_begin(db);
   if (rc == 0)
     rc = token_new(db, q, t, 30, 0, token, sizeof(token), id);
   char helpdesk[HELPDESK_MAX + 1] = "";
-  sqlite3_stmt *hs = rc == 0 ? prep(db, "SELECT helpdesk FROM tenants WHERE id = ?1") : NULL;
+  sqlite3_stmt *hs = rc == 0 ? sql_prep(db, "SELECT helpdesk FROM tenants WHERE id = ?1") : NULL;
   if (hs != NULL) {
     sqlite3_bind_int64(hs, 1, t);
     if (sqlite3_step(hs) == SQLITE_ROW)
-      snprintf(helpdesk, sizeof(helpdesk), "%s", col_text(hs, 0));
+      snprintf(helpdesk, sizeof(helpdesk), "%s", sql_text(hs, 0));
     sqlite3_finalize(hs);
   }
   if (rc == 0)
     rc = installer_build(o->installer_file, token, helpdesk, &q->raw, &q->raw_len);
   memset(token, 0, sizeof(token));
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc != 0) {
     free(q->raw);
     q->raw = NULL;
@@ -1320,12 +1319,12 @@ int dash_report(sqlite3 *db, web_req_t *q) {
   cJSON_AddStringToObject(q->answer, "latest_version", latest);
 
   /* PCs and how often they were online (hours with a check-in). */
-  sqlite3_stmt *st = prep(db, "SELECT a.id, a.host_name, a.version, a.last_seen, a.enrolled_at,"
-                              " (SELECT COUNT(*) FROM agent_presence p WHERE p.agent_id = a.id"
-                              "  AND p.hour >= ?2 / 3600000 AND p.hour <= ?3 / 3600000)"
-                              " FROM agents a WHERE a.tenant_id = ?1 AND a.revoked = 0"
-                              " AND a.enrolled_at * 1000 < ?3 ORDER BY a.host_name");
-  sqlite3_stmt *nm = prep(db, "SELECT name FROM tenants WHERE id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT a.id, a.host_name, a.version, a.last_seen, a.enrolled_at,"
+                                  " (SELECT COUNT(*) FROM agent_presence p WHERE p.agent_id = a.id"
+                                  "  AND p.hour >= ?2 / 3600000 AND p.hour <= ?3 / 3600000)"
+                                  " FROM agents a WHERE a.tenant_id = ?1 AND a.revoked = 0"
+                                  " AND a.enrolled_at * 1000 < ?3 ORDER BY a.host_name");
+  sqlite3_stmt *nm = sql_prep(db, "SELECT name FROM tenants WHERE id = ?1");
   if (st == NULL || nm == NULL) {
     sqlite3_finalize(st);
     sqlite3_finalize(nm);
@@ -1333,7 +1332,7 @@ int dash_report(sqlite3 *db, web_req_t *q) {
   }
   sqlite3_bind_int64(nm, 1, t);
   if (sqlite3_step(nm) == SQLITE_ROW)
-    cJSON_AddStringToObject(tenant, "name", col_text(nm, 0));
+    cJSON_AddStringToObject(tenant, "name", sql_text(nm, 0));
   sqlite3_finalize(nm);
   cJSON *pcs = cJSON_AddArrayToObject(q->answer, "pcs");
   int outdated = 0, offline = 0;
@@ -1352,7 +1351,7 @@ int dash_report(sqlite3 *db, web_req_t *q) {
     double hours = (double)(until / 3600000 - start / 3600000 + 1);
     double pct = hours > 0 ? 100.0 * (double)sqlite3_column_int64(st, 5) / hours : 0;
     cJSON_AddNumberToObject(p, "online_pct", pct > 100 ? 100 : (double)(int)(pct * 10) / 10);
-    bool old = strcmp(col_text(st, 2), latest) != 0;
+    bool old = strcmp(sql_text(st, 2), latest) != 0;
     cJSON_AddBoolToObject(p, "outdated", old);
     outdated += old;
     offline += sqlite3_column_int64(st, 3) < q->now_ms - DAY_MS;
@@ -1361,10 +1360,10 @@ int dash_report(sqlite3 *db, web_req_t *q) {
   sqlite3_finalize(st);
 
   /* Detections: alerts of the month by rule. */
-  st = prep(db, "SELECT COALESCE(json_extract(json, '$.rule.name'), ''),"
-                " COALESCE(json_extract(json, '$.rule.description'), ''), COUNT(*)"
-                " FROM events WHERE tenant_id = ?1 AND kind = 'alert' AND ts_ms >= ?2"
-                " AND ts_ms < ?3 GROUP BY 1 ORDER BY 3 DESC LIMIT 50");
+  st = sql_prep(db, "SELECT COALESCE(json_extract(json, '$.rule.name'), ''),"
+                    " COALESCE(json_extract(json, '$.rule.description'), ''), COUNT(*)"
+                    " FROM events WHERE tenant_id = ?1 AND kind = 'alert' AND ts_ms >= ?2"
+                    " AND ts_ms < ?3 GROUP BY 1 ORDER BY 3 DESC LIMIT 50");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, t);
@@ -1386,16 +1385,16 @@ int dash_report(sqlite3 *db, web_req_t *q) {
   cJSON_AddItemToObject(det, "by_rule", by);
 
   /* Incidents of the month and what was done. */
-  st =
-      prep(db, "SELECT i.id, i.title, COALESCE(a.host_name, ''), i.kind, i.state, i.first_ms,"
-               " i.resolved_ms,"
-               " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
-               "  AND l.what = 'notified'),"
-               " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
-               "  AND l.what = 'state' AND l.detail IN ('acknowledged', 'resolved'))"
-               " FROM incidents i LEFT JOIN agents a ON a.id = i.agent_id"
-               " WHERE i.tenant_id = ?1 AND i.first_ms < ?3"
-               " AND (i.resolved_ms IS NULL OR i.resolved_ms >= ?2) ORDER BY i.first_ms LIMIT 500");
+  st = sql_prep(
+      db, "SELECT i.id, i.title, COALESCE(a.host_name, ''), i.kind, i.state, i.first_ms,"
+          " i.resolved_ms,"
+          " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
+          "  AND l.what = 'notified'),"
+          " (SELECT MIN(at_ms) FROM incident_log l WHERE l.incident_id = i.id"
+          "  AND l.what = 'state' AND l.detail IN ('acknowledged', 'resolved'))"
+          " FROM incidents i LEFT JOIN agents a ON a.id = i.agent_id"
+          " WHERE i.tenant_id = ?1 AND i.first_ms < ?3"
+          " AND (i.resolved_ms IS NULL OR i.resolved_ms >= ?2) ORDER BY i.first_ms LIMIT 500");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, t);
@@ -1414,7 +1413,7 @@ int dash_report(sqlite3 *db, web_req_t *q) {
     add_int_or_null(i, "resolved_ms", st, 6);
     add_int_or_null(i, "notified_ms", st, 7);
     add_int_or_null(i, "acknowledged_ms", st, 8);
-    open += strcmp(col_text(st, 4), "resolved") != 0;
+    open += strcmp(sql_text(st, 4), "resolved") != 0;
     cJSON *actions = cJSON_AddArrayToObject(i, "actions");
     actions_json(db, sqlite3_column_int64(st, 0), actions);
     cJSON_AddItemToArray(incs, i);
@@ -1437,24 +1436,20 @@ int dash_report(sqlite3 *db, web_req_t *q) {
 /* Users and audit                                                    */
 
 int dash_users(sqlite3 *db, web_req_t *q) {
-  sqlite3_stmt *st = prep(db, "SELECT u.id, u.name, u.role, u.tenant_id, COALESCE(t.name, '')"
-                              " FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id"
-                              " WHERE (?1 = 0 OR u.tenant_id = ?1) ORDER BY u.name LIMIT 1000");
+  sqlite3_stmt *st = sql_prep(db, "SELECT u.id, u.name, u.role, u.tenant_id, COALESCE(t.name, '')"
+                                  " FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id"
+                                  " WHERE (?1 = 0 OR u.tenant_id = ?1) ORDER BY u.name LIMIT 1000");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, q->scope);
   q->answer = cJSON_CreateObject();
   cJSON *items = cJSON_AddArrayToObject(q->answer, "items");
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    cJSON *u = cJSON_CreateObject();
-    add_int(u, "id", st, 0);
-    add_str(u, "name", st, 1);
-    add_str(u, "role", st, 2);
-    add_int_or_null(u, "tenant_id", st, 3);
-    add_str(u, "tenant", st, 4);
-    cJSON_AddItemToArray(items, u);
-  }
-  sqlite3_finalize(st);
+  static const col_t cols[] = {{"id", COL_INT},
+                               {"name", COL_STR},
+                               {"role", COL_STR},
+                               {"tenant_id", COL_INT_OR_NULL},
+                               {"tenant", COL_STR}};
+  rows_json(st, cols, 5, items);
   return 0;
 }
 
@@ -1477,7 +1472,7 @@ int dash_user_check(sqlite3 *db, web_req_t *q) {
   if (q->scope != 0 && t != q->scope)
     return web_fail(q, 403, "forbidden", "you can add people of your own company only");
   if (t != 0) {
-    sqlite3_stmt *st = prep(db, "SELECT 1 FROM tenants WHERE id = ?1");
+    sqlite3_stmt *st = sql_prep(db, "SELECT 1 FROM tenants WHERE id = ?1");
     if (st == NULL)
       return db_fail(q);
     sqlite3_bind_int64(st, 1, t);
@@ -1493,10 +1488,11 @@ int dash_user_check(sqlite3 *db, web_req_t *q) {
 int dash_user_create(sqlite3 *db, web_req_t *q) {
   const char *name = ym_json_get_str(q->body, "name");
   const char *role = ym_json_get_str(q->body, "role");
-  int rc = begin(db);
-  sqlite3_stmt *st = rc == 0 ? prep(db, "INSERT INTO users(name, tenant_id, role, password_hash,"
+  int rc = sql_begin(db);
+  sqlite3_stmt *st = rc == 0
+                         ? sql_prep(db, "INSERT INTO users(name, tenant_id, role, password_hash,"
                                         " created_at) VALUES(?1, ?2, ?3, ?4, ?5)")
-                             : NULL;
+                         : NULL;
   int64_t id = 0;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
@@ -1514,7 +1510,7 @@ int dash_user_create(sqlite3 *db, web_req_t *q) {
   sqlite3_finalize(st);
   if (rc == 0)
     rc = audit(db, q, q->num, "user.create", name, role);
-  rc = commit(db, rc);
+  rc = sql_end(db, rc);
   if (rc == YM_EEXIST)
     return web_fail(q, 409, "exists", "a user with this name exists");
   if (rc != 0)
@@ -1534,24 +1530,16 @@ int dash_audit(sqlite3 *db, web_req_t *q) {
   int64_t tenant = web_tenant_filter(q), limit;
   if (tenant < 0 || !web_param_int(q, "limit", 1, LIST_MAX, 100, &limit))
     return -1;
-  sqlite3_stmt *st = prep(db, "SELECT at_ms, user, action, tenant_id, target, detail FROM audit"
-                              " WHERE (?1 = 0 OR tenant_id = ?1) ORDER BY id DESC LIMIT ?2");
+  sqlite3_stmt *st = sql_prep(db, "SELECT at_ms, user, action, tenant_id, target, detail FROM audit"
+                                  " WHERE (?1 = 0 OR tenant_id = ?1) ORDER BY id DESC LIMIT ?2");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
   sqlite3_bind_int64(st, 2, limit);
   q->answer = cJSON_CreateObject();
   cJSON *items = cJSON_AddArrayToObject(q->answer, "items");
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    cJSON *a = cJSON_CreateObject();
-    add_int(a, "at_ms", st, 0);
-    add_str(a, "user", st, 1);
-    add_str(a, "action", st, 2);
-    add_int(a, "tenant_id", st, 3);
-    add_str(a, "target", st, 4);
-    add_str(a, "detail", st, 5);
-    cJSON_AddItemToArray(items, a);
-  }
-  sqlite3_finalize(st);
+  static const col_t cols[] = {{"at_ms", COL_INT},     {"user", COL_STR},   {"action", COL_STR},
+                               {"tenant_id", COL_INT}, {"target", COL_STR}, {"detail", COL_STR}};
+  rows_json(st, cols, 6, items);
   return 0;
 }

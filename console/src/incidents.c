@@ -1,5 +1,7 @@
 #include "incidents.h"
 
+#include "sql.h"
+
 #include "yamori/err.h"
 #include "yamori/log.h"
 
@@ -96,25 +98,10 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-    sqlite3_finalize(st);
-    return NULL;
-  }
-  return st;
-}
-
-static int step_done(sqlite3_stmt *st) {
-  int r = st != NULL ? sqlite3_step(st) : SQLITE_ERROR;
-  sqlite3_finalize(st);
-  return r == SQLITE_DONE || r == SQLITE_ROW ? 0 : YM_EIO;
-}
-
 static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *what,
                      const char *user, const char *detail) {
-  sqlite3_stmt *st = prep(db, "INSERT INTO incident_log(incident_id, at_ms, what, user, detail)"
-                              " VALUES(?1, ?2, ?3, ?4, ?5)");
+  sqlite3_stmt *st = sql_prep(db, "INSERT INTO incident_log(incident_id, at_ms, what, user, detail)"
+                                  " VALUES(?1, ?2, ?3, ?4, ?5)");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, incident);
@@ -122,7 +109,7 @@ static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *w
   sqlite3_bind_text(st, 3, what, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 4, user ? user : "", -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 5, detail ? detail : "", -1, SQLITE_STATIC);
-  return step_done(st);
+  return sql_done(st);
 }
 
 static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *change) {
@@ -175,10 +162,10 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
   cJSON_Delete(e);
 
   int64_t ts = ev->ts_ms > 0 ? ev->ts_ms : now_ms();
-  sqlite3_stmt *st = prep(db, "UPDATE incidents SET count = count + 1,"
-                              " last_ms = max(last_ms, ?3), updated_ms = ?4"
-                              " WHERE agent_id = ?1 AND kind = 'malware' AND rule = ?2"
-                              " AND state != 'resolved' RETURNING id, count");
+  sqlite3_stmt *st = sql_prep(db, "UPDATE incidents SET count = count + 1,"
+                                  " last_ms = max(last_ms, ?3), updated_ms = ?4"
+                                  " WHERE agent_id = ?1 AND kind = 'malware' AND rule = ?2"
+                                  " AND state != 'resolved' RETURNING id, count");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
@@ -198,10 +185,10 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
   int rc = 0;
   bool created = id == 0;
   if (created) {
-    st = prep(db,
-              "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, severity,"
-              " first_ms, last_ms, file_path, file_sha256, process_json, alert_json,"
-              " updated_ms) VALUES(?1, ?2, 'malware', ?3, ?4, ?5, ?6, ?6, ?7, ?8, '[]', ?9, ?10)");
+    st = sql_prep(
+        db, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, severity,"
+            " first_ms, last_ms, file_path, file_sha256, process_json, alert_json,"
+            " updated_ms) VALUES(?1, ?2, 'malware', ?3, ?4, ?5, ?6, ?6, ?7, ?8, '[]', ?9, ?10)");
     if (st == NULL)
       return YM_EIO;
     sqlite3_bind_int64(st, 1, tenant);
@@ -214,19 +201,20 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
     sqlite3_bind_text(st, 8, sha, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 9, ev->json, (int)ev->json_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 10, now_ms());
-    rc = step_done(st);
+    rc = sql_done(st);
     id = sqlite3_last_insert_rowid(db);
     count = 1;
     if (rc == 0)
       rc = log_entry(db, id, ts, "created", "", title);
   }
   if (rc == 0 && row > 0) {
-    st = prep(db, "INSERT OR IGNORE INTO incident_alerts(incident_id, event_id) VALUES(?1, ?2)");
+    st =
+        sql_prep(db, "INSERT OR IGNORE INTO incident_alerts(incident_id, event_id) VALUES(?1, ?2)");
     if (st == NULL)
       return YM_EIO;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, row);
-    rc = step_done(st);
+    rc = sql_done(st);
   }
   if (rc == 0 && !created && count <= LOG_ALERTS_MAX)
     rc = log_entry(db, id, ts, "alert", "", path);
@@ -236,14 +224,14 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
 }
 
 static int on_gap(sqlite3 *db, const char *agent, int64_t ts) {
-  sqlite3_stmt *st = prep(db, "INSERT INTO agent_health(agent_id, last_gap_ms) VALUES(?1, ?2)"
-                              " ON CONFLICT(agent_id) DO UPDATE SET"
-                              " last_gap_ms = max(last_gap_ms, ?2)");
+  sqlite3_stmt *st = sql_prep(db, "INSERT INTO agent_health(agent_id, last_gap_ms) VALUES(?1, ?2)"
+                                  " ON CONFLICT(agent_id) DO UPDATE SET"
+                                  " last_gap_ms = max(last_gap_ms, ?2)");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, ts);
-  return step_done(st);
+  return sql_done(st);
 }
 
 static int batch_hook(sqlite3 *db, int64_t tenant_id, const char *agent_id, const char *stream,
@@ -268,16 +256,16 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
   incidents_t *m = data;
   (void)req;
   int64_t now = now_ms();
-  sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO agent_presence(agent_id, hour)"
-                              " VALUES(?1, ?2)");
+  sqlite3_stmt *st = sql_prep(db, "INSERT OR IGNORE INTO agent_presence(agent_id, hour)"
+                                  " VALUES(?1, ?2)");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, now / 3600000);
-  int rc = step_done(st);
-  st = rc == 0 ? prep(db, "UPDATE incidents SET state = 'resolved', resolved_ms = ?3,"
-                          " updated_ms = ?3 WHERE agent_id = ?1 AND tenant_id = ?2"
-                          " AND kind = 'silent' AND state != 'resolved' RETURNING id")
+  int rc = sql_done(st);
+  st = rc == 0 ? sql_prep(db, "UPDATE incidents SET state = 'resolved', resolved_ms = ?3,"
+                              " updated_ms = ?3 WHERE agent_id = ?1 AND tenant_id = ?2"
+                              " AND kind = 'silent' AND state != 'resolved' RETURNING id")
                : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
@@ -301,8 +289,8 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
   }
   /* A PC with an open malware incident is likely to get response
    * commands: it checks in more often meanwhile. */
-  st = rc == 0 ? prep(db, "SELECT 1 FROM incidents WHERE agent_id = ?1 AND kind = 'malware'"
-                          " AND state != 'resolved' LIMIT 1")
+  st = rc == 0 ? sql_prep(db, "SELECT 1 FROM incidents WHERE agent_id = ?1 AND kind = 'malware'"
+                              " AND state != 'resolved' LIMIT 1")
                : NULL;
   if (st != NULL) {
     sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
@@ -318,8 +306,8 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
 int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, const char *user,
                         const char *state, const char *owner, const char *note, int64_t now_ms_,
                         int64_t *tenant_out) {
-  sqlite3_stmt *st = prep(db, "SELECT tenant_id, state, kind, agent_id, rule FROM incidents"
-                              " WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
+  sqlite3_stmt *st = sql_prep(db, "SELECT tenant_id, state, kind, agent_id, rule FROM incidents"
+                                  " WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, id);
@@ -336,7 +324,8 @@ int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, 
   if (state != NULL && strcmp(state, old) != 0) {
     /* Reopening: another open incident of the same PC and rule may have
      * started meanwhile; the unique index says no. */
-    st = prep(db, "UPDATE incidents SET state = ?2, updated_ms = ?3,"
+    st = sql_prep(db,
+                  "UPDATE incidents SET state = ?2, updated_ms = ?3,"
                   " resolved_ms = CASE WHEN ?2 = 'resolved' THEN ?3 ELSE NULL END WHERE id = ?1");
     if (st == NULL)
       return YM_EIO;
@@ -353,13 +342,13 @@ int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, 
       rc = notify(m, db, id, change);
   }
   if (rc == 0 && owner != NULL) {
-    st = prep(db, "UPDATE incidents SET owner = ?2, updated_ms = ?3 WHERE id = ?1");
+    st = sql_prep(db, "UPDATE incidents SET owner = ?2, updated_ms = ?3 WHERE id = ?1");
     if (st == NULL)
       return YM_EIO;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms_);
-    rc = step_done(st);
+    rc = sql_done(st);
     if (rc == 0)
       rc = log_entry(db, id, now_ms_, "owner", user, owner);
   }
@@ -378,22 +367,23 @@ static int maintain_db(sqlite3 *db, void *arg) {
   int64_t now = now_ms();
   int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : YM_EIO;
   sqlite3_stmt *st =
-      rc == 0 ? prep(db, "SELECT a.id, a.tenant_id, a.last_seen FROM agents a"
-                         " LEFT JOIN tenant_settings s ON s.tenant_id = a.tenant_id"
-                         " WHERE a.revoked = 0 AND a.last_seen > 0"
-                         " AND a.last_seen < ?1 - COALESCE(s.silent_minutes, 30) * 60000"
-                         " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.agent_id = a.id"
-                         "  AND i.kind = 'silent' AND i.state != 'resolved') LIMIT 1000")
+      rc == 0 ? sql_prep(db, "SELECT a.id, a.tenant_id, a.last_seen FROM agents a"
+                             " LEFT JOIN tenant_settings s ON s.tenant_id = a.tenant_id"
+                             " WHERE a.revoked = 0 AND a.last_seen > 0"
+                             " AND a.last_seen < ?1 - COALESCE(s.silent_minutes, 30) * 60000"
+                             " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.agent_id = a.id"
+                             "  AND i.kind = 'silent' AND i.state != 'resolved') LIMIT 1000")
               : NULL;
   if (rc == 0 && st == NULL)
     rc = YM_EIO;
   if (rc == 0) {
     sqlite3_bind_int64(st, 1, now);
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
-      sqlite3_stmt *ins = prep(db, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title,"
-                                   " severity, first_ms, last_ms, updated_ms)"
-                                   " VALUES(?1, ?2, 'silent', '', 'agent silent', 'medium', ?3, ?3,"
-                                   " ?4)");
+      sqlite3_stmt *ins =
+          sql_prep(db, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title,"
+                       " severity, first_ms, last_ms, updated_ms)"
+                       " VALUES(?1, ?2, 'silent', '', 'agent silent', 'medium', ?3, ?3,"
+                       " ?4)");
       if (ins == NULL) {
         rc = YM_EIO;
         break;
@@ -402,7 +392,7 @@ static int maintain_db(sqlite3 *db, void *arg) {
       sqlite3_bind_text(ins, 2, (const char *)sqlite3_column_text(st, 0), -1, SQLITE_TRANSIENT);
       sqlite3_bind_int64(ins, 3, sqlite3_column_int64(st, 2));
       sqlite3_bind_int64(ins, 4, now);
-      rc = step_done(ins);
+      rc = sql_done(ins);
       int64_t id = sqlite3_last_insert_rowid(db);
       if (rc == 0)
         rc = log_entry(db, id, now, "created", "", "agent silent");
@@ -421,15 +411,15 @@ static int maintain_db(sqlite3 *db, void *arg) {
 
   /* Retention. */
   bool more = false;
-  st = prep(db, "SELECT t.id, COALESCE(s.retention_days, 90) FROM tenants t"
-                " LEFT JOIN tenant_settings s ON s.tenant_id = t.id");
+  st = sql_prep(db, "SELECT t.id, COALESCE(s.retention_days, 90) FROM tenants t"
+                    " LEFT JOIN tenant_settings s ON s.tenant_id = t.id");
   if (st == NULL)
     return YM_EIO;
   while (sqlite3_step(st) == SQLITE_ROW) {
     int64_t tenant = sqlite3_column_int64(st, 0);
     int64_t cutoff = now - sqlite3_column_int64(st, 1) * 86400000LL;
-    sqlite3_stmt *del = prep(db, "DELETE FROM events WHERE id IN (SELECT id FROM events"
-                                 " WHERE tenant_id = ?1 AND ts_ms < ?2 LIMIT ?3)");
+    sqlite3_stmt *del = sql_prep(db, "DELETE FROM events WHERE id IN (SELECT id FROM events"
+                                     " WHERE tenant_id = ?1 AND ts_ms < ?2 LIMIT ?3)");
     if (del == NULL)
       break;
     sqlite3_bind_int64(del, 1, tenant);

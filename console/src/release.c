@@ -3,6 +3,8 @@
  */
 #include "release.h"
 
+#include "sql.h"
+
 #include "yamori/buf.h"
 #include "yamori/err.h"
 #include "yamori/json.h"
@@ -103,11 +105,6 @@ unsigned release_bucket(const char *agent_id) {
 /* ---------------------------------------------------------------- */
 /* Check-in                                                           */
 
-static const char *col_text(sqlite3_stmt *st, int i) {
-  const unsigned char *t = sqlite3_column_text(st, i);
-  return t ? (const char *)t : "";
-}
-
 static void bounded(const cJSON *o, const char *key, char *out, size_t cap) {
   const char *s = ym_json_get_str(o, key);
   snprintf(out, cap, "%s", s && strlen(s) < cap ? s : "");
@@ -163,13 +160,13 @@ static int add_offer(sqlite3_stmt *st, cJSON *answer, const char *key) {
   }
   if (step != SQLITE_ROW)
     return YM_EIO;
-  cJSON *env = cJSON_Parse(col_text(st, 2));
+  cJSON *env = cJSON_Parse(sql_text(st, 2));
   if (env == NULL) {
     cJSON_AddNullToObject(answer, key);
     return 0;
   }
   cJSON *o = cJSON_AddObjectToObject(answer, key);
-  cJSON_AddStringToObject(o, "version", col_text(st, 0));
+  cJSON_AddStringToObject(o, "version", sql_text(st, 0));
   cJSON_AddNumberToObject(o, "serial", (double)sqlite3_column_int64(st, 1));
   cJSON_AddItemToObject(o, "signed", env);
   return 0;
@@ -198,8 +195,8 @@ static int offer_release(sqlite3 *db, int64_t tenant_id, const char *agent_id, c
   int step = sqlite3_step(st);
   bool offer = false;
   if (step == SQLITE_ROW) {
-    snprintf(channel, sizeof(channel), "%s", col_text(st, 0));
-    snprintf(pinned, sizeof(pinned), "%s", col_text(st, 2));
+    snprintf(channel, sizeof(channel), "%s", sql_text(st, 0));
+    snprintf(pinned, sizeof(pinned), "%s", sql_text(st, 2));
     unsigned percent = (unsigned)sqlite3_column_int(st, 1);
     bool paused = sqlite3_column_int(st, 3) != 0;
     /* A pinned version goes to every PC of the tenant; otherwise only the
@@ -267,12 +264,12 @@ int release_agent_state_json(sqlite3 *db, const char *agent_id, cJSON *out) {
   int step = sqlite3_step(st);
   int rc = step == SQLITE_ROW ? 0 : (step == SQLITE_DONE ? YM_ENOENT : YM_EIO);
   if (rc == 0) {
-    cJSON_AddStringToObject(out, "running", col_text(st, 0));
-    cJSON_AddStringToObject(out, "pending", col_text(st, 1));
-    cJSON_AddStringToObject(out, "failed", col_text(st, 2));
-    cJSON_AddStringToObject(out, "reason", col_text(st, 3));
+    cJSON_AddStringToObject(out, "running", sql_text(st, 0));
+    cJSON_AddStringToObject(out, "pending", sql_text(st, 1));
+    cJSON_AddStringToObject(out, "failed", sql_text(st, 2));
+    cJSON_AddStringToObject(out, "reason", sql_text(st, 3));
     cJSON_AddNumberToObject(out, "serial", (double)sqlite3_column_int64(st, 4));
-    cJSON *rules = cJSON_Parse(col_text(st, 5));
+    cJSON *rules = cJSON_Parse(sql_text(st, 5));
     cJSON_AddItemToObject(out, "rules", rules ? rules : cJSON_CreateObject());
   }
   sqlite3_finalize(st);
@@ -805,7 +802,7 @@ static int list_releases_fn(sqlite3 *db, void *arg) {
     return YM_EIO;
   while (sqlite3_step(st) == SQLITE_ROW)
     printf("%lld\t%s\t%s\t%s/%s\t%lld bytes\n", (long long)sqlite3_column_int64(st, 0),
-           col_text(st, 1), col_text(st, 2), col_text(st, 3), col_text(st, 4),
+           sql_text(st, 1), sql_text(st, 2), sql_text(st, 3), sql_text(st, 4),
            (long long)sqlite3_column_int64(st, 5));
   sqlite3_finalize(st);
   return 0;
@@ -844,9 +841,9 @@ int release_rollout_set(sqlite3 *db, int64_t tid, const release_rollout_t *r) {
     return YM_EIO;
   sqlite3_bind_int64(st, 1, tid);
   if (sqlite3_step(st) == SQLITE_ROW) {
-    snprintf(channel, sizeof(channel), "%s", col_text(st, 0));
+    snprintf(channel, sizeof(channel), "%s", sql_text(st, 0));
     percent = sqlite3_column_int64(st, 1);
-    snprintf(pinned, sizeof(pinned), "%s", col_text(st, 2));
+    snprintf(pinned, sizeof(pinned), "%s", sql_text(st, 2));
     paused = sqlite3_column_int(st, 3);
   }
   sqlite3_finalize(st);
@@ -902,9 +899,9 @@ int release_rollout_json(sqlite3 *db, int64_t tenant_id, cJSON *out) {
   sqlite3_bind_int64(st, 1, tenant_id);
   int step = sqlite3_step(st);
   if (step == SQLITE_ROW) {
-    cJSON_AddStringToObject(out, "channel", col_text(st, 0));
+    cJSON_AddStringToObject(out, "channel", sql_text(st, 0));
     cJSON_AddNumberToObject(out, "percent", sqlite3_column_int(st, 1));
-    cJSON_AddStringToObject(out, "pinned", col_text(st, 2));
+    cJSON_AddStringToObject(out, "pinned", sql_text(st, 2));
     cJSON_AddBoolToObject(out, "paused", sqlite3_column_int(st, 3) != 0);
     cJSON_AddBoolToObject(out, "inherited", sqlite3_column_int64(st, 4) != tenant_id);
   } else {
@@ -925,10 +922,10 @@ int release_list_json(sqlite3 *db, cJSON *arr) {
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "serial", (double)sqlite3_column_int64(st, 0));
-    cJSON_AddStringToObject(o, "version", col_text(st, 1));
-    cJSON_AddStringToObject(o, "channel", col_text(st, 2));
-    cJSON_AddStringToObject(o, "platform", col_text(st, 3));
-    cJSON_AddStringToObject(o, "architecture", col_text(st, 4));
+    cJSON_AddStringToObject(o, "version", sql_text(st, 1));
+    cJSON_AddStringToObject(o, "channel", sql_text(st, 2));
+    cJSON_AddStringToObject(o, "platform", sql_text(st, 3));
+    cJSON_AddStringToObject(o, "architecture", sql_text(st, 4));
     cJSON_AddNumberToObject(o, "size", (double)sqlite3_column_int64(st, 5));
     cJSON_AddNumberToObject(o, "imported_at", (double)sqlite3_column_int64(st, 6));
     cJSON_AddItemToArray(arr, o);
@@ -947,8 +944,8 @@ static int rollout_list_fn(sqlite3 *db, void *arg) {
                          -1, &st, NULL) != SQLITE_OK)
     return YM_EIO;
   while (sqlite3_step(st) == SQLITE_ROW)
-    printf("%s\t%s\t%d%%\t%s\t%s\n", col_text(st, 0), col_text(st, 1), sqlite3_column_int(st, 2),
-           col_text(st, 3)[0] ? col_text(st, 3) : "-", sqlite3_column_int(st, 4) ? "paused" : "on");
+    printf("%s\t%s\t%d%%\t%s\t%s\n", sql_text(st, 0), sql_text(st, 1), sqlite3_column_int(st, 2),
+           sql_text(st, 3)[0] ? sql_text(st, 3) : "-", sqlite3_column_int(st, 4) ? "paused" : "on");
   sqlite3_finalize(st);
   return 0;
 }
@@ -1192,8 +1189,8 @@ static int list_rules_fn(sqlite3 *db, void *arg) {
                          -1, &st, NULL) != SQLITE_OK)
     return YM_EIO;
   while (sqlite3_step(st) == SQLITE_ROW)
-    printf("%lld\t%s\t%s\t%lld bytes\n", (long long)sqlite3_column_int64(st, 0), col_text(st, 1),
-           col_text(st, 2), (long long)sqlite3_column_int64(st, 3));
+    printf("%lld\t%s\t%s\t%lld bytes\n", (long long)sqlite3_column_int64(st, 0), sql_text(st, 1),
+           sql_text(st, 2), (long long)sqlite3_column_int64(st, 3));
   sqlite3_finalize(st);
   return 0;
 }
