@@ -39,21 +39,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DIR = os.environ.get("YAMORI_BUILD_DIR", os.path.join(REPO, "build"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-SENSORS_ONLY = {"scan": {"on_write": False}, "policy": {"exec": "off"}}
+from benchlib import (BUILD_DIR, CLK_TCK, REPO, SENSORS_ONLY, cpu_seconds, machine_info, merge, stop_proc)
 
 
 def log(msg):
     print("[idle] " + msg, file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid):
-    """utime+stime of a process (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def status_fields(pid):
@@ -65,50 +55,6 @@ def status_fields(pid):
             if k in ("VmRSS", "VmHWM", "Threads", "RssAnon", "RssFile"):
                 out[k] = int(line.split()[1])
     return out
-
-
-def machine_info():
-    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    info["mem_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-        with open("/etc/debian_version") as f:
-            info["debian"] = f.read().strip()
-    except OSError:
-        pass
-    return info
-
-
-def merge(dst, src):
-    """Deep-merges the dict src into dst; returns dst."""
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
-        else:
-            dst[k] = v
-    return dst
-
-
-def stop_proc(p, timeout=5.0):
-    """SIGTERM, then SIGKILL after timeout seconds. Returns True when the
-    process ended on SIGTERM (or had already ended)."""
-    if p is None or p.poll() is not None:
-        return True
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        return False
 
 
 def build_info(binary, copy):

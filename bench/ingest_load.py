@@ -108,9 +108,8 @@ import time
 import uuid
 import zlib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DIR = os.environ.get("YAMORI_BUILD_DIR", os.path.join(REPO, "build"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import BUILD_DIR, CLK_TCK, REPO, cpu_seconds, fmt, loadavg
+
 AGENT_VERSION = "0.1.0"
 
 
@@ -120,13 +119,6 @@ def log(msg):
 
 # ---------------------------------------------------------------------------
 # Measuring processes and the machine
-
-
-def cpu_seconds(pid):
-    """utime+stime of a process (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def thread_cpu(pid):
@@ -199,10 +191,6 @@ def other_yamori(own):
         if comm.startswith("yamori"):
             out.append("%s(%s)" % (comm, d))
     return out
-
-
-def loadavg():
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 class Window:
@@ -1087,16 +1075,6 @@ def db_figures(data_dir, skip_agent):
 
 # ---------------------------------------------------------------------------
 # Report
-
-
-def fmt(v, nd=0):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return ("{:,.%df}" % nd).format(v)
-    if isinstance(v, int):
-        return "{:,}".format(v)
-    return str(v)
 
 
 def thread_split(st, pid, named):

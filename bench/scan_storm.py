@@ -86,9 +86,8 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DIR = os.environ.get("YAMORI_BUILD_DIR", os.path.join(REPO, "build"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import (BUILD_DIR, CLK_TCK, REPO, cpu_seconds, git_state, loadavg, machine_info, other_agents, snapshot_rules, status_kb)
+
 COUNTERS = ("files_scanned", "scan_cache_hits", "scan_errors", "write_scans_dropped", "alerts",
             "quarantined", "gaps")
 
@@ -150,70 +149,6 @@ def log(msg):
     print("[scan_storm] " + msg, file=sys.stderr, flush=True)
 
 
-def loadavg():
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def status_kb(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def other_agents(own_pids):
-    n = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) in own_pids:
-            continue
-        try:
-            with open("/proc/%s/comm" % d) as f:
-                if f.read().strip() == "yamorid":
-                    n += 1
-        except OSError:
-            pass
-    return n
-
-
-def git_state():
-    """Commit of the tree the binaries were built from, and whether it had
-    uncommitted changes (read-only git queries)."""
-    try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip() != ""
-        return {"head": head, "uncommitted_changes": dirty}
-    except OSError:
-        return {}
-
-
-def machine_info():
-    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    info["mem_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-        with open("/etc/debian_version") as f:
-            info["debian"] = f.read().strip()
-    except OSError:
-        pass
-    return info
-
-
 def stop_proc(p, timeout=10.0):
     """SIGTERM, then SIGKILL after timeout seconds. Returns True when the
     process ended on SIGTERM (or had ended), False when it had to be killed."""
@@ -228,23 +163,6 @@ def stop_proc(p, timeout=10.0):
         p.kill()
         p.wait()
         return False
-
-
-def snapshot_rules(src, work):
-    """Copies the rule files (*.yar, *.yara directly in src) into the work
-    directory, so that the whole run uses one version of them even when the
-    tree changes meanwhile. Returns (dir, {file: sha256})."""
-    import hashlib
-    dst = os.path.join(work, "rules")
-    os.makedirs(dst)
-    sums = {}
-    for n in sorted(os.listdir(src)):
-        p = os.path.join(src, n)
-        if n.endswith((".yar", ".yara")) and os.path.isfile(p):
-            shutil.copyfile(p, os.path.join(dst, n))
-            with open(p, "rb") as f:
-                sums[n] = hashlib.sha256(f.read()).hexdigest()
-    return dst, sums
 
 
 class Agent:

@@ -92,9 +92,8 @@ import threading
 import time
 import zlib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_DIR = os.environ.get("YAMORI_BUILD_DIR", os.path.join(REPO, "build"))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import BUILD_DIR, CLK_TCK, REPO, fmt, loadavg
+
 REC_HDR = 48
 
 
@@ -123,10 +122,6 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         rest = f.read().rsplit(")", 1)[1].split()
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def loadavg():
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def machine_info():
@@ -788,16 +783,6 @@ def batch_size_table(con, agent_id, wire, requests, pay, sizes=(1, 10, 50, 100, 
             row["wire_bytes_per_event"] = round((total + per_req * events / n) / events, 1)
         out.append(row)
     return out
-
-
-def fmt(v, nd=0):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return ("{:,.%df}" % nd).format(v)
-    if isinstance(v, int):
-        return "{:,}".format(v)
-    return str(v)
 
 
 def report(res):

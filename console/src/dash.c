@@ -449,18 +449,28 @@ int dash_processes(sqlite3 *db, web_req_t *q) {
   if (!web_param_int(q, "to_ms", 0, INT64_MAX / 2, q->now_ms, &to) ||
       !web_param_int(q, "from_ms", 0, INT64_MAX / 2, to - 3600000, &from))
     return -1;
-  sqlite3_stmt *st = sql_prep(db, "SELECT e.action, e.ts_ms,"
-                                  " json_extract(e.json, '$.process.entity_id'),"
-                                  " json_extract(e.json, '$.process.parent.entity_id'),"
-                                  " json_extract(e.json, '$.process.pid'),"
-                                  " json_extract(e.json, '$.process.name'),"
-                                  " json_extract(e.json, '$.process.executable'),"
-                                  " json_extract(e.json, '$.process.args')"
-                                  " FROM events e JOIN agents a ON a.id = e.agent_id"
-                                  " WHERE e.agent_id = ?1 AND (?2 = 0 OR a.tenant_id = ?2)"
-                                  " AND e.tenant_id = a.tenant_id"
-                                  " AND e.ts_ms BETWEEN ?3 AND ?4 AND e.dataset = 'yamori.process'"
-                                  " ORDER BY e.ts_ms LIMIT ?5");
+  /* One row per process: its start and end events folded by SQLite, the
+   * facts taken from the start event when there is one. */
+  sqlite3_stmt *st = sql_prep(
+      db, "WITH p AS (SELECT e.action AS action, e.ts_ms AS ts,"
+          " json_extract(e.json, '$.process.entity_id') AS eid,"
+          " json_extract(e.json, '$.process.parent.entity_id') AS parent,"
+          " json_extract(e.json, '$.process.pid') AS pid,"
+          " json_extract(e.json, '$.process.name') AS name,"
+          " json_extract(e.json, '$.process.executable') AS exe,"
+          " json_extract(e.json, '$.process.args') AS args"
+          " FROM events e JOIN agents a ON a.id = e.agent_id"
+          " WHERE e.agent_id = ?1 AND (?2 = 0 OR a.tenant_id = ?2) AND e.tenant_id = a.tenant_id"
+          " AND e.ts_ms BETWEEN ?3 AND ?4 AND e.dataset = 'yamori.process'"
+          " ORDER BY e.ts_ms LIMIT ?5)"
+          " SELECT eid,"
+          " COALESCE(MAX(CASE WHEN action != 'end' THEN parent END), MAX(parent)),"
+          " COALESCE(MAX(CASE WHEN action != 'end' THEN pid END), MAX(pid)),"
+          " COALESCE(MAX(CASE WHEN action != 'end' THEN name END), MAX(name)),"
+          " COALESCE(MAX(CASE WHEN action != 'end' THEN exe END), MAX(exe)),"
+          " COALESCE(MAX(CASE WHEN action != 'end' THEN args END), MAX(args)),"
+          " MIN(CASE WHEN action != 'end' THEN ts END), MAX(CASE WHEN action = 'end' THEN ts END)"
+          " FROM p WHERE eid IS NOT NULL AND eid != '' GROUP BY eid ORDER BY MIN(ts) LIMIT ?6");
   sqlite3_stmt *chk =
       sql_prep(db, "SELECT 1 FROM agents WHERE id = ?1 AND (?2 = 0 OR tenant_id = ?2)");
   if (st == NULL || chk == NULL) {
@@ -481,48 +491,27 @@ int dash_processes(sqlite3 *db, web_req_t *q) {
   sqlite3_bind_int64(st, 3, from);
   sqlite3_bind_int64(st, 4, to);
   sqlite3_bind_int64(st, 5, 4 * TREE_MAX);
+  sqlite3_bind_int64(st, 6, TREE_MAX);
   q->answer = cJSON_CreateObject();
   cJSON *nodes = cJSON_AddArrayToObject(q->answer, "nodes");
-  int n = 0;
   while (sqlite3_step(st) == SQLITE_ROW) {
-    const char *eid = sql_text(st, 2);
-    if (eid[0] == '\0')
-      continue;
-    cJSON *node = NULL, *it;
-    cJSON_ArrayForEach(it, nodes) {
-      const char *e = ym_json_get_str(it, "entity_id");
-      if (e != NULL && strcmp(e, eid) == 0)
-        node = it;
+    cJSON *node = cJSON_CreateObject();
+    add_str(node, "entity_id", st, 0);
+    add_str(node, "parent_entity_id", st, 1);
+    add_int(node, "pid", st, 2);
+    add_str(node, "name", st, 3);
+    add_str(node, "executable", st, 4);
+    cJSON *args = NULL;
+    const char *at = sql_text(st, 5);
+    if (at[0] == '\0' || ym_json_parse_lenient(at, strlen(at), 65536, &args) != 0 ||
+        !cJSON_IsArray(args)) {
+      cJSON_Delete(args);
+      args = cJSON_CreateArray();
     }
-    bool end = strcmp(sql_text(st, 0), "end") == 0;
-    if (node == NULL) {
-      if (n >= TREE_MAX)
-        continue;
-      node = cJSON_CreateObject();
-      cJSON_AddStringToObject(node, "entity_id", eid);
-      cJSON_AddStringToObject(node, "parent_entity_id", sql_text(st, 3));
-      cJSON_AddNumberToObject(node, "pid", (double)sqlite3_column_int64(st, 4));
-      cJSON_AddStringToObject(node, "name", sql_text(st, 5));
-      cJSON_AddStringToObject(node, "executable", sql_text(st, 6));
-      cJSON *args = NULL;
-      const char *at = sql_text(st, 7);
-      if (at[0] == '\0' || ym_json_parse_lenient(at, strlen(at), 65536, &args) != 0 ||
-          !cJSON_IsArray(args)) {
-        cJSON_Delete(args);
-        args = cJSON_CreateArray();
-      }
-      cJSON_AddItemToObject(node, "args", args);
-      if (end)
-        cJSON_AddNullToObject(node, "start_ms");
-      else
-        cJSON_AddNumberToObject(node, "start_ms", (double)sqlite3_column_int64(st, 1));
-      cJSON_AddNullToObject(node, "end_ms");
-      cJSON_AddItemToArray(nodes, node);
-      n++;
-    }
-    if (end)
-      cJSON_ReplaceItemInObject(node, "end_ms",
-                                cJSON_CreateNumber((double)sqlite3_column_int64(st, 1)));
+    cJSON_AddItemToObject(node, "args", args);
+    add_int_or_null(node, "start_ms", st, 6);
+    add_int_or_null(node, "end_ms", st, 7);
+    cJSON_AddItemToArray(nodes, node);
   }
   sqlite3_finalize(st);
   return 0;

@@ -118,12 +118,12 @@ static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *cha
 
 /* Copies at most max bytes of s, cut at a UTF-8 boundary. */
 static void bounded(const char *s, size_t max, char *out, size_t out_len) {
-  size_t n = s != NULL ? strlen(s) : 0;
+  size_t len = s != NULL ? strlen(s) : 0, n = len;
   if (n > max)
     n = max;
   if (n >= out_len)
     n = out_len - 1;
-  while (n > 0 && n < (s ? strlen(s) : 0) && ((unsigned char)s[n] & 0xC0) == 0x80)
+  while (n > 0 && n < len && ((unsigned char)s[n] & 0xC0) == 0x80)
     n--;
   if (n > 0)
     memcpy(out, s, n);
