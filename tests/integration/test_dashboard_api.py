@@ -167,6 +167,25 @@ t.check("open_incidents" in rep["recommendations"], "report recommends closing i
 st, _ = op.get("/api/ui/tenants/%d/report?month=2026-13" % acme)
 t.check_eq(st, 400, "a bad month is refused")
 
+# Bad input from a browser gets a clear refusal.
+for path, want in (("/api/ui/events?limit=abc", 400), ("/api/ui/events?limit=100000", 400),
+                   ("/api/ui/events?path=%zz", 400), ("/api/ui/events?path=a%00b", 400),
+                   ("/api/ui/incidents?state=bogus", 400), ("/api/ui/incidents/abc", 404),
+                   ("/api/ui/agents/not-a-uuid", 404), ("/api/ui/nosuchroute", 404)):
+    st, body = op.get(path)
+    t.check_eq(st, want, "GET %s refused" % path)
+    t.check(isinstance(body, dict) and body.get("error"), "GET %s names the error" % path)
+st, _ = op.call("DELETE", "/api/ui/incidents")
+t.check_eq(st, 405, "a method a route does not take: 405")
+h = {"Cookie": op.cookie, "X-CSRF-Token": op.csrf, "Content-Type": "application/json"}
+st, _, body = con.request("POST", "/api/ui/incidents/%d" % ia, b"[1, 2", h)
+t.check_eq(st, 400, "a body that is not a JSON object is refused")
+st, _, body = con.request("POST", "/api/ui/incidents/%d" % ia,
+                          b'{"note": "' + b"x" * (300 * 1024) + b'"}', h)
+t.check_eq(st, 413, "a body over 256 KiB is refused")
+st, _ = op.post("/api/ui/incidents/%d" % ia, {"note": "a\x1bb"})
+t.check_eq(st, 400, "a note with control characters is refused")
+
 # Anonymised statistics for the scheme: counts only, no names.
 r = con.cli("stats")
 t.check_eq(r.returncode, 0, "stats command")
