@@ -4,6 +4,7 @@ intact, exactly once; and refusals of bad tokens and bad batches while the
 console keeps serving."""
 import base64
 import gzip
+import http.client
 import json
 import os
 import subprocess
@@ -99,8 +100,14 @@ s, _, _ = con.request("POST", "/api/v1/events", other, auth)
 t.check_eq(s, 403, "events claiming another agent's id refused")
 s, _, _ = con.request("POST", "/api/v1/events", gzip.compress(b"{not json\n"), auth)
 t.check_eq(s, 400, "malformed JSON refused")
-s, _, _ = con.request("POST", "/api/v1/events", os.urandom(5 * 1024 * 1024), auth)
-t.check_eq(s, 413, "oversized body refused")
+# The console answers 413 and may close the connection before the client
+# has written the whole body; the client then sees the close, not the 413.
+try:
+    s, _, _ = con.request("POST", "/api/v1/events", os.urandom(5 * 1024 * 1024), auth)
+except (OSError, http.client.HTTPException) as e:
+    s = "closed while sending (%s)" % type(e).__name__
+t.check(s == 413 or str(s).startswith("closed"), "oversized body refused (%s)" % s)
+t.check_eq(con.request("GET", "/api/v1/health")[0], 200, "console serves after the refusal")
 bomb = gzip.compress(b"\0" * (200 * 1024 * 1024))
 s, _, _ = con.request("POST", "/api/v1/events", bomb, auth, timeout=60)
 t.check(s in (400, 413), "gzip bomb refused (%d)" % s)
