@@ -7,6 +7,7 @@ file, as the agent compiles them), same files (default /usr/bin and
 
   yara      yara -r -N -p THREADS -c -w -z MAXBYTES
                  -d filename= -d filepath= -d extension= -d filetype= -d owner=
+                 -d is_executable=false
                  NS1:FILE1 NS2:FILE2 ... --scan-list LIST
             (yara takes one target; the targets go in a scan list, which
             yara 4.2 walks like directories given on the command line).
@@ -309,6 +310,7 @@ def yara_base(rules_files, threads, skip_larger, fast):
         argv += ["-z", str(skip_larger)]
     for var in ("filename", "filepath", "extension", "filetype", "owner"):
         argv += ["-d", var + "="]
+    argv += ["-d", "is_executable=false"]
     for f in rules_files:
         argv.append("%s:%s" % (os.path.splitext(os.path.basename(f))[0], f))
     return argv
@@ -415,6 +417,7 @@ def positives(args, work, rules_files):
     mounted = mount_ramfs(sdir)
     try:
         samples = {}
+        executable = set()
         for i, c in enumerate(cases):
             d = os.path.join(sdir, "%03d" % i)
             os.makedirs(d)
@@ -423,13 +426,17 @@ def positives(args, work, rules_files):
             with open(p, "wb") as f:
                 f.write(data)
             samples[p] = (c["rule"], data, c.get("name"))
+            if c.get("executable"):
+                os.chmod(p, 0o755)
+                executable.add(p)
         # yara per file, with the externals the agent defines
         per_file = {}
         t0 = time.monotonic()
         for p, (rule, data, _) in samples.items():
             argv = ["yara", "-w"]
             ext = {"filename": os.path.basename(p), "filepath": p,
-                   "extension": extension_of(p), "filetype": filetype_of(data), "owner": "root"}
+                   "extension": extension_of(p), "filetype": filetype_of(data), "owner": "root",
+                   "is_executable": "true" if p in executable else "false"}
             for k, v in ext.items():
                 argv += ["-d", "%s=%s" % (k, v)]
             argv += ["%s:%s" % (os.path.splitext(os.path.basename(f))[0], f) for f in rules_files]

@@ -24,6 +24,29 @@ private rule Yamori_Helper_Hacktools_Rule_Source
         $rule and $cond and $sect
 }
 
+private rule Yamori_Helper_Hacktools_Runnable
+{
+    meta:
+        description = "Helper: the file can run or is run by the system as commands: it starts with #!, has an execute bit, has a script extension, or is a shell start-up file, shell history, cron table or start-up script. Documents that quote commands (detection rules, advisories, notes) are not."
+        severity = "low"
+        author = "Yamori project"
+        date = "2026-12-06"
+        reference = "internal"
+
+    condition:
+        uint16(0) == 0x2123 or
+        is_executable or
+        extension matches /^(sh|bash|zsh|ksh|mksh|dash|csh|tcsh|fish|command|run|py|pyw|pl|pm|cgi|php[0-9]?|phtml|phar|rb|lua|tcl|ps1|psm1|bat|cmd|vbs|vbe|js|jse|wsf|hta|service|desktop)$/ or
+        filename matches /^\.(bash_?rc|bash_profile|bash_login|bash_logout|profile|zshrc|zprofile|zshenv|zlogin|kshrc|cshrc|tcshrc|[a-z]{0,8}sh_history)$/ or
+        filepath startswith "/etc/cron" or
+        filepath startswith "/var/spool/cron/" or
+        filepath startswith "/etc/init.d/" or
+        filepath startswith "/etc/profile.d/" or
+        filepath == "/etc/rc.local" or
+        filepath == "/etc/profile" or
+        filepath == "/etc/bash.bashrc"
+}
+
 private rule Yamori_Helper_Hacktools_Executable
 {
     meta:
@@ -89,6 +112,7 @@ rule Yamori_Hacktool_Mimikatz_Command_Script : hacktool credential_access window
     condition:
         filesize < 10MB and
         not Yamori_Helper_Hacktools_Rule_Source and
+        Yamori_Helper_Hacktools_Runnable and
         $priv and $dump and $runner and $exit
 }
 
@@ -113,6 +137,7 @@ rule Yamori_Hacktool_LSASS_Dump_Commands : hacktool credential_access windows
     condition:
         filesize < 5MB and
         not Yamori_Helper_Hacktools_Rule_Source and
+        (Yamori_Helper_Hacktools_Runnable or Yamori_Helper_Hacktools_Executable) and
         (($comsvcs and $lsass) or $procdump or ($reg_sam and $reg_system) or $ntdsutil)
 }
 
@@ -163,6 +188,7 @@ rule Yamori_Hacktool_Secretsdump_Like : hacktool credential_access
     condition:
         filesize < 60MB and
         not Yamori_Helper_Hacktools_Rule_Source and
+        (Yamori_Helper_Hacktools_Runnable or Yamori_Helper_Hacktools_Executable) and
         $impacket and 3 of ($d_*)
 }
 
@@ -198,6 +224,7 @@ rule Yamori_Hacktool_Linux_PrivEsc_Enumerator : hacktool discovery linux
         filesize > 4KB and filesize < 10MB and
         not Yamori_Helper_Hacktools_Executable and
         not Yamori_Helper_Hacktools_Rule_Source and
+        Yamori_Helper_Hacktools_Runnable and
         1 of ($n_*) and
         8 of ($e_*)
 }

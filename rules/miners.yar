@@ -23,6 +23,29 @@ private rule Yamori_Helper_Miners_Rule_Source
         $rule and $cond and $sect
 }
 
+private rule Yamori_Helper_Miners_Runnable
+{
+    meta:
+        description = "Helper: the file can run or is run by the system as commands: it starts with #!, has an execute bit, has a script extension, or is a shell start-up file, shell history, cron table or start-up script. Documents that quote commands (detection rules, advisories, notes) are not."
+        severity = "low"
+        author = "Yamori project"
+        date = "2026-12-06"
+        reference = "internal"
+
+    condition:
+        uint16(0) == 0x2123 or
+        is_executable or
+        extension matches /^(sh|bash|zsh|ksh|mksh|dash|csh|tcsh|fish|command|run|py|pyw|pl|pm|cgi|php[0-9]?|phtml|phar|rb|lua|tcl|ps1|psm1|bat|cmd|vbs|vbe|js|jse|wsf|hta|service|desktop)$/ or
+        filename matches /^\.(bash_?rc|bash_profile|bash_login|bash_logout|profile|zshrc|zprofile|zshenv|zlogin|kshrc|cshrc|tcshrc|[a-z]{0,8}sh_history)$/ or
+        filepath startswith "/etc/cron" or
+        filepath startswith "/var/spool/cron/" or
+        filepath startswith "/etc/init.d/" or
+        filepath startswith "/etc/profile.d/" or
+        filepath == "/etc/rc.local" or
+        filepath == "/etc/profile" or
+        filepath == "/etc/bash.bashrc"
+}
+
 private rule Yamori_Helper_Miners_Executable
 {
     meta:
@@ -96,6 +119,7 @@ rule Yamori_Miner_Launch_Command_Line : miner script
         filesize < 1MB and
         not Yamori_Helper_Miners_Executable and
         not Yamori_Helper_Miners_Rule_Source and
+        Yamori_Helper_Miners_Runnable and
         $stratum and ($opt_url or $opt_user) and
         ($name or $donate or $algo)
 }
@@ -171,6 +195,7 @@ rule Yamori_Miner_Dropper_Competitor_Killer : miner script
         filesize < 1MB and
         not Yamori_Helper_Miners_Executable and
         not Yamori_Helper_Miners_Rule_Source and
+        Yamori_Helper_Miners_Runnable and
         (#kill1 + #kill2) >= 4 and
         5 of ($n_*) and
         $dl and $run

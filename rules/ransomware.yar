@@ -28,6 +28,29 @@ private rule Yamori_Helper_Ransom_Rule_Source
         $rule and $cond and $sect
 }
 
+private rule Yamori_Helper_Ransom_Runnable
+{
+    meta:
+        description = "Helper: the file can run or is run by the system as commands: it starts with #!, has an execute bit, has a script extension, or is a shell start-up file, shell history, cron table or start-up script. Documents that quote commands (detection rules, advisories, notes) are not."
+        severity = "low"
+        author = "Yamori project"
+        date = "2026-12-06"
+        reference = "internal"
+
+    condition:
+        uint16(0) == 0x2123 or
+        is_executable or
+        extension matches /^(sh|bash|zsh|ksh|mksh|dash|csh|tcsh|fish|command|run|py|pyw|pl|pm|cgi|php[0-9]?|phtml|phar|rb|lua|tcl|ps1|psm1|bat|cmd|vbs|vbe|js|jse|wsf|hta|service|desktop)$/ or
+        filename matches /^\.(bash_?rc|bash_profile|bash_login|bash_logout|profile|zshrc|zprofile|zshenv|zlogin|kshrc|cshrc|tcshrc|[a-z]{0,8}sh_history)$/ or
+        filepath startswith "/etc/cron" or
+        filepath startswith "/var/spool/cron/" or
+        filepath startswith "/etc/init.d/" or
+        filepath startswith "/etc/profile.d/" or
+        filepath == "/etc/rc.local" or
+        filepath == "/etc/profile" or
+        filepath == "/etc/bash.bashrc"
+}
+
 private rule Yamori_Helper_Ransom_Executable
 {
     meta:
@@ -161,6 +184,7 @@ rule Yamori_Ransom_Recovery_Inhibition : ransomware windows
     condition:
         filesize < 20MB and
         not Yamori_Helper_Ransom_Rule_Source and
+        (Yamori_Helper_Ransom_Runnable or Yamori_Helper_Ransom_Executable) and
         2 of them
 }
 

@@ -5,7 +5,9 @@
  * Each rule needs a network connection to a host and port AND the wiring of
  * an interactive shell's standard streams to that connection. Health checks
  * that open /dev/tcp, scripts that only use sockets, and netcat used for file
- * transfer or port checks do not match.
+ * transfer or port checks do not match. Each rule also needs a file that
+ * can run (Yamori_Helper_RevShell_Runnable): detection rules, advisories and
+ * notes that quote these commands do not match.
  */
 
 private rule Yamori_Helper_RevShell_Rule_Source
@@ -24,6 +26,29 @@ private rule Yamori_Helper_RevShell_Rule_Source
 
     condition:
         $rule and $cond and $sect
+}
+
+private rule Yamori_Helper_RevShell_Runnable
+{
+    meta:
+        description = "Helper: the file can run or is run by the system as commands: it starts with #!, has an execute bit, has a script extension, or is a shell start-up file, shell history, cron table or start-up script. Documents that quote commands (detection rules, advisories, notes) are not."
+        severity = "low"
+        author = "Yamori project"
+        date = "2026-12-06"
+        reference = "internal"
+
+    condition:
+        uint16(0) == 0x2123 or
+        is_executable or
+        extension matches /^(sh|bash|zsh|ksh|mksh|dash|csh|tcsh|fish|command|run|py|pyw|pl|pm|cgi|php[0-9]?|phtml|phar|rb|lua|tcl|ps1|psm1|bat|cmd|vbs|vbe|js|jse|wsf|hta|service|desktop)$/ or
+        filename matches /^\.(bash_?rc|bash_profile|bash_login|bash_logout|profile|zshrc|zprofile|zshenv|zlogin|kshrc|cshrc|tcshrc|[a-z]{0,8}sh_history)$/ or
+        filepath startswith "/etc/cron" or
+        filepath startswith "/var/spool/cron/" or
+        filepath startswith "/etc/init.d/" or
+        filepath startswith "/etc/profile.d/" or
+        filepath == "/etc/rc.local" or
+        filepath == "/etc/profile" or
+        filepath == "/etc/bash.bashrc"
 }
 
 rule Yamori_RevShell_Bash_DevTcp : reverse_shell linux
@@ -49,6 +74,7 @@ rule Yamori_RevShell_Bash_DevTcp : reverse_shell linux
     condition:
         filesize < 2MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         ($redir or ($fd_open and ($fd_shell or $fd_loop)))
 }
 
@@ -76,6 +102,7 @@ rule Yamori_RevShell_Netcat_Shell : reverse_shell
     condition:
         filesize < 2MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         any of them
 }
 
@@ -101,6 +128,7 @@ rule Yamori_RevShell_Python_Socket : reverse_shell python
     condition:
         filesize < 1MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         $socket and $connect and
         ((#dup2 >= 2 and ($pty or $subproc or $os_shell)) or ($fd_args and $subproc))
 }
@@ -128,6 +156,7 @@ rule Yamori_RevShell_Perl_Socket : reverse_shell perl
     condition:
         filesize < 1MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         (($connect and $stdin and $stdout and $exec_sh) or
          ($io_sock and $fdopen and $line_loop))
 }
@@ -156,6 +185,7 @@ rule Yamori_RevShell_PHP_Socket : reverse_shell php
     condition:
         filesize < 1MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         $fsock and ($fd_shell or $po_sock or ($po and $select and $sh_i))
 }
 
@@ -179,6 +209,7 @@ rule Yamori_RevShell_Ruby_Socket : reverse_shell ruby
     condition:
         filesize < 1MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         $tcp and ($fmt or ($spawn and $spawn_sh) or $loop)
 }
 
@@ -201,6 +232,7 @@ rule Yamori_RevShell_Socat_Exec : reverse_shell linux
     condition:
         filesize < 2MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         any of them
 }
 
@@ -225,5 +257,6 @@ rule Yamori_RevShell_PowerShell_TCPClient : reverse_shell windows powershell
     condition:
         filesize < 2MB and
         not Yamori_Helper_RevShell_Rule_Source and
+        Yamori_Helper_RevShell_Runnable and
         $client and $stream and $iex and $out and ($write or $read)
 }

@@ -130,6 +130,8 @@ __attribute__((no_sanitize("alignment"))) static unsigned count_rules(YR_RULES *
   return n;
 }
 
+/* The external variables the scanner sets on every scan (docs/rules.md):
+ * these strings, and the boolean is_executable. */
 static const char *const externals[] = {"filename", "filepath", "extension", "filetype", "owner"};
 
 int rules_compile(const ym_strlist_t *dirs, rules_t **out, char *err, size_t errlen) {
@@ -155,6 +157,7 @@ int rules_compile(const ym_strlist_t *dirs, rules_t **out, char *err, size_t err
   yr_compiler_set_include_callback(comp, NULL, NULL, NULL);
   for (size_t i = 0; i < sizeof(externals) / sizeof(externals[0]); i++)
     yr_compiler_define_string_variable(comp, externals[i], "");
+  yr_compiler_define_boolean_variable(comp, "is_executable", 0);
 
   for (size_t d = 0; d < dirs->n && rc == 0; d++) {
     char **names = NULL;
@@ -234,6 +237,7 @@ int rules_empty(rules_t **out) {
   }
   for (size_t i = 0; i < sizeof(externals) / sizeof(externals[0]); i++)
     yr_compiler_define_string_variable(comp, externals[i], "");
+  yr_compiler_define_boolean_variable(comp, "is_executable", 0);
   int rc = yr_compiler_get_rules(comp, &r->yr) == ERROR_SUCCESS ? 0 : YM_ENOMEM;
   yr_compiler_destroy(comp);
   if (rc != 0) {

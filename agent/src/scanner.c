@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -267,6 +268,11 @@ static void set_externals(YR_SCANNER *yr, const scan_req_t *r, const unsigned ch
   yr_scanner_define_string_variable(yr, "extension", ext);
   yr_scanner_define_string_variable(yr, "filetype", filetype_of(data, n));
   yr_scanner_define_string_variable(yr, "owner", owner);
+  /* Any execute bit: the file can be started as a program (a program-start
+   * scan always has one). Script rules require it, or another sign that
+   * the file runs, so that documents quoting commands do not match. */
+  yr_scanner_define_boolean_variable(yr, "is_executable",
+                                     (r->st.st_mode & (S_IXUSR | S_IXGRP | S_IXOTH)) != 0);
 }
 
 /* Reads the whole file (at most cap bytes) into the worker's buffer. */

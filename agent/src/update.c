@@ -565,8 +565,13 @@ static void handle_release(update_t *u, const cJSON *offer) {
   if (strcmp(m.version, u->running) == 0)
     return;
   uint64_t accepted = u->accepted > st.pending_serial ? u->accepted : st.pending_serial;
-  ym_manifest_expect_t e = {YM_MANIFEST_PRODUCT_AGENT, "linux",        u->arch,
-                            (int64_t)time(NULL),       u->max_package, accepted};
+  ym_manifest_expect_t e = {YM_MANIFEST_PRODUCT_AGENT,
+                            "linux",
+                            u->arch,
+                            (int64_t)time(NULL),
+                            u->max_package,
+                            accepted,
+                            NULL /* releases are for every company */};
   if (ym_manifest_check(&m, &e, &why) != 0) {
     refuse(u, m.version, m.serial, why);
     return;
@@ -787,13 +792,22 @@ static void handle_rules(update_t *u, const cJSON *rules) {
       refuse_rules(u, s, safe, (uint64_t)serial, why);
       continue;
     }
+    /* The bundle must be signed for this PC's company or for all of them:
+     * a bundle made for another company is refused even when a console
+     * offers it. */
     ym_manifest_expect_t e = {YM_MANIFEST_PRODUCT_RULES, "linux",          NULL,
-                              (int64_t)time(NULL),       RULES_BUNDLE_MAX, u->rules[s].serial};
+                              (int64_t)time(NULL),       RULES_BUNDLE_MAX, u->rules[s].serial,
+                              uplink_tenant(u->a->up)};
     if (ym_manifest_check(&m, &e, &why) != 0) {
+      if (strcmp(why, "wrong_tenant") == 0 || strcmp(why, "no_tenant") == 0)
+        ym_log(YM_LOG_WARN, 0, "rules bundle %s is signed for company \"%s\", this PC is in \"%s\"",
+               m.version, m.tenant[0] ? m.tenant : "(none)", e.tenant);
       refuse_rules(u, s, m.version, m.serial, why);
       continue;
     }
-    if (strcmp(m.scope, scope_names[s]) != 0) {
+    /* The default scope is for every company, a tenant scope for one. */
+    if (strcmp(m.scope, scope_names[s]) != 0 ||
+        (strcmp(m.tenant, YM_MANIFEST_TENANT_ALL) == 0) != (s == SCOPE_DEFAULT)) {
       refuse_rules(u, s, m.version, m.serial, "wrong_scope");
       continue;
     }

@@ -15,7 +15,8 @@
  *  - A version on trial (YAMORI_TRIAL=1 from the launcher) commits itself
  *    after its first successful check-in.
  *  - "rules": signed bundles of YARA source, "default" (every tenant) and
- *    "tenant" (the tenant's own rules on top). Verified the same way,
+ *    "tenant" (the tenant's own rules on top). Verified the same way, and
+ *    signed for this PC's company (the identity's tenant) or for all,
  *    unpacked under state_dir/rules-bundles/, compiled off the loop with
  *    the other active bundles, and swapped in only when they compile;
  *    otherwise refused and the previous rules keep scanning.

@@ -1490,3 +1490,7 @@ void uplink_free(uplink_t *u) {
 void uplink_stats(const uplink_t *u, uplink_stats_t *out) {
   *out = u->st;
 }
+
+const char *uplink_tenant(const uplink_t *u) {
+  return u->st.enrolled ? u->id.tenant : "";
+}

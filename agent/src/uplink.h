@@ -138,6 +138,11 @@ void uplink_free(uplink_t *u);
 
 void uplink_stats(const uplink_t *u, uplink_stats_t *out);
 
+/* The company (tenant name) this PC is enrolled in, from its identity; ""
+ * before enrollment. Valid until the loop runs again (a new enrollment may
+ * change it). */
+const char *uplink_tenant(const uplink_t *u);
+
 /* ---- Pure parts (exposed for tests) ---- */
 
 /* The wait before attempt number failures + 1, after failures consecutive

@@ -27,6 +27,23 @@ int64_t ym_manifest_time(const char *s) {
   return (int64_t)timegm(&tm);
 }
 
+/* A company scope: "*" (every company) or a tenant name as the console
+ * makes them (1 to 63 of [a-z0-9._-], starting with a letter or digit). */
+static bool tenant_ok(const char *s) {
+  size_t n = strlen(s);
+  if (strcmp(s, YM_MANIFEST_TENANT_ALL) == 0)
+    return true;
+  if (n == 0 || n > 63)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+      return false;
+  }
+  return true;
+}
+
 static bool get_word(const cJSON *j, const char *key, char *out, size_t cap, bool required) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
   if (v == NULL)
@@ -81,12 +98,14 @@ int ym_manifest_parse(const char *text, size_t len, ym_manifest_t *m, const char
       !get_word(j, "version", m->version, sizeof(m->version), true) ||
       !get_word(j, "channel", m->channel, sizeof(m->channel), false) ||
       !get_word(j, "scope", m->scope, sizeof(m->scope), false) ||
+      !get_word(j, "tenant", m->tenant, sizeof(m->tenant), false) ||
       !get_word(j, "sha256", sha, sizeof(sha), true) ||
       !get_word(j, "url", m->url, sizeof(m->url), true) ||
       !get_word(j, "expires", expires, sizeof(expires), true) ||
       !get_u64(j, "serial", &m->serial) || !get_u64(j, "size", &m->size))
     goto out;
   if (!ym_manifest_version_ok(m->version) || m->serial == 0 || m->size == 0 ||
+      (cJSON_GetObjectItemCaseSensitive(j, "tenant") != NULL && !tenant_ok(m->tenant)) ||
       unhex(sha, m->sha256, sizeof(m->sha256)) != 0 || (m->expires = ym_manifest_time(expires)) < 0)
     goto out;
   /* The package comes from the console the agent already talks to: a path
@@ -120,6 +139,8 @@ int ym_manifest_write(const ym_manifest_t *m, ym_buf_t *out) {
   cJSON_AddStringToObject(j, "channel", m->channel);
   if (m->scope[0])
     cJSON_AddStringToObject(j, "scope", m->scope);
+  if (m->tenant[0])
+    cJSON_AddStringToObject(j, "tenant", m->tenant);
   cJSON_AddNumberToObject(j, "size", (double)m->size);
   cJSON_AddStringToObject(j, "sha256", sha);
   cJSON_AddStringToObject(j, "url", m->url);
@@ -160,6 +181,11 @@ int ym_manifest_check(const ym_manifest_t *m, const ym_manifest_expect_t *e, con
     *reason = "wrong_platform";
   else if (e->arch != NULL && strcmp(m->arch, "any") != 0 && strcmp(m->arch, e->arch) != 0)
     *reason = "wrong_architecture";
+  else if (e->tenant != NULL && m->tenant[0] == '\0')
+    *reason = "no_tenant";
+  else if (e->tenant != NULL && strcmp(m->tenant, YM_MANIFEST_TENANT_ALL) != 0 &&
+           strcmp(m->tenant, e->tenant) != 0)
+    *reason = "wrong_tenant";
   else if (m->expires <= e->now)
     *reason = "expired";
   else if (m->size > e->max_size)

@@ -1091,6 +1091,9 @@ static int publish_fn(sqlite3 *db, void *arg) {
   snprintf(m.version, sizeof(m.version), "%s", p->version);
   snprintf(m.channel, sizeof(m.channel), "stable");
   snprintf(m.scope, sizeof(m.scope), "%s", tid ? "tenant" : "default");
+  /* The company is signed into the manifest: agents of other companies
+   * refuse the bundle even if it is offered to them. */
+  snprintf(m.tenant, sizeof(m.tenant), "%s", tid ? c->tenant : YM_MANIFEST_TENANT_ALL);
   snprintf(m.url, sizeof(m.url), "/api/v1/rules/%s", p->version);
   m.serial = p->serial;
   m.size = p->bundle->len;

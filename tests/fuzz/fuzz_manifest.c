@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ym_manifest_t m;
   const char *why;
   if (ym_manifest_open((const char *)data, size, &key, 1, &m, &why) == 0) {
-    ym_manifest_expect_t e = {YM_MANIFEST_PRODUCT_AGENT, "linux", "x86_64", 0, 1u << 30, 1};
+    ym_manifest_expect_t e = {YM_MANIFEST_PRODUCT_AGENT, "linux", "x86_64", 0, 1u << 30, 1, "acme"};
     ym_manifest_check(&m, &e, &why);
   }
   if (ym_manifest_parse((const char *)data, size, &m, &why) == 0) {

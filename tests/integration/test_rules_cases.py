@@ -19,6 +19,8 @@ for i, c in enumerate(cases):
     name = c.get("filename", "sample.bin")
     with open(os.path.join(d, name), "wb") as f:
         f.write(base64.b64decode(c["content_b64"]))
+    # The scanner reads the execute bit into is_executable.
+    os.chmod(os.path.join(d, name), 0o755 if c.get("executable") else 0o644)
     sample_dirs.append((c, os.path.join(d, name)))
 
 r = t.run(["yamorictl", "--rules", rules_dir, "--json", "scan", t.dir], timeout=300)

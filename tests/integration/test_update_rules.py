@@ -2,10 +2,13 @@
 set within one check-in; a bundle with a broken rule is refused (reported to
 the console with file and line) and the previous rules keep scanning; a new
 default set replaces the installed one and the tenant's rules stay on top.
+A bundle signed for another company is refused even when the console
+offers it, and the company's own rules keep scanning.
 The agent never loads compiled rules from the network: bundles hold YARA
 source, compiled on the PC."""
 import json
 import os
+import sqlite3
 import subprocess
 import time
 import yit
@@ -20,8 +23,10 @@ t.wait_for(lambda: s.console_state().get("running") == "0.1.0", timeout=60,
 
 MARK_T = "yamori-tenant-marker-%d" % os.getpid()
 MARK_D = "yamori-default-marker-%d" % os.getpid()
+MARK_B = "yamori-other-company-marker-%d" % os.getpid()
 for name, data in (("tenant.txt", MARK_T.encode()),
-                   ("default.txt", MARK_D.encode())):
+                   ("default.txt", MARK_D.encode()),
+                   ("other.txt", MARK_B.encode())):
     with open(t.path(name), "wb") as f:
         f.write(data)
 
@@ -70,6 +75,29 @@ t.check(time.monotonic() - t0 < 25, "live within one check-in (interval 10 s)")
 t.check("Acme_Marker" in scan("tenant.txt"), "the tenant rule detects")
 t.check_eq(status_rules(), (installed[0] + 1, installed[1] + 1),
            "the default set and the tenant's rule are active together")
+
+# A bundle signed for another company (beta), offered to acme's agent (its
+# row moved to acme in the console's database, as a console fault or an
+# intruder in the database would): refused, acme's rules stay.
+s.con.tenant("beta")
+other = rules_dir("other", {"beta.yar": 'rule Beta_Marker { strings: $a = "%s" '
+                                        'condition: $a }\n' % MARK_B})
+vb = publish(other, "--tenant", "beta")
+with sqlite3.connect(os.path.join(s.con.data, "yamori.db"), timeout=30) as db:
+    n = db.execute("UPDATE rule_bundles SET tenant_id = (SELECT id FROM tenants WHERE name = 'acme')"
+                   " WHERE version = ?", (vb,)).rowcount
+t.check_eq(n, 1, "beta's bundle %s now offered to acme" % vb)
+got = t.wait_for(lambda: s.console_state().get("rules", {}).get("failed") == vb and
+                 s.console_state()["rules"].get("reason"), timeout=40,
+                 what="another company's bundle refused", interval=0.1)
+t.check_eq(got, "wrong_tenant", "refused as another company's bundle")
+t.check_eq(s.console_state()["rules"].get("tenant"), v1, "acme's bundle stays")
+t.check("Acme_Marker" in scan("tenant.txt"), "acme's rules keep scanning")
+t.check_eq(scan("other.txt"), set(), "beta's rule is not loaded")
+t.check('signed for company "beta", this PC is in "acme"' in s.launcher.stderr_text(),
+        "the agent's log names both companies")
+bundles = os.listdir(os.path.join(s.state_dir, "rules-bundles"))
+t.check(not any(vb in n for n in bundles), "nothing of %s unpacked: %s" % (vb, bundles))
 
 # A broken bundle is refused; the previous rules keep scanning.
 broken = rules_dir("broken", {"acme.yar": 'rule Acme_Marker { strings: $a = "%s" condition: $a }\n'

@@ -13,6 +13,8 @@ defines on every scan:
   filetype   "elf", "pe", "macho", "script" (starts with #!), "text" or "data"
              (a control character in the first 512 bytes), from the content
   owner      user name of the file owner (always "root" here)
+  is_executable  true when the case says "executable": true (the sample is
+             then also written with mode 0755), else false
 
 The case passes when the named rule matches ("expect": "match") or does not
 match ("expect": "nomatch"). The checker also fails when a case is malformed,
@@ -107,7 +109,7 @@ def validate_case(case):
     """Return an error string, or None when the case is well formed."""
     if not isinstance(case, dict):
         return "case is not an object"
-    allowed = {"name", "rule", "expect", "content_b64", "filename"}
+    allowed = {"name", "rule", "expect", "content_b64", "filename", "executable"}
     extra = set(case) - allowed
     if extra:
         return "unknown keys: %s" % ", ".join(sorted(extra))
@@ -120,6 +122,8 @@ def validate_case(case):
         return "expect must be 'match' or 'nomatch'"
     if not case["rule"].startswith("Yamori_"):
         return "rule names start with Yamori_"
+    if not isinstance(case.get("executable", False), bool):
+        return "executable must be true or false"
     fn = case.get("filename")
     if fn is not None:
         if (not isinstance(fn, str) or not fn or "/" in fn or "\\" in fn
@@ -132,9 +136,10 @@ def validate_case(case):
     return None
 
 
-def run_yara(yara, rule_files, sample, data, timeout):
+def run_yara(yara, rule_files, sample, data, executable, timeout):
     filename = os.path.basename(sample)
     cmd = [yara, "-w", "--no-follow-symlinks",
+           "-d", "is_executable=" + ("true" if executable else "false"),
            "-d", "filename=" + filename,
            "-d", "filepath=" + sample,
            "-d", "extension=" + extension_of(filename),
@@ -237,9 +242,11 @@ def main():
             sample = os.path.join(d, case.get("filename") or "sample.bin")
             with open(sample, "wb") as f:
                 f.write(data)
+            executable = case.get("executable", False)
+            os.chmod(sample, 0o755 if executable else 0o644)
             try:
                 matched = run_yara(args.yara, rule_files, sample, data,
-                                   args.timeout)
+                                   executable, args.timeout)
             except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
                 fail("%s: %s" % (label, e))
                 continue

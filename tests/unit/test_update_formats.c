@@ -274,6 +274,87 @@ static const char *manifest_text(char *buf, size_t cap, const char *product, con
   return buf;
 }
 
+static const char *rules_text(char *buf, size_t cap, const char *scope, const char *tenant_member) {
+  snprintf(buf, cap,
+           "{\"product\":\"yamori-rules\",\"platform\":\"any\",\"architecture\":\"any\","
+           "\"version\":\"r9\",\"serial\":9,\"scope\":\"%s\",%s\"size\":10,"
+           "\"sha256\":\"%064d\",\"url\":\"/api/v1/rules/r9\","
+           "\"expires\":\"2099-01-01T00:00:00Z\"}",
+           scope, tenant_member, 0);
+  return buf;
+}
+
+/* A rules bundle names its company inside the signed manifest; a receiver
+ * that knows its company refuses another company's bundle and one that
+ * names none. */
+static void rules_tenant_scope(void **state) {
+  (void)state;
+  char text[1024];
+  ym_manifest_t m, again;
+  const char *why;
+  ym_manifest_expect_t e = {"yamori-rules", "linux", NULL, (int64_t)time(NULL), 100, 0, "acme"};
+
+  rules_text(text, sizeof(text), "tenant", "\"tenant\":\"acme\",");
+  assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), 0);
+  assert_string_equal(m.tenant, "acme");
+  assert_int_equal(ym_manifest_check(&m, &e, &why), 0);
+  /* Written and read back: the company stays in the signed text. */
+  ym_buf_t b;
+  ym_buf_init(&b, 1 << 16);
+  assert_int_equal(ym_manifest_write(&m, &b), 0);
+  assert_non_null(strstr(b.data, "\"tenant\":\t\"acme\""));
+  assert_int_equal(ym_manifest_parse(b.data, b.len, &again, &why), 0);
+  assert_string_equal(again.tenant, "acme");
+  ym_buf_free(&b);
+
+  /* Another company's bundle. */
+  e.tenant = "beta";
+  assert_int_equal(ym_manifest_check(&m, &e, &why), YM_EPERM);
+  assert_string_equal(why, "wrong_tenant");
+  e.tenant = "";
+  assert_int_equal(ym_manifest_check(&m, &e, &why), YM_EPERM);
+  assert_string_equal(why, "wrong_tenant");
+
+  /* For every company. */
+  rules_text(text, sizeof(text), "default", "\"tenant\":\"*\",");
+  assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), 0);
+  assert_string_equal(m.tenant, YM_MANIFEST_TENANT_ALL);
+  e.tenant = "beta";
+  assert_int_equal(ym_manifest_check(&m, &e, &why), 0);
+
+  /* An older manifest without a company is refused by rules receivers and
+   * stays acceptable where no company is expected (releases). */
+  rules_text(text, sizeof(text), "default", "");
+  assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), 0);
+  assert_string_equal(m.tenant, "");
+  assert_int_equal(ym_manifest_check(&m, &e, &why), YM_EPERM);
+  assert_string_equal(why, "no_tenant");
+  e.tenant = NULL;
+  assert_int_equal(ym_manifest_check(&m, &e, &why), 0);
+
+  /* Malformed companies. */
+  static const char *const bad[] = {"\"tenant\":\"\",",        "\"tenant\":\"Acme\",",
+                                    "\"tenant\":\"../acme\",", "\"tenant\":\"-acme\",",
+                                    "\"tenant\":\"ac me\",",   "\"tenant\":\"**\",",
+                                    "\"tenant\":7,",           "\"tenant\":[\"acme\"],"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    rules_text(text, sizeof(text), "tenant", bad[i]);
+    assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), YM_EPARSE);
+    assert_string_equal(why, "bad_manifest");
+  }
+  char longname[128];
+  memset(longname, 'a', 64);
+  longname[64] = '\0';
+  char member[160];
+  snprintf(member, sizeof(member), "\"tenant\":\"%s\",", longname);
+  rules_text(text, sizeof(text), "tenant", member);
+  assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), YM_EPARSE);
+  longname[63] = '\0';
+  snprintf(member, sizeof(member), "\"tenant\":\"%s\",", longname);
+  rules_text(text, sizeof(text), "tenant", member);
+  assert_int_equal(ym_manifest_parse(text, strlen(text), &m, &why), 0);
+}
+
 static void envelope_and_checks(void **state) {
   (void)state;
   uint8_t priv[32], pub[32], priv2[32], pub2[32];
@@ -293,7 +374,7 @@ static void envelope_and_checks(void **state) {
   assert_string_equal(m.version, "1.2.3");
   assert_int_equal(m.serial, 7);
   assert_string_equal(m.key_id, key.id);
-  ym_manifest_expect_t e = {"yamori-agent", "linux", "x86_64", (int64_t)time(NULL), 100, 6};
+  ym_manifest_expect_t e = {"yamori-agent", "linux", "x86_64", (int64_t)time(NULL), 100, 6, NULL};
   assert_int_equal(ym_manifest_check(&m, &e, &why), 0);
   e.accepted = 7;
   assert_int_equal(ym_manifest_check(&m, &e, &why), YM_EPERM);
@@ -395,6 +476,7 @@ int main(void) {
       cmocka_unit_test(sign_verify),
       cmocka_unit_test(key_files),
       cmocka_unit_test(envelope_and_checks),
+      cmocka_unit_test(rules_tenant_scope),
       cmocka_unit_test(unpack_good_and_hostile),
       cmocka_unit_test(unpack_bomb_truncation_garbage),
       cmocka_unit_test(state_file),

@@ -17,6 +17,8 @@
 
 #define YM_MANIFEST_PRODUCT_AGENT "yamori-agent"
 #define YM_MANIFEST_PRODUCT_RULES "yamori-rules"
+/* The company scope of a rules bundle made for every company. */
+#define YM_MANIFEST_TENANT_ALL "*"
 
 typedef struct {
   char product[32];  /* yamori-agent or yamori-rules */
@@ -26,6 +28,7 @@ typedef struct {
   uint64_t serial;   /* strictly increasing per product (and scope) */
   char channel[32];  /* stable, beta, ... */
   char scope[32];    /* rules: "default" or "tenant"; agent: "" */
+  char tenant[64];   /* rules: the company (tenant name) or "*" for all; "" absent */
   uint64_t size;     /* package bytes */
   uint8_t sha256[32];
   char url[256];   /* path on the console, starts with /api/v1/ */
@@ -35,7 +38,9 @@ typedef struct {
 
 /* Parses manifest JSON text (at most 16 KiB). Unknown members are ignored
  * (later versions may add some); every known one is checked for type and
- * bounds. Returns 0 or YM_EPARSE with *reason "bad_manifest". */
+ * bounds ("tenant": "*" or a tenant name of 1 to 63 characters of
+ * [a-z0-9._-] starting with a letter or digit). Returns 0 or YM_EPARSE
+ * with *reason "bad_manifest". */
 int ym_manifest_parse(const char *text, size_t len, ym_manifest_t *m, const char **reason);
 
 /* Writes manifest JSON text for m to out (pretty enough to read). */
@@ -52,17 +57,19 @@ int ym_manifest_open(const char *envelope, size_t len, const ym_sign_pub_t *keys
 typedef struct {
   const char *product;
   const char *platform;
-  const char *arch;  /* NULL: any */
-  int64_t now;       /* unix seconds */
-  uint64_t max_size; /* largest package accepted */
-  uint64_t accepted; /* highest serial accepted so far (0: none) */
+  const char *arch;   /* NULL: any */
+  int64_t now;        /* unix seconds */
+  uint64_t max_size;  /* largest package accepted */
+  uint64_t accepted;  /* highest serial accepted so far (0: none) */
+  const char *tenant; /* the receiver's company (rules); NULL: not checked */
 } ym_manifest_expect_t;
 
 /* Checks m against e, in this order: product ("wrong_product"), platform
- * ("wrong_platform"), architecture ("wrong_architecture"), expiry
- * ("expired"), size ("too_large"), serial equal to the accepted one
- * ("serial_replayed") or lower ("serial_lower"). Returns 0 or YM_EPERM
- * with *reason set. */
+ * ("wrong_platform"), architecture ("wrong_architecture"), company when
+ * e->tenant is set (no "tenant" member: "no_tenant"; neither "*" nor
+ * e->tenant: "wrong_tenant"), expiry ("expired"), size ("too_large"),
+ * serial equal to the accepted one ("serial_replayed") or lower
+ * ("serial_lower"). Returns 0 or YM_EPERM with *reason set. */
 int ym_manifest_check(const ym_manifest_t *m, const ym_manifest_expect_t *e, const char **reason);
 
 /* True when s is a usable version string (see ym_manifest_t.version). */
