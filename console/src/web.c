@@ -52,6 +52,15 @@ typedef struct {
   const char *ctype;
 } static_file_t;
 
+/* An answer that waits (the login slow-down): a timer on the loop, never
+ * a sleep. Listed in its web_t so that web_free() answers those still
+ * waiting at once. */
+typedef struct delayed {
+  uv_timer_t timer; /* first: the handle is the struct */
+  web_req_t *q;
+  struct delayed *prev, *next;
+} delayed_t;
+
 struct web {
   uv_loop_t *loop;
   store_t *store;
@@ -59,6 +68,7 @@ struct web {
   static_file_t files[STATIC_MAX_FILES];
   size_t n_files;
   uint64_t csp_reports;
+  delayed_t *delayed; /* answers waiting for their timer */
 };
 
 /* ---------------------------------------------------------------- */
@@ -112,10 +122,11 @@ static int step_login_begin(sqlite3 *db, web_req_t *q) {
   if (name == NULL || pw == NULL || strlen(name) == 0 || strlen(name) > AUTH_NAME_MAX ||
       strlen(pw) > AUTH_PASSWORD_MAX)
     return web_fail(q, 400, "bad_request", "user and password are required");
-  int rc =
-      auth_login_begin_db(db, name, q->peer, q->now_ms, q->scratch, sizeof(q->scratch), &q->user);
+  int rc = auth_login_begin_db(db, name, q->peer, q->now_ms, q->scratch, sizeof(q->scratch),
+                               &q->user, &q->delay_ms);
   if (rc == YM_EBUSY)
-    return web_fail(q, 429, "rate_limited", "too many failed logins; wait 15 minutes");
+    return web_fail(q, 429, "rate_limited",
+                    "too many failed logins from this address; wait 15 minutes");
   if (rc == YM_ENOENT) {
     q->user.id = 0; /* checked against a dummy hash all the same, below */
     snprintf(q->scratch, sizeof(q->scratch), "%s",
@@ -439,7 +450,58 @@ static int run_step(sqlite3 *db, void *arg) {
   return st->fn(db, q);
 }
 
+static void finish(web_req_t *q);
+
+static void delayed_unlink(web_t *w, delayed_t *d) {
+  if (d->prev != NULL)
+    d->prev->next = d->next;
+  else
+    w->delayed = d->next;
+  if (d->next != NULL)
+    d->next->prev = d->prev;
+}
+
+static void delayed_closed(uv_handle_t *h) {
+  free(h); /* the delayed_t, whose first member is the handle */
+}
+
+static void delayed_fire(uv_timer_t *t) {
+  delayed_t *d = (delayed_t *)t;
+  web_req_t *q = d->q;
+  delayed_unlink(q->w, d);
+  uv_close((uv_handle_t *)&d->timer, delayed_closed);
+  finish(q);
+}
+
+/* Puts q's answer off by q->delay_ms on a timer; finish() runs again when
+ * it fires. Returns false when there is nothing to wait for. The timer
+ * does not keep the loop alive: at shutdown web_free() answers at once. */
+static bool delay_answer(web_req_t *q) {
+  if (q->delay_ms <= 0)
+    return false;
+  uint64_t ms = (uint64_t)q->delay_ms;
+  q->delay_ms = 0;
+  delayed_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) {
+    /* No timer, no early answer: refused instead. */
+    q->cookie[0] = '\0';
+    web_fail(q, 503, "unavailable", "try again");
+    return false;
+  }
+  uv_timer_init(q->w->loop, &d->timer);
+  d->q = q;
+  d->next = q->w->delayed;
+  if (d->next != NULL)
+    d->next->prev = d;
+  q->w->delayed = d;
+  uv_timer_start(&d->timer, delayed_fire, ms, 0);
+  uv_unref((uv_handle_t *)&d->timer);
+  return true;
+}
+
 static void finish(web_req_t *q) {
+  if (delay_answer(q))
+    return;
   if (q->status >= 400 || (q->answer == NULL && q->raw == NULL)) {
     if (q->status < 400)
       web_fail(q, 500, "internal", "no answer");
@@ -761,6 +823,13 @@ int web_new(uv_loop_t *loop, http_t *http, store_t *store, const web_opts_t *opt
 void web_free(web_t *w) {
   if (w == NULL)
     return;
+  while (w->delayed != NULL) {
+    delayed_t *d = w->delayed;
+    delayed_unlink(w, d);
+    uv_timer_stop(&d->timer);
+    uv_close((uv_handle_t *)&d->timer, delayed_closed);
+    finish(d->q);
+  }
   for (size_t i = 0; i < w->n_files; i++)
     free(w->files[i].data);
   free(w);

@@ -35,12 +35,14 @@ st, body = admin.post("/api/ui/users", {"name": "weak", "password": "short", "ro
                                         "tenant_id": acme})
 t.check_eq(st, 400, "a short password is refused")
 
-# Login limits: five failures for a name, then even the right password waits.
+# Login limits (per name and address, slowed before refused) are tested in
+# test_dashboard_login.py; here only that failures do not refuse the right
+# password.
 s = yit.UiSession(con)
-for i in range(5):
+for i in range(3):
     t.check_eq(s.login("acme-viewer", "wrong password %d" % i), 401, "wrong password %d" % i)
-t.check_eq(s.login("acme-viewer", "correct horse battery"), 429, "sixth attempt rate limited")
-t.check("retry-after" in {k.lower() for k in s.last_headers}, "429 carries Retry-After")
+t.check_eq(s.login("acme-viewer", "correct horse battery"), 200,
+           "the right password after three failures")
 op = con.ui("acme-op", "correct horse battery")
 t.check_eq(op.get("/api/ui/me")[1]["user"]["tenant"]["id"], acme, "operator belongs to acme")
 
