@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,8 +34,9 @@ typedef struct {
 } step_t;
 
 enum {
-  R_AUTH = 1,  /* needs a session */
-  R_STAFF = 2, /* provider staff only */
+  R_AUTH = 1,   /* needs a session */
+  R_STAFF = 2,  /* provider staff only */
+  R_ORIGIN = 4, /* a same-origin JSON request only (login: no CSRF token yet) */
 };
 
 typedef struct web_route {
@@ -229,7 +231,11 @@ static int step_user_hash(sqlite3 *db, web_req_t *q) {
 #define ADMIN 3
 
 static const web_route_t routes[] = {
-    {"POST", "login", 0, 0, {WR(step_login_begin), WK(step_login_verify), WR(step_login_finish)}},
+    {"POST",
+     "login",
+     R_ORIGIN,
+     0,
+     {WR(step_login_begin), WK(step_login_verify), WR(step_login_finish)}},
     {"POST", "logout", R_AUTH, VIEWER, {WR(step_logout)}},
     {"GET", "me", R_AUTH, VIEWER, {RD(step_me)}},
     {"POST",
@@ -414,6 +420,64 @@ static void read_cookie(web_req_t *q) {
     }
     c += n;
   }
+}
+
+/* Whether origin ("scheme://host[:port]", any case) is scheme:// and the
+ * n bytes of authority ("host[:port]"). An explicit :443 of https is the
+ * same as none. */
+static bool same_origin(const char *origin, const char *scheme, const char *authority, size_t n) {
+  size_t sl = strlen(scheme);
+  if (n > 4 && strcmp(scheme, "https") == 0 && memcmp(authority + n - 4, ":443", 4) == 0)
+    n -= 4;
+  size_t ol = strlen(origin);
+  if (ol > 4 && strcmp(scheme, "https") == 0 && strcmp(origin + ol - 4, ":443") == 0)
+    ol -= 4;
+  return n > 0 && ol == sl + 3 + n && strncasecmp(origin, scheme, sl) == 0 &&
+         memcmp(origin + sl, "://", 3) == 0 && strncasecmp(origin + sl + 3, authority, n) == 0;
+}
+
+/* Login has no CSRF token to check, so a browser on another site must not
+ * be able to post one (login CSRF: signing the victim into the attacker's
+ * account). Refused: an Origin that is not the console's own (the Host
+ * the request was sent to, or the configured console URL), and a
+ * Sec-Fetch-Site other than same-origin or none; then any body that is
+ * not application/json, which a page elsewhere cannot send without a
+ * CORS preflight the console never grants. Requests without these
+ * headers (scripts, curl) are not from a browser and pass. Returns 0 or
+ * the status to answer (403, 415) with code and msg set. */
+static int check_same_origin(web_t *w, http_req_t *r, const char **code, const char **msg) {
+  const char *origin = http_req_header(r, "origin");
+  const char *site = http_req_header(r, "sec-fetch-site");
+  const char *host = http_req_header(r, "host");
+  const char *url = w->opts.console_url;
+  bool own = false;
+  if (origin != NULL && host != NULL)
+    own = same_origin(origin, "https", host, strlen(host));
+  if (origin != NULL && !own && url != NULL && strstr(url, "://") != NULL) {
+    const char *sep = strstr(url, "://");
+    char scheme[8];
+    const char *auth = sep + 3;
+    if ((size_t)(sep - url) < sizeof(scheme)) {
+      memcpy(scheme, url, (size_t)(sep - url));
+      scheme[sep - url] = '\0';
+      own = same_origin(origin, scheme, auth, strcspn(auth, "/?#"));
+    }
+  }
+  if ((origin != NULL && !own) ||
+      (site != NULL && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)) {
+    *code = "cross_origin";
+    *msg = "login is accepted from the console's own pages only";
+    return 403;
+  }
+  const char *ctype = http_req_header(r, "content-type");
+  size_t jl = strlen("application/json");
+  if (ctype == NULL || strncasecmp(ctype, "application/json", jl) != 0 ||
+      (ctype[jl] != '\0' && ctype[jl] != ';' && ctype[jl] != ' ' && ctype[jl] != '\t')) {
+    *code = "unsupported_media_type";
+    *msg = "the body must be sent as application/json";
+    return 415;
+  }
+  return 0;
 }
 
 /* ---------------------------------------------------------------- */
@@ -639,6 +703,15 @@ static void on_api(http_req_t *r, void *data) {
     free(q);
     http_reply_error(r, 400, "bad_request", "malformed query string");
     return;
+  }
+  if (q->route->flags & R_ORIGIN) {
+    const char *code = NULL, *msg = NULL;
+    int status = check_same_origin(w, r, &code, &msg);
+    if (status != 0) {
+      free(q);
+      http_reply_error(r, status, code, msg);
+      return;
+    }
   }
   if (strcmp(q->route->method, "POST") == 0) {
     size_t blen;

@@ -2,7 +2,9 @@
 stranger flooding wrong passwords for admin from 127.0.0.2 is slowed down
 and then refused, while admin logs in from 127.0.0.1 at once; spraying
 many user names from one address meets the address's limit; answers still
-waiting do not hold up a stop."""
+waiting do not hold up a stop; a login that is not application/json (415)
+or comes from another site (Origin, Sec-Fetch-Site: 403) is refused
+(login CSRF)."""
 import http.client
 import json
 import ssl
@@ -59,6 +61,39 @@ def parallel(n, fn):
         th.start()
     return threads, res
 
+
+# Login CSRF: only a same-origin JSON request may log in.
+own = "https://127.0.0.1:%d" % con.port
+cases = [
+    ("text/plain body", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ("form body", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
+     "unsupported_media_type"),
+    ("no content type", {"Content-Type": None}, 415, "unsupported_media_type"),
+    ("json-like type", {"Content-Type": "application/jsonx"}, 415, "unsupported_media_type"),
+    ("another site's Origin", {"Origin": "https://evil.example"}, 403, "cross_origin"),
+    ("Origin null", {"Origin": "null"}, 403, "cross_origin"),
+    ("own host on http", {"Origin": "http://127.0.0.1:%d" % con.port}, 403, "cross_origin"),
+    ("another port", {"Origin": "https://127.0.0.1:%d" % (con.port + 1)}, 403, "cross_origin"),
+    ("Sec-Fetch-Site cross-site", {"Sec-Fetch-Site": "cross-site"}, 403, "cross_origin"),
+    ("Sec-Fetch-Site same-site", {"Sec-Fetch-Site": "same-site"}, 403, "cross_origin"),
+    ("cross-site text/plain",
+     {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site",
+      "Content-Type": "text/plain"}, 403, "cross_origin"),
+]
+n_sessions = con.query("SELECT count(*) FROM sessions")[0][0]
+for what, headers, want, code in cases:
+    st, _, body = login("admin", PW, source="127.0.0.5", headers=headers)
+    t.check_eq((st, body.get("error") if isinstance(body, dict) else body), (want, code),
+               "login with %s refused" % what)
+for what, headers in (
+        ("the console's own Origin", {"Origin": own, "Sec-Fetch-Site": "same-origin"}),
+        ("charset parameter", {"Content-Type": "application/json; charset=utf-8"}),
+        ("no browser headers", {}),
+):
+    st, _, body = login("admin", PW, source="127.0.0.5", headers=headers)
+    t.check_eq(st, 200, "login with %s accepted" % what)
+t.check_eq(con.query("SELECT count(*) FROM sessions")[0][0], n_sessions + 3,
+           "refused logins made no session")
 
 # The fixture: a client bound to 127.0.0.2 reaches the console on
 # 127.0.0.1 and the console sees it as 127.0.0.2.
