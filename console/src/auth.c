@@ -5,6 +5,7 @@
 #include "yamori/err.h"
 #include "yamori/sha256.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -38,6 +39,10 @@ static const char *const schema[] = {
     " peer TEXT NOT NULL DEFAULT ''"
     ") STRICT;"
     "CREATE INDEX audit_tenant_time ON audit(tenant_id, at_ms);",
+    /* 2: limits per (name, address) and per address; the counts per name
+     * alone (keys "u:...") are gone, old windows are swept by time. */
+    "DELETE FROM login_limits WHERE key LIKE 'u:%';"
+    "CREATE INDEX login_limits_window ON login_limits(window_ms);",
 };
 
 int auth_schema(store_t *s) {
@@ -108,25 +113,62 @@ int auth_session_db(sqlite3 *db, const uint8_t token_hash[32], int64_t now_ms, a
   return rc;
 }
 
-/* Counts one attempt under key unless the key is at its limit. Returns 0,
- * YM_EBUSY (at the limit) or YM_EIO. */
-static int limit_check(sqlite3 *db, const char *key, int limit, int64_t now_ms) {
+/* The address part of a limit key: an IPv4 address as it is, an IPv6
+ * address as its /64 (one subscriber usually holds a whole /64), an
+ * IPv4-mapped IPv6 address as the IPv4 address. Anything else as given. */
+static void peer_key(const char *peer, char *out, size_t len) {
+  struct in6_addr a6;
+  if (strchr(peer, ':') == NULL || inet_pton(AF_INET6, peer, &a6) != 1) {
+    snprintf(out, len, "%s", peer);
+    return;
+  }
+  char text[INET6_ADDRSTRLEN];
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (memcmp(a6.s6_addr, mapped, sizeof(mapped)) == 0) {
+    struct in_addr a4;
+    memcpy(&a4, a6.s6_addr + 12, 4);
+    inet_ntop(AF_INET, &a4, text, sizeof(text));
+    snprintf(out, len, "%s", text);
+    return;
+  }
+  memset(a6.s6_addr + 8, 0, 8);
+  inet_ntop(AF_INET6, &a6, text, sizeof(text));
+  snprintf(out, len, "%s/64", text);
+}
+
+/* The keys of an attempt: "a:<address>" and "n:<address>\n<name>" (the
+ * address holds no newline, so the pair is unambiguous). */
+typedef struct {
+  char peer[80];
+  char pair[80 + AUTH_NAME_MAX + 4];
+} limit_keys_t;
+
+static void limit_keys(const char *name, const char *peer, limit_keys_t *k) {
+  char p[INET6_ADDRSTRLEN + 8];
+  peer_key(peer, p, sizeof(p));
+  snprintf(k->peer, sizeof(k->peer), "a:%s", p);
+  snprintf(k->pair, sizeof(k->pair), "n:%s\n%s", p, name);
+}
+
+/* The attempts counted under key in the current window (0 when its
+ * window has passed). Returns 0 or YM_EIO. */
+static int limit_count(sqlite3 *db, const char *key, int64_t now_ms, int64_t *count) {
   sqlite3_stmt *st = sql_prep(db, "SELECT window_ms, count FROM login_limits WHERE key = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-  int64_t window = 0, count = 0;
-  if (sqlite3_step(st) == SQLITE_ROW) {
+  int64_t window = 0;
+  *count = 0;
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW) {
     window = sqlite3_column_int64(st, 0);
-    count = sqlite3_column_int64(st, 1);
+    *count = sqlite3_column_int64(st, 1);
   }
   sqlite3_finalize(st);
-  if (now_ms - window >= AUTH_LIMIT_WINDOW_MS) {
-    window = now_ms;
-    count = 0;
-  }
-  if (count >= limit)
-    return YM_EBUSY;
+  if (r != SQLITE_ROW && r != SQLITE_DONE)
+    return YM_EIO;
+  if (now_ms - window >= AUTH_LIMIT_WINDOW_MS)
+    *count = 0;
   return 0;
 }
 
@@ -144,20 +186,57 @@ static int limit_take(sqlite3 *db, const char *key, int64_t now_ms) {
   return sql_done(st);
 }
 
+/* Windows that have passed count nothing: their rows go, so that the
+ * table holds no more than the addresses of the last 15 minutes. */
+static int limit_sweep(sqlite3 *db, int64_t now_ms) {
+  sqlite3_stmt *st = sql_prep(db, "DELETE FROM login_limits WHERE window_ms <= ?1");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, now_ms - AUTH_LIMIT_WINDOW_MS);
+  return sql_done(st);
+}
+
+static int64_t delay_of(int64_t failures, int64_t free) {
+  if (failures < free)
+    return 0;
+  int64_t d = AUTH_DELAY_BASE_MS;
+  for (int64_t i = free; i < failures && d < AUTH_DELAY_MAX_MS; i++)
+    d *= 2;
+  return d < AUTH_DELAY_MAX_MS ? d : AUTH_DELAY_MAX_MS;
+}
+
+int64_t auth_login_delay_ms(int64_t pair, int64_t peer) {
+  int64_t a = delay_of(pair, AUTH_DELAY_FREE_PAIR), b = delay_of(peer, AUTH_DELAY_FREE_PEER);
+  return a > b ? a : b;
+}
+
+/*
+ * A login attempt, before its password is checked, in one IMMEDIATE
+ * transaction: sweep passed windows, read the (name, address) and address
+ * counts, refuse at either limit, otherwise count the attempt under both
+ * keys and derive its delay from the counts before it, then read the
+ * user. Parallel attempts queue on the transaction, so each sees the
+ * counts of all before it.
+ */
 int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t now_ms, char *hash,
-                        size_t hash_len, auth_user_t *u) {
-  char ukey[AUTH_NAME_MAX + 8], pkey[80];
-  snprintf(ukey, sizeof(ukey), "u:%s", name);
-  snprintf(pkey, sizeof(pkey), "p:%s", peer);
+                        size_t hash_len, auth_user_t *u, int64_t *delay_ms) {
+  limit_keys_t k;
+  limit_keys(name, peer, &k);
+  *delay_ms = 0;
+  int64_t n_pair = 0, n_peer = 0;
   int rc = sql_begin(db);
   if (rc == 0)
-    rc = limit_check(db, ukey, AUTH_LIMIT_USER, now_ms);
+    rc = limit_sweep(db, now_ms);
   if (rc == 0)
-    rc = limit_check(db, pkey, AUTH_LIMIT_PEER, now_ms);
+    rc = limit_count(db, k.pair, now_ms, &n_pair);
   if (rc == 0)
-    rc = limit_take(db, ukey, now_ms);
+    rc = limit_count(db, k.peer, now_ms, &n_peer);
+  if (rc == 0 && (n_pair >= AUTH_LIMIT_PAIR || n_peer >= AUTH_LIMIT_PEER))
+    rc = YM_EBUSY;
   if (rc == 0)
-    rc = limit_take(db, pkey, now_ms);
+    rc = limit_take(db, k.pair, now_ms);
+  if (rc == 0)
+    rc = limit_take(db, k.peer, now_ms);
   int found = YM_ENOENT;
   if (rc == 0) {
     sqlite3_stmt *st = sql_prep(db, "SELECT " USER_COLS ", u.password_hash FROM users u"
@@ -175,6 +254,8 @@ int auth_login_begin_db(sqlite3 *db, const char *name, const char *peer, int64_t
     }
   }
   rc = sql_end(db, rc);
+  if (rc == 0)
+    *delay_ms = auth_login_delay_ms(n_pair, n_peer);
   return rc != 0 ? rc : found;
 }
 
@@ -202,11 +283,19 @@ int auth_login_finish_db(sqlite3 *db, auth_user_t *u, bool ok, const char *name,
       sqlite3_bind_text(st, 6, peer, -1, SQLITE_STATIC);
       rc = sql_done(st);
     }
-    char ukey[AUTH_NAME_MAX + 8];
-    snprintf(ukey, sizeof(ukey), "u:%s", u->name);
+    /* The right password gives the attempt's slots back. */
+    limit_keys_t k;
+    limit_keys(name, peer, &k);
     st = rc == 0 ? sql_prep(db, "DELETE FROM login_limits WHERE key = ?1") : NULL;
     if (st != NULL) {
-      sqlite3_bind_text(st, 1, ukey, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 1, k.pair, -1, SQLITE_STATIC);
+      rc = sql_done(st);
+    }
+    st = rc == 0 ? sql_prep(db, "UPDATE login_limits SET count = count - 1"
+                                " WHERE key = ?1 AND count > 0")
+                 : NULL;
+    if (st != NULL) {
+      sqlite3_bind_text(st, 1, k.peer, -1, SQLITE_STATIC);
       rc = sql_done(st);
     }
     /* Old sessions of everybody are swept now and then. */

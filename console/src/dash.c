@@ -606,6 +606,20 @@ static cJSON *process_chain(const cJSON *alert) {
   return arr;
 }
 
+/* A notification row about the webhook, "webhook <origin> (<change>)[:
+ * error]", as a customer's people see it: "webhook (<change>)", without
+ * the provider's host (an error text may name it too). */
+static cJSON *webhook_detail_for_customer(const char *detail) {
+  const char *open = strstr(detail, " (");
+  const char *close = open != NULL ? strchr(open, ')') : NULL;
+  char out[96];
+  if (close != NULL && close - open < 64)
+    snprintf(out, sizeof(out), "webhook%.*s", (int)(close + 1 - open), open);
+  else
+    snprintf(out, sizeof(out), "webhook");
+  return cJSON_CreateString(out);
+}
+
 int dash_incident(sqlite3 *db, web_req_t *q) {
   int64_t id;
   if (!id_num(q, 0, &id))
@@ -665,7 +679,10 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
       add_int(e, "at_ms", st, 0);
       add_str(e, "what", st, 1);
       add_str(e, "user", st, 2);
-      add_str(e, "detail", st, 3);
+      if (q->scope != 0 && strncmp(sql_text(st, 3), "webhook ", 8) == 0)
+        cJSON_AddItemToObject(e, "detail", webhook_detail_for_customer(sql_text(st, 3)));
+      else
+        add_str(e, "detail", st, 3);
       if (strcmp(sql_text(st, 1), "note") == 0) {
         cJSON *n = cJSON_CreateObject();
         add_int(n, "at_ms", st, 0);
@@ -997,7 +1014,12 @@ static int settings_answer(sqlite3 *db, web_req_t *q, int64_t tenant) {
     emails = cJSON_CreateArray();
   }
   cJSON_AddItemToObject(q->answer, "emails", emails);
-  add_str(q->answer, "webhook_url", st, 4);
+  /* The webhook is the provider's: its URL often holds a token, and its
+   * host is inside the provider's network. A customer's people learn only
+   * whether there is one. */
+  cJSON_AddBoolToObject(q->answer, "webhook_set", sql_text(st, 4)[0] != '\0');
+  if (q->scope == 0)
+    add_str(q->answer, "webhook_url", st, 4);
   add_int(q->answer, "silent_minutes", st, 5);
   add_int(q->answer, "retention_days", st, 6);
   sqlite3_finalize(st);
@@ -1515,6 +1537,33 @@ int dash_user_create(sqlite3 *db, web_req_t *q) {
   return 0;
 }
 
+/* A settings change made by the provider's staff records the body it was
+ * given, webhook_url included; a customer's people see that it changed,
+ * not what it is. */
+static void audit_hide_webhook(cJSON *items) {
+  cJSON *it;
+  cJSON_ArrayForEach(it, items) {
+    const char *action = ym_json_get_str(it, "action");
+    const char *detail = ym_json_get_str(it, "detail");
+    if (action == NULL || detail == NULL || strcmp(action, "settings.change") != 0 ||
+        strstr(detail, "webhook") == NULL)
+      continue;
+    cJSON *d = NULL;
+    char *text = NULL;
+    if (ym_json_parse_lenient(detail, strlen(detail), WEB_BODY_MAX, &d) == 0 && cJSON_IsObject(d)) {
+      cJSON_DeleteItemFromObjectCaseSensitive(d, "webhook_secret");
+      if (cJSON_GetObjectItemCaseSensitive(d, "webhook_url") != NULL)
+        cJSON_ReplaceItemInObjectCaseSensitive(d, "webhook_url",
+                                               cJSON_CreateString("(set by the provider)"));
+      text = cJSON_PrintUnformatted(d);
+    }
+    cJSON_Delete(d);
+    /* Unreadable detail: none at all rather than the URL. */
+    cJSON_ReplaceItemInObjectCaseSensitive(it, "detail", cJSON_CreateString(text ? text : ""));
+    free(text);
+  }
+}
+
 int dash_audit(sqlite3 *db, web_req_t *q) {
   int64_t tenant = web_tenant_filter(q), limit;
   if (tenant < 0 || !web_param_int(q, "limit", 1, LIST_MAX, 100, &limit))
@@ -1530,5 +1579,7 @@ int dash_audit(sqlite3 *db, web_req_t *q) {
   static const col_t cols[] = {{"at_ms", COL_INT},     {"user", COL_STR},   {"action", COL_STR},
                                {"tenant_id", COL_INT}, {"target", COL_STR}, {"detail", COL_STR}};
   rows_json(st, cols, 6, items);
+  if (q->scope != 0)
+    audit_hide_webhook(items);
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,8 +34,9 @@ typedef struct {
 } step_t;
 
 enum {
-  R_AUTH = 1,  /* needs a session */
-  R_STAFF = 2, /* provider staff only */
+  R_AUTH = 1,   /* needs a session */
+  R_STAFF = 2,  /* provider staff only */
+  R_ORIGIN = 4, /* a same-origin JSON request only (login: no CSRF token yet) */
 };
 
 typedef struct web_route {
@@ -52,6 +54,15 @@ typedef struct {
   const char *ctype;
 } static_file_t;
 
+/* An answer that waits (the login slow-down): a timer on the loop, never
+ * a sleep. Listed in its web_t so that web_free() answers those still
+ * waiting at once. */
+typedef struct delayed {
+  uv_timer_t timer; /* first: the handle is the struct */
+  web_req_t *q;
+  struct delayed *prev, *next;
+} delayed_t;
+
 struct web {
   uv_loop_t *loop;
   store_t *store;
@@ -59,6 +70,7 @@ struct web {
   static_file_t files[STATIC_MAX_FILES];
   size_t n_files;
   uint64_t csp_reports;
+  delayed_t *delayed; /* answers waiting for their timer */
 };
 
 /* ---------------------------------------------------------------- */
@@ -112,10 +124,11 @@ static int step_login_begin(sqlite3 *db, web_req_t *q) {
   if (name == NULL || pw == NULL || strlen(name) == 0 || strlen(name) > AUTH_NAME_MAX ||
       strlen(pw) > AUTH_PASSWORD_MAX)
     return web_fail(q, 400, "bad_request", "user and password are required");
-  int rc =
-      auth_login_begin_db(db, name, q->peer, q->now_ms, q->scratch, sizeof(q->scratch), &q->user);
+  int rc = auth_login_begin_db(db, name, q->peer, q->now_ms, q->scratch, sizeof(q->scratch),
+                               &q->user, &q->delay_ms);
   if (rc == YM_EBUSY)
-    return web_fail(q, 429, "rate_limited", "too many failed logins; wait 15 minutes");
+    return web_fail(q, 429, "rate_limited",
+                    "too many failed logins from this address; wait 15 minutes");
   if (rc == YM_ENOENT) {
     q->user.id = 0; /* checked against a dummy hash all the same, below */
     snprintf(q->scratch, sizeof(q->scratch), "%s",
@@ -218,7 +231,11 @@ static int step_user_hash(sqlite3 *db, web_req_t *q) {
 #define ADMIN 3
 
 static const web_route_t routes[] = {
-    {"POST", "login", 0, 0, {WR(step_login_begin), WK(step_login_verify), WR(step_login_finish)}},
+    {"POST",
+     "login",
+     R_ORIGIN,
+     0,
+     {WR(step_login_begin), WK(step_login_verify), WR(step_login_finish)}},
     {"POST", "logout", R_AUTH, VIEWER, {WR(step_logout)}},
     {"GET", "me", R_AUTH, VIEWER, {RD(step_me)}},
     {"POST",
@@ -405,6 +422,64 @@ static void read_cookie(web_req_t *q) {
   }
 }
 
+/* Whether origin ("scheme://host[:port]", any case) is scheme:// and the
+ * n bytes of authority ("host[:port]"). An explicit :443 of https is the
+ * same as none. */
+static bool same_origin(const char *origin, const char *scheme, const char *authority, size_t n) {
+  size_t sl = strlen(scheme);
+  if (n > 4 && strcmp(scheme, "https") == 0 && memcmp(authority + n - 4, ":443", 4) == 0)
+    n -= 4;
+  size_t ol = strlen(origin);
+  if (ol > 4 && strcmp(scheme, "https") == 0 && strcmp(origin + ol - 4, ":443") == 0)
+    ol -= 4;
+  return n > 0 && ol == sl + 3 + n && strncasecmp(origin, scheme, sl) == 0 &&
+         memcmp(origin + sl, "://", 3) == 0 && strncasecmp(origin + sl + 3, authority, n) == 0;
+}
+
+/* Login has no CSRF token to check, so a browser on another site must not
+ * be able to post one (login CSRF: signing the victim into the attacker's
+ * account). Refused: an Origin that is not the console's own (the Host
+ * the request was sent to, or the configured console URL), and a
+ * Sec-Fetch-Site other than same-origin or none; then any body that is
+ * not application/json, which a page elsewhere cannot send without a
+ * CORS preflight the console never grants. Requests without these
+ * headers (scripts, curl) are not from a browser and pass. Returns 0 or
+ * the status to answer (403, 415) with code and msg set. */
+static int check_same_origin(web_t *w, http_req_t *r, const char **code, const char **msg) {
+  const char *origin = http_req_header(r, "origin");
+  const char *site = http_req_header(r, "sec-fetch-site");
+  const char *host = http_req_header(r, "host");
+  const char *url = w->opts.console_url;
+  bool own = false;
+  if (origin != NULL && host != NULL)
+    own = same_origin(origin, "https", host, strlen(host));
+  if (origin != NULL && !own && url != NULL && strstr(url, "://") != NULL) {
+    const char *sep = strstr(url, "://");
+    char scheme[8];
+    const char *auth = sep + 3;
+    if ((size_t)(sep - url) < sizeof(scheme)) {
+      memcpy(scheme, url, (size_t)(sep - url));
+      scheme[sep - url] = '\0';
+      own = same_origin(origin, scheme, auth, strcspn(auth, "/?#"));
+    }
+  }
+  if ((origin != NULL && !own) ||
+      (site != NULL && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)) {
+    *code = "cross_origin";
+    *msg = "login is accepted from the console's own pages only";
+    return 403;
+  }
+  const char *ctype = http_req_header(r, "content-type");
+  size_t jl = strlen("application/json");
+  if (ctype == NULL || strncasecmp(ctype, "application/json", jl) != 0 ||
+      (ctype[jl] != '\0' && ctype[jl] != ';' && ctype[jl] != ' ' && ctype[jl] != '\t')) {
+    *code = "unsupported_media_type";
+    *msg = "the body must be sent as application/json";
+    return 415;
+  }
+  return 0;
+}
+
 /* ---------------------------------------------------------------- */
 /* Running the steps                                                  */
 
@@ -439,7 +514,58 @@ static int run_step(sqlite3 *db, void *arg) {
   return st->fn(db, q);
 }
 
+static void finish(web_req_t *q);
+
+static void delayed_unlink(web_t *w, delayed_t *d) {
+  if (d->prev != NULL)
+    d->prev->next = d->next;
+  else
+    w->delayed = d->next;
+  if (d->next != NULL)
+    d->next->prev = d->prev;
+}
+
+static void delayed_closed(uv_handle_t *h) {
+  free(h); /* the delayed_t, whose first member is the handle */
+}
+
+static void delayed_fire(uv_timer_t *t) {
+  delayed_t *d = (delayed_t *)t;
+  web_req_t *q = d->q;
+  delayed_unlink(q->w, d);
+  uv_close((uv_handle_t *)&d->timer, delayed_closed);
+  finish(q);
+}
+
+/* Puts q's answer off by q->delay_ms on a timer; finish() runs again when
+ * it fires. Returns false when there is nothing to wait for. The timer
+ * does not keep the loop alive: at shutdown web_free() answers at once. */
+static bool delay_answer(web_req_t *q) {
+  if (q->delay_ms <= 0)
+    return false;
+  uint64_t ms = (uint64_t)q->delay_ms;
+  q->delay_ms = 0;
+  delayed_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) {
+    /* No timer, no early answer: refused instead. */
+    q->cookie[0] = '\0';
+    web_fail(q, 503, "unavailable", "try again");
+    return false;
+  }
+  uv_timer_init(q->w->loop, &d->timer);
+  d->q = q;
+  d->next = q->w->delayed;
+  if (d->next != NULL)
+    d->next->prev = d;
+  q->w->delayed = d;
+  uv_timer_start(&d->timer, delayed_fire, ms, 0);
+  uv_unref((uv_handle_t *)&d->timer);
+  return true;
+}
+
 static void finish(web_req_t *q) {
+  if (delay_answer(q))
+    return;
   if (q->status >= 400 || (q->answer == NULL && q->raw == NULL)) {
     if (q->status < 400)
       web_fail(q, 500, "internal", "no answer");
@@ -577,6 +703,15 @@ static void on_api(http_req_t *r, void *data) {
     free(q);
     http_reply_error(r, 400, "bad_request", "malformed query string");
     return;
+  }
+  if (q->route->flags & R_ORIGIN) {
+    const char *code = NULL, *msg = NULL;
+    int status = check_same_origin(w, r, &code, &msg);
+    if (status != 0) {
+      free(q);
+      http_reply_error(r, status, code, msg);
+      return;
+    }
   }
   if (strcmp(q->route->method, "POST") == 0) {
     size_t blen;
@@ -761,6 +896,13 @@ int web_new(uv_loop_t *loop, http_t *http, store_t *store, const web_opts_t *opt
 void web_free(web_t *w) {
   if (w == NULL)
     return;
+  while (w->delayed != NULL) {
+    delayed_t *d = w->delayed;
+    delayed_unlink(w, d);
+    uv_timer_stop(&d->timer);
+    uv_close((uv_handle_t *)&d->timer, delayed_closed);
+    finish(d->q);
+  }
   for (size_t i = 0; i < w->n_files; i++)
     free(w->files[i].data);
   free(w);

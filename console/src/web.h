@@ -69,6 +69,7 @@ typedef struct web_req {
   char scratch[512];
   char token[AUTH_TOKEN_LEN + 1];
   int64_t num;
+  int64_t delay_ms; /* the answer waits this long (a timer; login slow-down) */
   /* The answer. */
   int status;       /* 0: 200 */
   cJSON *answer;    /* JSON answer (an object), or */

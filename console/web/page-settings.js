@@ -43,8 +43,10 @@ function settingsSection(id, s) {
   const emails = h("textarea", { id: "set-emails", rows: 3, disabled: ro });
   emails.value = (Array.isArray(s.emails) ? s.emails : []).join("\n");
   // The console posts to the webhook from inside the provider's network, so
-  // only the provider's staff choose it.
+  // only the provider's staff choose it, and only they see its URL (which
+  // often holds a token): a customer learns whether there is one.
   const hookRo = admin && isProvider() ? null : true;
+  const hookHint = !hookRo ? null : s.webhook_set ? t("set.webhook_provider_on") : t("set.webhook_provider");
   const webhook = h("input", { id: "set-webhook", type: "url", value: s.webhook_url || "", disabled: hookRo,
     placeholder: "https://" });
   const silent = h("input", { id: "set-silent", type: "number", min: 1, value: s.silent_minutes || "", disabled: ro });
@@ -56,7 +58,7 @@ function settingsSection(id, s) {
     field(t("set.display"), display), field(t("set.helpdesk"), helpdesk, t("set.helpdesk_hint")),
     field(t("set.lang"), langSel),
     h("h3", null, t("set.notify")),
-    field(t("set.emails"), emails, t("set.emails_hint")), field(t("set.webhook"), webhook, hookRo ? t("set.webhook_provider") : null),
+    field(t("set.emails"), emails, t("set.emails_hint")), field(t("set.webhook"), webhook, hookHint),
     h("h3", null, t("set.limits")),
     field(t("set.silent"), silent, t("set.silent_hint")), field(t("set.retention"), retention, t("set.retention_hint")),
     admin ? h("button", { type: "submit", class: "btn primary", id: "settings-save" }, t("save")) : null, status);

@@ -417,6 +417,9 @@ await step("customer admin", async () => {
   await ap.click("#login-submit");
   await ap.locator("#set-helpdesk").waitFor();
   ok(await ap.locator("#set-webhook").isDisabled(), "a customer's administrator cannot choose the webhook");
+  await ap.getByText("設定済みです（URL はサービス提供者が管理します）").first().waitFor({ state: "visible" });
+  ok((await ap.locator("#set-webhook").inputValue()) === "" && !(await ap.content()).includes(cfg.webhook_url),
+    "a customer's administrator sees that a webhook is set, not its URL");
   await ap.fill("#set-silent", "45");
   await ap.click("#settings-save");
   await ap.locator("form.settings .msg").waitFor();

@@ -35,12 +35,14 @@ st, body = admin.post("/api/ui/users", {"name": "weak", "password": "short", "ro
                                         "tenant_id": acme})
 t.check_eq(st, 400, "a short password is refused")
 
-# Login limits: five failures for a name, then even the right password waits.
+# Login limits (per name and address, slowed before refused) are tested in
+# test_dashboard_login.py; here only that failures do not refuse the right
+# password.
 s = yit.UiSession(con)
-for i in range(5):
+for i in range(3):
     t.check_eq(s.login("acme-viewer", "wrong password %d" % i), 401, "wrong password %d" % i)
-t.check_eq(s.login("acme-viewer", "correct horse battery"), 429, "sixth attempt rate limited")
-t.check("retry-after" in {k.lower() for k in s.last_headers}, "429 carries Retry-After")
+t.check_eq(s.login("acme-viewer", "correct horse battery"), 200,
+           "the right password after three failures")
 op = con.ui("acme-op", "correct horse battery")
 t.check_eq(op.get("/api/ui/me")[1]["user"]["tenant"]["id"], acme, "operator belongs to acme")
 
@@ -202,6 +204,49 @@ st, _ = other.post("/api/ui/tenants/%d/settings" % acme, {"webhook_url": "http:/
 t.check_eq(st, 403, "a customer cannot point the console's webhook at a host")
 st, _ = other.post("/api/ui/tenants/%d/settings" % acme, {"helpdesk": "0120-111-111"})
 t.check_eq(st, 200, "a customer admin can change the help desk text")
+
+# The provider's webhook: URL and secret for the provider's staff only.
+HOOK = "https://hooks.provider.example/T0KEN-abc?key=s3cret-in-url"
+HOOK_SECRET = "whsec-never-shown-9f1e"
+st, body = admin.post("/api/ui/tenants/%d/settings" % acme, {"webhook_url": HOOK})
+t.check_eq((st, body.get("webhook_url")), (200, HOOK), "provider staff set the webhook")
+r = con.cli("settings", "set", "--tenant", "acme", "--webhook-secret", HOOK_SECRET)
+t.check_eq(r.returncode, 0, "provider sets the webhook secret")
+db = sqlite3.connect(con.data + "/yamori.db", timeout=30)
+db.execute("INSERT INTO incident_log(incident_id, at_ms, what, detail) VALUES(?, ?, 'notified', ?)",
+           (ia, int(time.time() * 1000), "webhook https://hooks.provider.example (created)"))
+db.commit()
+db.close()
+t.check_eq(len(con.query("SELECT 1 FROM incident_log WHERE incident_id = ? AND what = 'notified'",
+                         ia)), 1, "a webhook notification row exists")
+secrets = (b"hooks.provider.example", b"T0KEN-abc", b"s3cret-in-url", HOOK_SECRET.encode())
+for who, sess in (("viewer", viewer), ("operator", op), ("admin", other)):
+    st, s_body = sess.get("/api/ui/tenants/%d/settings" % acme)
+    t.check_eq(st, 200, "customer %s reads the settings" % who)
+    t.check("webhook_url" not in s_body, "customer %s gets no webhook URL" % who)
+    t.check_eq(s_body.get("webhook_set"), True, "customer %s learns a webhook is set" % who)
+    paths = ["/api/ui/tenants/%d/settings" % acme, "/api/ui/incidents/%d" % ia, "/api/ui/me",
+             "/api/ui/overview", "/api/ui/tenants", "/api/ui/tenants/%d/report" % acme]
+    if who == "admin":
+        paths += ["/api/ui/audit", "/api/ui/audit?tenant=%d" % acme]
+    for path in paths:
+        st, raw = sess.call("GET", path, raw=True)
+        t.check_eq(st, 200, "customer %s reads %s" % (who, path))
+        t.check(not any(x in raw for x in secrets),
+                "customer %s does not see the webhook in %s" % (who, path))
+st, d = viewer.get("/api/ui/incidents/%d" % ia)
+t.check("webhook (created)" in [e["detail"] for e in d["timeline"]],
+        "a customer sees that the webhook was notified, not where")
+st, aud = other.get("/api/ui/audit")
+t.check(any(a["action"] == "settings.change" and "webhook_url" in a["detail"] for a in aud["items"]),
+        "a customer's admin sees that the webhook setting changed")
+st, s_body = admin.get("/api/ui/tenants/%d/settings" % acme)
+t.check_eq(s_body.get("webhook_url"), HOOK, "provider staff still see the webhook URL")
+st, d = admin.get("/api/ui/incidents/%d" % ia)
+t.check("webhook https://hooks.provider.example (created)" in [e["detail"] for e in d["timeline"]],
+        "provider staff see where the webhook went")
+st, aud = admin.get("/api/ui/audit?tenant=%d" % acme)
+t.check(any(HOOK in a["detail"] for a in aud["items"]), "provider staff see the URL in the audit log")
 again = con.ui("acme-admin", "correct horse battery")
 st, _ = other.post("/api/ui/password", {"old": "correct horse battery", "new": "another long secret"})
 t.check_eq(st, 200, "password changed")

@@ -220,6 +220,10 @@ shop_admin_password = "shop-admin-password-1"
 s, _ = ui.call("POST", "users", {"name": "shopadmin", "password": shop_admin_password, "role": "admin",
                                  "tenant_id": acme_id})
 t.check_eq(s, 200, "an administrator of the customer company was added through the API")
+# The provider's webhook for the company: its URL is not the customer's to see.
+webhook_url = "https://hooks.provider.example/browser-T0KEN"
+s, _ = ui.call("POST", "tenants/%d/settings" % acme_id, {"webhook_url": webhook_url})
+t.check_eq(s, 200, "provider staff set the company's webhook through the API")
 
 # ---- the browser ----
 cfg = {
@@ -244,6 +248,7 @@ cfg = {
     "viewer_password": viewer_password,
     "shop_admin": "shopadmin",
     "shop_admin_password": shop_admin_password,
+    "webhook_url": webhook_url,
 }
 cfg_path = t.path("browser.json")
 with open(cfg_path, "w") as f:
