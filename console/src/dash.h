@@ -10,6 +10,11 @@
 
 #include "web.h"
 
+/* The token inside each downloaded installer (dash_installer): a few
+ * enrollments within a week. */
+#define DASH_INSTALLER_TOKEN_USES 10
+#define DASH_INSTALLER_TOKEN_DAYS 7
+
 int dash_overview(sqlite3 *db, web_req_t *q);
 int dash_agents(sqlite3 *db, web_req_t *q);
 int dash_agent(sqlite3 *db, web_req_t *q);

@@ -2,7 +2,9 @@
  * Incidents: what a person acts on. Alerts become incidents grouped by PC
  * and rule (one infection is one incident, however many alerts it
  * raises); a PC that stops checking in becomes an "agent silent"
- * incident. Each incident has a state (new, acknowledged, resolved), an
+ * incident; several live agent records of one tenant with the same host
+ * id each get a "duplicate" incident (an enrollment hook of the store).
+ * Each incident has a state (new, acknowledged, resolved), an
  * owner, notes and a timeline (table incident_log).
  *
  * Tables (module "incidents", docs/console.md):
@@ -42,7 +44,8 @@ typedef struct {
 } incidents_opts_t;
 
 /* Starts the module on a loop: the batch hook that turns alerts into
- * incidents (store_on_batch), and a timer for silent PCs and event
+ * incidents (store_on_batch), the enrollment hook that marks duplicate
+ * hosts (store_on_enroll), and a timer for silent PCs and event
  * retention. Register before the loop runs. */
 int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts, incidents_t **out);
 void incidents_free(incidents_t *m);

@@ -245,7 +245,7 @@ static const web_route_t routes[] = {
     {"GET", "tenants/:id/tokens", R_AUTH, ADMIN, {RD(dash_tokens)}},
     {"POST", "tenants/:id/tokens", R_AUTH, ADMIN, {WR(dash_token_create)}},
     {"POST", "tokens/:id/revoke", R_AUTH, ADMIN, {WR(dash_token_revoke)}},
-    {"GET", "tenants/:id/installer", R_AUTH, ADMIN, {WR(dash_installer)}},
+    {"POST", "tenants/:id/installer", R_AUTH, ADMIN, {WR(dash_installer)}},
     {"GET", "tenants/:id/report", R_AUTH, VIEWER, {RD(dash_report)}},
     {"GET", "users", R_AUTH, ADMIN, {RD(dash_users)}},
     {"POST",

@@ -61,7 +61,7 @@ walk = [
     ("GET", "tenants/:id/tokens", ":tenant", None),
     ("POST", "tenants/:id/tokens", ":tenant", {}),
     ("POST", "tokens/:id/revoke", ":token", {}),
-    ("GET", "tenants/:id/installer", ":tenant", None),
+    ("POST", "tenants/:id/installer", ":tenant", {}),
     ("GET", "tenants/:id/report", ":tenant", None),
 ]
 covered = set()
