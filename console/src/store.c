@@ -71,6 +71,7 @@
 #define HOSTNAME_MAX 256
 #define VERSION_MAX 64
 #define JSON_FIELD_MAX (64 * 1024)
+#define ENROLL_AGENT_FIELD_MAX 128 /* agent id and secret offered as proof */
 
 /* Group commit: at most this many queued batches (and events) share one
  * transaction, so that a transaction stays well within the page cache
@@ -1698,9 +1699,10 @@ void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, voi
     return;
   }
   /* A token or an agent id of the wrong form is refused on the database
-   * thread like any other (the hooks see it); bounded here. */
-  if (strlen(in[0]) > TOKEN_ID_LEN || strlen(in[1]) > SECRET_LEN || strlen(in[6]) > AGENT_ID_LEN ||
-      strlen(in[7]) > SECRET_LEN) {
+   * thread like any other (the hooks see it); only what is far too long
+   * to be either is refused here. */
+  if (strlen(in[0]) > TOKEN_ID_LEN || strlen(in[1]) > SECRET_LEN ||
+      strlen(in[6]) > ENROLL_AGENT_FIELD_MAX || strlen(in[7]) > ENROLL_AGENT_FIELD_MAX) {
     j->u.enroll.reason = in[6][0] != '\0' && in[0][0] == '\0' ? "agent_unknown" : "token_invalid";
     submit_done(s, j, YM_EPERM);
     return;

@@ -128,6 +128,10 @@ st, _, data = con.request("POST", "/api/v1/enroll", json.dumps(body).encode(),
                           {"Content-Type": "application/json"})
 t.check_eq(st, 401, "a token with a wrong secret is refused")
 
+st, odd = enroll(tok_b["token"], host_id, auth=("z" * 39, "y" * 60))
+t.check_eq(st, 200, "a malformed proof with a valid token: the token enrolls")
+t.check(odd["agent_id"] not in (pc["agent_id"], mole["agent_id"]), "as a new record")
+
 # ---- the audit log ----
 st, audit = admin.get("/api/ui/audit?tenant=%d&limit=200" % acme)
 t.check_eq(st, 200, "audit log")
@@ -148,6 +152,9 @@ t.check(any(a["action"] == "agent.reenroll" and a["target"] == pc["agent_id"] fo
 refused = [a for a in items if a["action"] == "agent.enroll_refused"]
 t.check(any(json.loads(a["detail"]).get("reason") == "agent_unknown" for a in refused),
         "the refused re-enrollment is audited")
+t.check(any(a["action"] == "agent.enroll" and a["target"] == odd["agent_id"] and
+            json.loads(a["detail"]).get("reason") == "proof_failed" for a in items),
+        "an enrollment after a failed proof says so")
 t.check(all(a["peer"] == "127.0.0.1" for a in items) and len(items) >= 5,
         "every enrollment record has the client's address (%d records)" % len(items))
 rows = con.query("SELECT detail FROM audit WHERE action = 'agent.enroll_refused'"
