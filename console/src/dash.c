@@ -1129,6 +1129,30 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
   return settings_answer(db, q, t);
 }
 
+/* Revokes a PC's record (a duplicate that is not the real PC, or a PC
+ * given away): its secret stops working at once, its open incidents are
+ * resolved, and so is the duplicate incident of the record left alone. */
+int dash_agent_revoke(sqlite3 *db, web_req_t *q) {
+  if (!is_uuid(q->id[0]))
+    return not_found(q);
+  int64_t t = 0;
+  int rc = sql_begin(db);
+  if (rc == 0)
+    rc = store_agent_revoke_db(web_store(q->w), db, q->scope, q->id[0], &t);
+  if (rc == 0)
+    rc = incidents_agent_revoked_db(web_opts(q->w)->incidents, db, q->id[0], q->user.name,
+                                    q->now_ms);
+  if (rc == 0)
+    rc = audit(db, q, t, "agent.revoke", q->id[0], "");
+  rc = sql_end(db, rc);
+  if (rc == YM_ENOENT)
+    return not_found(q);
+  if (rc != 0)
+    return db_fail(q);
+  q->answer = cJSON_CreateObject();
+  return 0;
+}
+
 int dash_tokens(sqlite3 *db, web_req_t *q) {
   int64_t t = path_tenant(db, q);
   if (t == 0)

@@ -19,6 +19,7 @@ int dash_overview(sqlite3 *db, web_req_t *q);
 int dash_agents(sqlite3 *db, web_req_t *q);
 int dash_agent(sqlite3 *db, web_req_t *q);
 int dash_processes(sqlite3 *db, web_req_t *q);
+int dash_agent_revoke(sqlite3 *db, web_req_t *q);
 int dash_command_create(sqlite3 *db, web_req_t *q);
 int dash_incidents(sqlite3 *db, web_req_t *q);
 int dash_incident(sqlite3 *db, web_req_t *q);

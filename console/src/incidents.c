@@ -458,6 +458,33 @@ static int enroll_hook(sqlite3 *db, const store_enroll_info_t *e, void *data) {
   return rc;
 }
 
+int incidents_agent_revoked_db(incidents_t *m, sqlite3 *db, const char *agent_id, const char *user,
+                               int64_t now_ms_) {
+  sqlite3_stmt *st =
+      sql_prep(db, "SELECT i.id FROM incidents i WHERE i.state != 'resolved' AND (i.agent_id = ?1"
+                   " OR (i.kind = 'duplicate' AND i.agent_id IN (SELECT b.id FROM agents a"
+                   "  JOIN agents b ON b.tenant_id = a.tenant_id AND b.host_id = a.host_id"
+                   "  WHERE a.id = ?1 AND a.host_id != '' AND b.revoked = 0"
+                   "  AND (SELECT COUNT(*) FROM agents c WHERE c.tenant_id = a.tenant_id"
+                   "   AND c.host_id = a.host_id AND c.revoked = 0) = 1)))"
+                   " ORDER BY i.id LIMIT 256");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  int64_t ids[256];
+  size_t n = 0;
+  while (n < sizeof(ids) / sizeof(ids[0]) && sqlite3_step(st) == SQLITE_ROW)
+    ids[n++] = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    int64_t tenant;
+    rc = incidents_update_db(m, db, 0, ids[i], user, "resolved", NULL,
+                             "the PC's record was revoked", now_ms_, &tenant);
+  }
+  return rc;
+}
+
 /* One maintenance pass on the database thread: silent PCs become
  * incidents; events older than their tenant's retention are deleted, at
  * most PRUNE_CHUNK per tenant and pass (the timer comes back soon when

@@ -65,6 +65,12 @@ int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, 
                         const char *state, const char *owner, const char *note, int64_t now_ms,
                         int64_t *tenant_out);
 
+/* After agent_id was revoked, within the caller's transaction: resolves
+ * its open incidents, and the duplicate incident of a record that is now
+ * alone with its host id, logged with user. */
+int incidents_agent_revoked_db(incidents_t *m, sqlite3 *db, const char *agent_id, const char *user,
+                               int64_t now_ms);
+
 /* Runs one maintenance pass now (silent PCs, retention): for tests and
  * the timer. */
 void incidents_maintain(incidents_t *m);

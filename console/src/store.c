@@ -48,6 +48,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,7 @@ typedef struct job {
       char agent_id[AGENT_ID_LEN + 1];
       uint8_t hash[YM_SHA256_LEN];
       int64_t tenant_id;
+      uint64_t epoch; /* revocations when the check ran */
     } auth;
     struct {
       char agent_id[AGENT_ID_LEN + 1];
@@ -371,6 +373,12 @@ struct store {
   bool async_refd;
   cache_entry_t *cache;
   unsigned cache_clock;
+  uint64_t cache_seen; /* the revocation epoch the cache was emptied for */
+
+  /* Bumped (any thread) when an agent is revoked: the loop thread empties
+   * the cache when it sees a new value, and an authentication checked
+   * under an older one is not cached. */
+  _Atomic uint64_t revocations;
 };
 
 /* ------------------------------------------------------------------ */
@@ -1230,6 +1238,7 @@ out_rollback:
  * hash. Returns 0 with the tenant id, YM_EPERM (unknown, revoked, wrong
  * secret) or a YM_E* code. */
 static int run_auth(store_t *s, job_t *j) {
+  j->u.auth.epoch = atomic_load(&s->revocations);
   sqlite3_stmt *st = stmt(s, ST_AGENT_AUTH);
   if (st == NULL)
     return YM_EIO;
@@ -1613,7 +1622,7 @@ static void complete(store_t *s, job_t *j) {
     break;
   }
   case JOB_AUTH:
-    if (j->rc == 0)
+    if (j->rc == 0 && j->u.auth.epoch == atomic_load(&s->revocations))
       cache_put(s, j->u.auth.agent_id, j->u.auth.hash, j->u.auth.tenant_id);
     j->cb.auth(j->rc, j->rc == 0 ? j->u.auth.tenant_id : 0, j->data);
     break;
@@ -1742,6 +1751,11 @@ void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth
     cb(YM_EPERM, 0, data);
     return;
   }
+  uint64_t epoch = atomic_load(&s->revocations);
+  if (epoch != s->cache_seen) {
+    memset(s->cache, 0, AUTH_CACHE_SLOTS * sizeof(*s->cache));
+    s->cache_seen = epoch;
+  }
   cache_entry_t *e = cache_find(s, agent_id);
   if (e != NULL && CRYPTO_memcmp(e->hash, hash, YM_SHA256_LEN) == 0) {
     cb(0, e->tenant_id, data);
@@ -1867,6 +1881,30 @@ void store_on_batch(store_t *s, store_batch_hook fn, void *data) {
   s->hooks[s->n_hooks].fn = fn;
   s->hooks[s->n_hooks].data = data;
   s->n_hooks++;
+}
+
+int store_agent_revoke_db(store_t *s, sqlite3 *db, int64_t scope, const char *agent_id,
+                          int64_t *tenant_id) {
+  if (!is_agent_id(agent_id))
+    return YM_ENOENT;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db,
+                         "UPDATE agents SET revoked = 1 WHERE id = ?1 AND revoked = 0"
+                         " AND (?2 = 0 OR tenant_id = ?2) RETURNING tenant_id",
+                         -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, scope);
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW)
+    *tenant_id = sqlite3_column_int64(st, 0);
+  int rc = r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? YM_ENOENT : YM_EIO;
+  if (rc == 0 && sqlite3_step(st) != SQLITE_DONE)
+    rc = YM_EIO;
+  sqlite3_finalize(st);
+  if (rc == 0)
+    atomic_fetch_add(&s->revocations, 1);
+  return rc;
 }
 
 void store_on_enroll(store_t *s, store_enroll_hook fn, void *data) {

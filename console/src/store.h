@@ -129,6 +129,15 @@ void store_on_enroll(store_t *s, store_enroll_hook fn, void *data);
 typedef void (*store_auth_cb)(int rc, int64_t tenant_id, void *data);
 void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth_cb cb, void *data);
 
+/* Revokes the live agent agent_id of tenant scope (0: any) with the
+ * connection db, inside the caller's transaction: a store_call function,
+ * on the database thread. Its secret stops working at once: the
+ * authentication cache is emptied before the next check, and a check that
+ * ran before is not cached. Returns 0 with *tenant_id, YM_ENOENT when
+ * scope holds no such live agent, or YM_EIO. */
+int store_agent_revoke_db(store_t *s, sqlite3 *db, int64_t scope, const char *agent_id,
+                          int64_t *tenant_id);
+
 /* One validated event to insert. */
 typedef struct {
   int64_t seq;      /* yamori.stream_seq */

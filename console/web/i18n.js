@@ -108,6 +108,9 @@ const DICT = {
     "pcs.none": "該当するPCはありません",
 
     "pc.summary": "概要",
+    "pc.revoke": "この登録を無効にする",
+    "pc.revoke_hint": "本物のPCではない登録（重複した登録など）や、手放したPCの登録を無効にします。この登録の秘密鍵はすぐに使えなくなり、未解決のインシデントは解決済みになります。",
+    "pc.revoke_confirm": "この登録を無効にしますか？元に戻すには、PCを登録し直す必要があります。",
     "pc.id": "エージェントID",
     "pc.rules_version": "検知ルール版",
     "pc.enrolled": "登録日時",
@@ -482,6 +485,9 @@ const DICT = {
     "pcs.none": "No matching PCs",
 
     "pc.summary": "Summary",
+    "pc.revoke": "Revoke this record",
+    "pc.revoke_hint": "Revokes a record that is not the real PC (a duplicate, for example) or a PC given away. Its secret stops working at once and its open incidents are resolved.",
+    "pc.revoke_confirm": "Revoke this record? The PC has to be enrolled again to come back.",
     "pc.id": "Agent id",
     "pc.rules_version": "Rules version",
     "pc.enrolled": "Enrolled",

@@ -161,6 +161,27 @@ rows = con.query("SELECT detail FROM audit WHERE action = 'agent.enroll_refused'
                  " AND detail LIKE '%token_invalid%'")
 t.check(len(rows) >= 1 and tid_b in rows[0][0], "the refused token is audited by id")
 
+# ---- the staff revoke the records that are not the PC ----
+st, ack = batch(mole["agent_id"], mole["secret"], "bulk", 200, 1)
+t.check_eq(st, 200, "the mole's secret works before (and is in the console's cache)")
+for rec in (mole, odd):
+    st, _ = admin.post("/api/ui/agents/%s/revoke" % rec["agent_id"], {})
+    t.check_eq(st, 200, "a duplicate record is revoked from the dashboard")
+st, _ = batch(mole["agent_id"], mole["secret"], "bulk", 201, 1)
+t.check_eq(st, 401, "the revoked record's secret stops working at once")
+st, _ = admin.post("/api/ui/agents/%s/revoke" % mole["agent_id"], {})
+t.check_eq(st, 404, "a revoked record is not revoked twice")
+st, _ = admin.get("/api/ui/agents/%s" % mole["agent_id"])
+t.check_eq(st, 404, "a revoked record is gone from the PCs")
+st, inc = admin.get("/api/ui/incidents?tenant=%d&state=open" % acme)
+t.check_eq([i for i in inc["items"] if i["kind"] == "duplicate"], [],
+           "no duplicate incident is left open once the PC is alone")
+st, a = admin.get("/api/ui/agents/%s" % pc["agent_id"])
+t.check_eq(a["state"], "safe", "the PC is safe again")
+st, aud = admin.get("/api/ui/audit?tenant=%d&limit=200" % acme)
+t.check_eq(len([x for x in aud["items"] if x["action"] == "agent.revoke"]), 2,
+           "both revocations are audited")
+
 # ---- installer downloads ----
 path = "/api/ui/tenants/%d/installer" % acme
 st, _ = admin.call("GET", path)

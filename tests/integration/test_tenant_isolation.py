@@ -52,6 +52,7 @@ walk = [
     ("GET", "agents/:id", ":agent", None),
     ("GET", "agents/:id/processes", ":agent", None),
     ("POST", "agents/:id/commands", ":agent", {"kind": "scan", "args": {"path": "/"}}),
+    ("POST", "agents/:id/revoke", ":agent", {}),
     ("GET", "incidents/:id", ":incident", None),
     ("POST", "incidents/:id", ":incident", {"state": "resolved"}),
     ("GET", "commands/:id", ":command", None),

@@ -667,6 +667,48 @@ static void batch_insert_is_idempotent(void **state) {
   assert_int_equal(st.jobs_queued, 0);
 }
 
+typedef struct {
+  store_t *s;
+  const char *agent_id;
+  int64_t scope, tenant;
+} revoke_arg_t;
+
+static int revoke_fn(sqlite3 *db, void *arg) {
+  revoke_arg_t *a = arg;
+  return store_agent_revoke_db(a->s, db, a->scope, a->agent_id, &a->tenant);
+}
+
+static void on_revoked(int rc, void *data) {
+  *(int *)data = rc;
+}
+
+/* A revoked agent's secret stops working at once, although the cache
+ * knew it; only its tenant (or the provider, scope 0) can revoke it. */
+static void revoke_empties_the_cache(void **state) {
+  fixture_t *f = *state;
+  char tid[17], sec[44], tid2[17], sec2[44];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  int64_t other = tenant_with_token(f, "beta", 0, 0, tid2, sec2);
+  enroll_result_t a = enroll(f, tid, sec, "h1"), b = enroll(f, tid, sec, "h2");
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, 0);
+  assert_int_equal(auth(f, b.agent_id, b.secret).rc, 0);
+  revoke_arg_t arg = {f->s, a.agent_id, other, 0};
+  int rc = -1;
+  store_call(f->s, revoke_fn, &arg, on_revoked, &rc);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(rc, YM_ENOENT); /* another tenant's scope */
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, 0);
+  arg.scope = tenant;
+  store_call(f->s, revoke_fn, &arg, on_revoked, &rc);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(rc, 0);
+  assert_int_equal(arg.tenant, tenant);
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, b.agent_id, b.secret).rc, 0);
+  /* Its secret does not bring it back either. */
+  assert_int_equal(enroll_as(f, NULL, NULL, a.agent_id, a.secret, "h1").rc, YM_EPERM);
+}
+
 /* Dedupe is per identity, and a batch far ahead of what its agent has
  * stored is refused; an agent's first batch sets the mark. */
 static void seq_far_ahead_refused(void **state) {
@@ -920,6 +962,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(enroll_hooks_see_every_attempt, setup, teardown),
       cmocka_unit_test_setup_teardown(duplicate_host_opens_incidents, setup, teardown),
       cmocka_unit_test_setup_teardown(seq_far_ahead_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(revoke_empties_the_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(batch_insert_is_idempotent, setup, teardown),
       cmocka_unit_test_setup_teardown(tenant_isolation, setup, teardown),
       cmocka_unit_test_setup_teardown(checkin_records_status, setup, teardown),
