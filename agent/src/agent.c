@@ -225,6 +225,7 @@ void agent_counters_json(agent_t *a, cJSON *k) {
     cJSON_AddNumberToObject(k, "uplink_acked", (double)us.acked);
     cJSON_AddNumberToObject(k, "uplink_retries", (double)us.retries);
     cJSON_AddNumberToObject(k, "uplink_failures", (double)us.failures);
+    cJSON_AddNumberToObject(k, "uplink_refused", (double)us.refused);
     cJSON_AddNumberToObject(k, "uplink_checkins", (double)us.checkins);
     cJSON_AddBoolToObject(k, "uplink_enrolled", us.enrolled);
     if (us.last_error[0])

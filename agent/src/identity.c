@@ -773,6 +773,32 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *data) {
   return ym_buf_append(b, p, n) == 0 ? n : 0;
 }
 
+/* An identity already in state_dir for the same console (URL and pin)
+ * goes along with an enrollment as the proof that keeps it
+ * (docs/protocol.md): a repair or a new token does not make a second
+ * record of this PC. Appends the Authorization line to *hdrs when there
+ * is one. Returns 0 or YM_ENOMEM. */
+static int proof_header(const char *state_dir, const identity_t *id, struct curl_slist **hdrs) {
+  identity_t old;
+  ym_buf_t line;
+  int rc = 0;
+  memset(&old, 0, sizeof(old));
+  ym_buf_init(&line, 256);
+  if (identity_load(state_dir, &old, NULL, 0) == 0 && strcmp(old.url, id->url) == 0 &&
+      strcmp(old.pin, id->pin) == 0 && identity_auth_header(&old, &line) == 0) {
+    struct curl_slist *n = curl_slist_append(*hdrs, line.data);
+    if (n != NULL)
+      *hdrs = n;
+    else
+      rc = YM_ENOMEM;
+  }
+  if (line.data != NULL)
+    explicit_bzero(line.data, line.len);
+  ym_buf_free(&line);
+  identity_wipe(&old);
+  return rc;
+}
+
 int identity_enroll(const char *token, const char *state_dir, identity_t *out, char *err,
                     size_t errlen) {
   identity_t id;
@@ -806,6 +832,11 @@ int identity_enroll(const char *token, const char *state_dir, identity_t *out, c
     rc = YM_ENOMEM;
     goto out_easy;
   }
+  rc = proof_header(state_dir, &id, &hdrs);
+  if (rc != 0) {
+    set_err(err, errlen, "out of memory");
+    goto out_easy;
+  }
   rc = identity_curl_setup(e, &id, 30);
   if (rc != 0) {
     set_err(err, errlen, "this libcurl lacks an option the agent needs: %s", ym_strerror(rc));
@@ -836,6 +867,9 @@ int identity_enroll(const char *token, const char *state_dir, identity_t *out, c
   }
   *out = id;
 out_easy:
+  /* A header line may hold the old secret. */
+  for (struct curl_slist *p = hdrs; p != NULL; p = p->next)
+    explicit_bzero(p->data, strlen(p->data));
   curl_slist_free_all(hdrs);
   curl_easy_cleanup(e);
 out_global:

@@ -73,7 +73,11 @@ int identity_save(const char *state_dir, const identity_t *id);
 /* Enrolls this machine, synchronously (for yamorictl and the installer):
  * decodes token, sends POST {url}/api/v1/enroll with the host facts
  * (pinned TLS, no redirects, 10 s to connect, 30 s in all), and on success
- * fills out and saves it to state_dir. Returns 0 or an error code with a
+ * fills out and saves it to state_dir. When state_dir already holds an
+ * identity for the same console (URL and pin), its agent id and secret go
+ * along (Authorization) as the proof that keeps the id: the console then
+ * answers the same agent id with a new secret instead of making a second
+ * record of this PC. Returns 0 or an error code with a
  * plain message in err (what went wrong and what to do; never the token
  * or a secret). */
 int identity_enroll(const char *token, const char *state_dir, identity_t *out, char *err,

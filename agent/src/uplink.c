@@ -723,12 +723,14 @@ static int start_request(uplink_t *u, xfer_t kind, const char *path) {
       h = n != NULL ? n : h;
     }
   }
-  if (ok && kind != XFER_ENROLL) {
+  if (ok) {
+    /* An enrollment carries the identity in use, if any, as the proof
+     * that keeps it (docs/protocol.md); every other request needs it. */
     ym_buf_t auth;
     ym_buf_init(&auth, 256);
-    ok = identity_auth_header(&u->id, &auth) == 0;
-    struct curl_slist *n = ok ? curl_slist_append(h, auth.data) : NULL;
-    ok = n != NULL;
+    int arc = identity_auth_header(&u->id, &auth);
+    struct curl_slist *n = arc == 0 ? curl_slist_append(h, auth.data) : NULL;
+    ok = n != NULL || (kind == XFER_ENROLL && arc == YM_EINVAL);
     h = n != NULL ? n : h;
     if (auth.data != NULL)
       explicit_bzero(auth.data, auth.len);
@@ -1040,6 +1042,12 @@ static void events_done(uplink_t *u, long status, uint64_t retry_after_ms) {
     split_current(u);
   } else if (status == 401) {
     auth_refused(u, "a batch");
+  } else if (status == 409) {
+    /* Numbers too far ahead of what this identity has stored: kept in the
+     * spool and tried again slowly; the console's allowance grows. */
+    http_error(u, "a batch", status);
+    u->st.refused++;
+    fail(u, retry_after_ms > UPLINK_REFUSED_WAIT_MS ? retry_after_ms : UPLINK_REFUSED_WAIT_MS);
   } else {
     http_error(u, "a batch", status);
     fail(u, status == 429 || status == 503 ? retry_after_ms : 0);
@@ -1080,6 +1088,7 @@ static int build_checkin(uplink_t *u) {
   add_counter(counters, "uplink_retries", u->st.retries);
   add_counter(counters, "uplink_failures", u->st.failures);
   add_counter(counters, "uplink_lost", u->st.lost);
+  add_counter(counters, "uplink_refused", u->st.refused);
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "agent_id", u->id.agent_id);
   cJSON_AddStringToObject(j, "version", ym_version());

@@ -24,6 +24,15 @@
  *    the enrollment token is kept in the identity, the uplink enrolls again
  *    once; else it stops sending (the spool keeps everything), says so in
  *    last_error, and watches the identity file again.
+ *  - 409 seq_too_far: the console finds the batch's numbers too far ahead
+ *    of what this identity has stored. The batch stays in the spool, the
+ *    reason goes to last_error and `refused` is counted, and the uplink
+ *    waits at least UPLINK_REFUSED_WAIT_MS before trying again (the
+ *    console's allowance grows with time; a batch it keeps refusing stays
+ *    visible, never dropped).
+ *  - Enrolling again (after a 401) carries the identity in use as proof
+ *    of possession: when the console still knows it, the agent keeps its
+ *    id; otherwise the token makes a new record.
  *  - 429/503: waits at least Retry-After. Network errors, 5xx and other
  *    failures: exponential backoff with full jitter (1 s doubling to
  *    300 s), reset by a success. Redirects are never followed.
@@ -46,6 +55,7 @@
 #define UPLINK_BACKOFF_MAX_MS 300000ULL
 #define UPLINK_RETRY_AFTER_MAX_MS 3600000ULL
 #define UPLINK_IDENTITY_POLL_MS 5000
+#define UPLINK_REFUSED_WAIT_MS 60000ULL
 #define UPLINK_TIMEOUT_S 60L
 /* A request body (the spool's batch and the header) at most; larger
  * batches are split before sending. */
@@ -62,6 +72,7 @@ typedef struct {
   uint64_t retries;     /* waits before trying again (backoff) */
   uint64_t failures;    /* requests that failed (network or HTTP error) */
   uint64_t lost;        /* events too large to deliver, acknowledged locally */
+  uint64_t refused;     /* batches refused as too far ahead (409), kept in the spool */
   uint64_t splits;      /* times a batch or part was split after a 413 */
   uint64_t checkins;    /* successful check-ins */
   uint64_t enrollments; /* successful enrollments again after a 401 */

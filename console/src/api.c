@@ -1,5 +1,6 @@
 #include "api.h"
 
+#include "auth.h"
 #include "ingest.h"
 
 #include "yamori/err.h"
@@ -145,6 +146,40 @@ typedef struct {
   http_req_t *r;
 } enroll_ctx_t;
 
+/* The enrollment hook: every attempt that reached the database goes to
+ * the audit log (action agent.enroll, agent.reenroll or
+ * agent.enroll_refused), with the token id and the client's address,
+ * never a secret. */
+static int audit_enrollment(sqlite3 *db, const store_enroll_info_t *e, void *data) {
+  (void)data;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  auth_user_t who = {0};
+  snprintf(who.name, sizeof(who.name), "agent");
+  const char *action = strcmp(e->outcome, "enroll") == 0     ? "agent.enroll"
+                       : strcmp(e->outcome, "reenroll") == 0 ? "agent.reenroll"
+                                                             : "agent.enroll_refused";
+  cJSON *d = cJSON_CreateObject();
+  if (d == NULL)
+    return YM_ENOMEM;
+  cJSON_AddStringToObject(d, "token", e->token_id);
+  if (e->claimed[0] != '\0')
+    cJSON_AddStringToObject(d, "claimed_agent", e->claimed);
+  if (e->reason[0] != '\0')
+    cJSON_AddStringToObject(d, "reason", e->reason);
+  cJSON_AddStringToObject(d, "host_id", e->host_id);
+  cJSON_AddStringToObject(d, "host_name", e->host_name);
+  char *detail = cJSON_PrintUnformatted(d);
+  cJSON_Delete(d);
+  if (detail == NULL)
+    return YM_ENOMEM;
+  int rc = auth_audit_db(db, &who, e->tenant_id, action,
+                         e->agent_id[0] != '\0' ? e->agent_id : e->claimed, detail, e->peer,
+                         (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+  free(detail);
+  return rc;
+}
+
 static void on_enrolled(int rc, const char *reason, const char *agent_id, const char *secret,
                         const char *tenant, void *data) {
   enroll_ctx_t *c = data;
@@ -175,18 +210,36 @@ static void on_enroll(http_req_t *r, void *data) {
     http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
     return;
   }
+  /* An agent that enrolls again proves it holds its current secret with
+   * the header every other request carries; a token is then optional. */
+  const char *auth = http_req_header(r, "authorization");
+  const char *adot =
+      auth != NULL && strncmp(auth, "Bearer ", 7) == 0 ? strchr(auth + 7, '.') : NULL;
+  char agent_id[40] = "";
+  if (auth != NULL &&
+      (adot == NULL || adot - (auth + 7) < 1 || adot - (auth + 7) > 39 || strlen(adot + 1) > 128)) {
+    cJSON_Delete(j);
+    http_reply_error(r, 400, "bad_request", "malformed Authorization header");
+    return;
+  }
+  if (adot != NULL)
+    memcpy(agent_id, auth + 7, (size_t)(adot - (auth + 7)));
   const char *tok = ym_json_get_str(j, "token");
   const cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
   const char *dot = tok ? strchr(tok, '.') : NULL;
-  if (tok == NULL || dot == NULL || dot - tok != 16 || strlen(dot + 1) != 43 ||
+  if ((tok == NULL && adot == NULL) ||
+      (tok != NULL && (dot == NULL || dot - tok != 16 || strlen(dot + 1) != 43)) ||
       !cJSON_IsObject(host)) {
     cJSON_Delete(j);
-    http_reply_error(r, 400, "bad_request", "token and host are required");
+    http_reply_error(r, 400, "bad_request",
+                     "a token (or the agent's Authorization) and host are required");
     return;
   }
-  char token_id[17];
-  memcpy(token_id, tok, 16);
-  token_id[16] = '\0';
+  char token_id[17] = "";
+  if (tok != NULL) {
+    memcpy(token_id, tok, 16);
+    token_id[16] = '\0';
+  }
   const char *host_id = ym_json_get_str(host, "id");
   const char *host_name = ym_json_get_str(host, "name");
   const char *version = ym_json_get_str(cJSON_GetObjectItemCaseSensitive(j, "agent"), "version");
@@ -207,12 +260,15 @@ static void on_enroll(http_req_t *r, void *data) {
   }
   c->a = a;
   c->r = r;
-  store_enroll_t req = {token_id,
-                        dot + 1,
-                        host_id ? host_id : "",
-                        host_name ? host_name : "",
-                        host_json,
-                        version ? version : ""};
+  store_enroll_t req = {.token_id = token_id,
+                        .token_secret = dot != NULL ? dot + 1 : "",
+                        .agent_id = agent_id,
+                        .agent_secret = adot != NULL ? adot + 1 : "",
+                        .host_id = host_id ? host_id : "",
+                        .host_name = host_name ? host_name : "",
+                        .host_json = host_json,
+                        .version = version ? version : "",
+                        .peer = http_req_peer(r)};
   store_enroll(a->store, &req, on_enrolled, c);
   free(host_json);
   cJSON_Delete(j);
@@ -246,7 +302,11 @@ static void decode_work(uv_work_t *w) {
 
 static void on_committed(int rc, size_t inserted, void *data) {
   batch_ctx_t *c = data;
-  if (rc != 0) {
+  if (rc == YM_ERANGE) {
+    c->a->stats.bad_batches++;
+    http_reply_error(c->r, 409, "seq_too_far",
+                     "the batch's stream_seq runs too far ahead of what this agent has stored");
+  } else if (rc != 0) {
     http_reply_error(c->r, 503, "unavailable", "the store could not commit; retry");
   } else {
     c->a->stats.batches++;
@@ -503,6 +563,7 @@ int api_new(uv_loop_t *loop, http_t *http, store_t *store, const api_opts_t *opt
   a->http = http;
   a->store = store;
   a->opts = *opts;
+  store_on_enroll(store, audit_enrollment, a);
   int rc = http_route(http, "POST", "/api/v1/enroll", on_enroll, a);
   if (rc == 0)
     rc = http_route(http, "POST", "/api/v1/events", on_events, a);

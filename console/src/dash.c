@@ -231,6 +231,8 @@ static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
   " a.host_json, a.version, a.rules_version, a.last_seen, a.enrolled_at, a.status_json,"           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
   "   AND i.kind = 'malware') AS mal,"                                                             \
+  " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
+  "   AND i.kind = 'duplicate') AS dup,"                                                           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved')"          \
   "   AS open,"                                                                                    \
   " COALESCE((SELECT silent_minutes FROM tenant_settings s WHERE s.tenant_id = a.tenant_id), 30)"  \
@@ -240,10 +242,10 @@ static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
   "   AS upfail"                                                                                   \
   " FROM agents a JOIN tenants t ON t.id = a.tenant_id"                                            \
   " WHERE (?1 = 0 OR a.tenant_id = ?1) AND a.revoked = 0),"                                        \
-  " y AS (SELECT *, CASE WHEN mal > 0 THEN 'danger'"                                               \
+  " y AS (SELECT *, CASE WHEN mal > 0 THEN 'danger' WHEN dup > 0 THEN 'check'"                     \
   "  WHEN last_seen < ?2 - silent * 60000 THEN 'offline'"                                          \
   "  WHEN open > 0 OR upfail OR gap > ?2 - 86400000 THEN 'check' ELSE 'safe' END AS state,"        \
-  "  CASE WHEN mal > 0 THEN 0 WHEN last_seen < ?2 - silent * 60000 THEN 2"                         \
+  "  CASE WHEN mal > 0 THEN 0 WHEN dup > 0 THEN 1 WHEN last_seen < ?2 - silent * 60000 THEN 2"     \
   "  WHEN open > 0 OR upfail OR gap > ?2 - 86400000 THEN 1 ELSE 3 END AS rank FROM x)"
 
 #define AGENT_COLS                                                                                 \
@@ -640,6 +642,10 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   const char *aj = sql_text(st, 18);
   ym_json_parse_lenient(aj, strlen(aj), 4 * 1024 * 1024, &first);
   sqlite3_finalize(st);
+  /* A duplicate host: its host id and the records that share it. */
+  const char *kind = ym_json_get_str(q->answer, "kind");
+  if (kind != NULL && strcmp(kind, "duplicate") == 0 && cJSON_IsObject(first))
+    cJSON_AddItemToObject(q->answer, "duplicate", cJSON_Duplicate(first, 1));
   cJSON_AddItemToObject(q->answer, "process", process_chain(first));
   cJSON *alerts = cJSON_AddArrayToObject(q->answer, "alerts");
   st = sql_prep(db, "SELECT e.id, e.ts_ms, e.json FROM incident_alerts x JOIN events e"
@@ -1145,13 +1151,37 @@ int dash_settings_set(sqlite3 *db, web_req_t *q) {
   return settings_answer(db, q, t);
 }
 
+/* Revokes a PC's record (a duplicate that is not the real PC, or a PC
+ * given away): its secret stops working at once, its open incidents are
+ * resolved, and so is the duplicate incident of the record left alone. */
+int dash_agent_revoke(sqlite3 *db, web_req_t *q) {
+  if (!is_uuid(q->id[0]))
+    return not_found(q);
+  int64_t t = 0;
+  int rc = sql_begin(db);
+  if (rc == 0)
+    rc = store_agent_revoke_db(web_store(q->w), db, q->scope, q->id[0], &t);
+  if (rc == 0)
+    rc = incidents_agent_revoked_db(web_opts(q->w)->incidents, db, q->id[0], q->user.name,
+                                    q->now_ms);
+  if (rc == 0)
+    rc = audit(db, q, t, "agent.revoke", q->id[0], "");
+  rc = sql_end(db, rc);
+  if (rc == YM_ENOENT)
+    return not_found(q);
+  if (rc != 0)
+    return db_fail(q);
+  q->answer = cJSON_CreateObject();
+  return 0;
+}
+
 int dash_tokens(sqlite3 *db, web_req_t *q) {
   int64_t t = path_tenant(db, q);
   if (t == 0)
     return not_found(q);
-  sqlite3_stmt *st = sql_prep(db, "SELECT id, created_at, expires_at, max_uses, uses, revoked"
-                                  " FROM tokens WHERE tenant_id = ?1 ORDER BY created_at DESC, id"
-                                  " LIMIT 200");
+  sqlite3_stmt *st = sql_prep(db, "SELECT id, created_at, expires_at, max_uses, uses, revoked,"
+                                  " kind FROM tokens WHERE tenant_id = ?1"
+                                  " ORDER BY created_at DESC, id LIMIT 200");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, t);
@@ -1165,6 +1195,7 @@ int dash_tokens(sqlite3 *db, web_req_t *q) {
     add_int(o, "max_uses", st, 3);
     add_int(o, "uses", st, 4);
     cJSON_AddBoolToObject(o, "revoked", sqlite3_column_int64(st, 5) != 0);
+    add_str(o, "kind", st, 6);
     cJSON_AddItemToArray(items, o);
   }
   sqlite3_finalize(st);
@@ -1174,17 +1205,17 @@ int dash_tokens(sqlite3 *db, web_req_t *q) {
 /* Creates a token for tenant t inside the caller's transaction; the
  * string goes to out. */
 static int token_new(sqlite3 *db, web_req_t *q, int64_t t, int64_t expires_days, int64_t max_uses,
-                     char *out, size_t out_len, char id[17]) {
+                     const char *kind, char *out, size_t out_len, char id[17]) {
   const web_opts_t *o = web_opts(q->w);
   char secret[44];
   int64_t expires = expires_days > 0 ? q->now_ms / 1000 + expires_days * 86400 : 0;
-  int rc = store_token_create_db(db, t, expires, max_uses, id, secret);
+  int rc = store_token_create_db(db, t, expires, max_uses, kind, id, secret);
   if (rc == 0)
     rc = store_token_string(o->console_url ? o->console_url : "", o->pin ? o->pin : "", id, secret,
                             out, out_len);
   memset(secret, 0, sizeof(secret));
   if (rc == 0)
-    rc = audit(db, q, t, "token.create", id, "");
+    rc = audit(db, q, t, "token.create", id, kind);
   return rc;
 }
 
@@ -1201,7 +1232,7 @@ int dash_token_create(sqlite3 *db, web_req_t *q) {
   char token[1024], id[17];
   int rc = sql_begin(db);
   if (rc == 0)
-    rc = token_new(db, q, t, days, uses, token, sizeof(token), id);
+    rc = token_new(db, q, t, days, uses, "manual", token, sizeof(token), id);
   rc = sql_end(db, rc);
   if (rc != 0)
     return db_fail(q);
@@ -1242,6 +1273,10 @@ int dash_token_revoke(sqlite3 *db, web_req_t *q) {
   return 0;
 }
 
+/* Each download builds the installer around a token of its own, kind
+ * "installer", that enrolls at most DASH_INSTALLER_TOKEN_USES PCs within
+ * DASH_INSTALLER_TOKEN_DAYS: an installer that leaks is worth little and
+ * soon nothing, and the token list shows and revokes it. */
 int dash_installer(sqlite3 *db, web_req_t *q) {
   int64_t t = path_tenant(db, q);
   if (t == 0)
@@ -1253,7 +1288,8 @@ int dash_installer(sqlite3 *db, web_req_t *q) {
   char token[1024], id[17];
   int rc = sql_begin(db);
   if (rc == 0)
-    rc = token_new(db, q, t, 30, 0, token, sizeof(token), id);
+    rc = token_new(db, q, t, DASH_INSTALLER_TOKEN_DAYS, DASH_INSTALLER_TOKEN_USES, "installer",
+                   token, sizeof(token), id);
   char helpdesk[HELPDESK_MAX + 1] = "";
   sqlite3_stmt *hs = rc == 0 ? sql_prep(db, "SELECT helpdesk FROM tenants WHERE id = ?1") : NULL;
   if (hs != NULL) {
@@ -1568,8 +1604,9 @@ int dash_audit(sqlite3 *db, web_req_t *q) {
   int64_t tenant = web_tenant_filter(q), limit;
   if (tenant < 0 || !web_param_int(q, "limit", 1, LIST_MAX, 100, &limit))
     return -1;
-  sqlite3_stmt *st = sql_prep(db, "SELECT at_ms, user, action, tenant_id, target, detail FROM audit"
-                                  " WHERE (?1 = 0 OR tenant_id = ?1) ORDER BY id DESC LIMIT ?2");
+  sqlite3_stmt *st = sql_prep(db, "SELECT at_ms, user, action, tenant_id, target, detail, peer"
+                                  " FROM audit WHERE (?1 = 0 OR tenant_id = ?1)"
+                                  " ORDER BY id DESC LIMIT ?2");
   if (st == NULL)
     return db_fail(q);
   sqlite3_bind_int64(st, 1, tenant);
@@ -1577,8 +1614,9 @@ int dash_audit(sqlite3 *db, web_req_t *q) {
   q->answer = cJSON_CreateObject();
   cJSON *items = cJSON_AddArrayToObject(q->answer, "items");
   static const col_t cols[] = {{"at_ms", COL_INT},     {"user", COL_STR},   {"action", COL_STR},
-                               {"tenant_id", COL_INT}, {"target", COL_STR}, {"detail", COL_STR}};
-  rows_json(st, cols, 6, items);
+                               {"tenant_id", COL_INT}, {"target", COL_STR}, {"detail", COL_STR},
+                               {"peer", COL_STR}};
+  rows_json(st, cols, 7, items);
   if (q->scope != 0)
     audit_hide_webhook(items);
   return 0;

@@ -10,10 +10,16 @@
 
 #include "web.h"
 
+/* The token inside each downloaded installer (dash_installer): a few
+ * enrollments within a week. */
+#define DASH_INSTALLER_TOKEN_USES 10
+#define DASH_INSTALLER_TOKEN_DAYS 7
+
 int dash_overview(sqlite3 *db, web_req_t *q);
 int dash_agents(sqlite3 *db, web_req_t *q);
 int dash_agent(sqlite3 *db, web_req_t *q);
 int dash_processes(sqlite3 *db, web_req_t *q);
+int dash_agent_revoke(sqlite3 *db, web_req_t *q);
 int dash_command_create(sqlite3 *db, web_req_t *q);
 int dash_incidents(sqlite3 *db, web_req_t *q);
 int dash_incident(sqlite3 *db, web_req_t *q);

@@ -68,6 +68,40 @@ static const char *const schema[] = {
     " hour INTEGER NOT NULL," /* unix hours */
     " PRIMARY KEY(agent_id, hour)"
     ") STRICT, WITHOUT ROWID;",
+    /* 2: kind "duplicate": several agent records of one tenant name the
+     * same host id. SQLite cannot change a CHECK in place: the table is
+     * made again, its log kept aside meanwhile (its rows refer to it). */
+    "CREATE TABLE incident_log_keep AS SELECT * FROM incident_log;"
+    "DELETE FROM incident_log;"
+    "CREATE TABLE incidents_v2("
+    " id INTEGER PRIMARY KEY,"
+    " tenant_id INTEGER NOT NULL REFERENCES tenants(id),"
+    " agent_id TEXT NOT NULL,"
+    " kind TEXT NOT NULL CHECK(kind IN ('malware', 'silent', 'duplicate')),"
+    " rule TEXT NOT NULL DEFAULT '',"
+    " title TEXT NOT NULL DEFAULT '',"
+    " severity TEXT NOT NULL DEFAULT 'high' CHECK(severity IN ('high', 'medium', 'low')),"
+    " state TEXT NOT NULL DEFAULT 'new' CHECK(state IN ('new', 'acknowledged', 'resolved')),"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " count INTEGER NOT NULL DEFAULT 1,"
+    " first_ms INTEGER NOT NULL,"
+    " last_ms INTEGER NOT NULL,"
+    " resolved_ms INTEGER,"
+    " file_path TEXT NOT NULL DEFAULT '',"
+    " file_sha256 TEXT NOT NULL DEFAULT '',"
+    " process_json TEXT NOT NULL DEFAULT '[]',"
+    " alert_json TEXT NOT NULL DEFAULT '{}',"
+    " updated_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "INSERT INTO incidents_v2 SELECT * FROM incidents;"
+    "DROP TABLE incidents;"
+    "ALTER TABLE incidents_v2 RENAME TO incidents;"
+    "CREATE UNIQUE INDEX incidents_open ON incidents(agent_id, kind, rule)"
+    " WHERE state != 'resolved';"
+    "CREATE INDEX incidents_tenant_state ON incidents(tenant_id, state, last_ms);"
+    "CREATE INDEX incidents_agent ON incidents(agent_id, state);"
+    "INSERT INTO incident_log SELECT * FROM incident_log_keep;"
+    "DROP TABLE incident_log_keep;",
 };
 
 int incidents_schema(store_t *s) {
@@ -112,8 +146,18 @@ static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *w
   return sql_done(st);
 }
 
+/* Tells the notifier about malware and silent incidents (duplicate-host
+ * incidents are shown on the dashboard only). */
 static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *change) {
-  return m != NULL && m->opts.notify != NULL ? m->opts.notify(db, incident, change) : 0;
+  if (m == NULL || m->opts.notify == NULL)
+    return 0;
+  sqlite3_stmt *st = sql_prep(db, "SELECT kind != 'duplicate' FROM incidents WHERE id = ?1");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, incident);
+  bool tell = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+  sqlite3_finalize(st);
+  return tell ? m->opts.notify(db, incident, change) : 0;
 }
 
 /* Copies at most max bytes of s, cut at a UTF-8 boundary. */
@@ -357,6 +401,90 @@ int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, 
   return rc;
 }
 
+/* The enrollment hook: when an enrollment leaves several live agent
+ * records of one tenant with the same host id, each of them gets an open
+ * "duplicate" incident (or its open one is counted again), so that the
+ * PCs show "check" and a person decides which record is the real PC.
+ * Records are never merged. */
+static int enroll_hook(sqlite3 *db, const store_enroll_info_t *e, void *data) {
+  (void)data;
+  if (strcmp(e->outcome, "refused") == 0 || e->host_id[0] == '\0')
+    return 0;
+  int64_t now = now_ms();
+  sqlite3_stmt *st = sql_prep(
+      db, "WITH dup AS (SELECT id FROM agents WHERE tenant_id = ?1 AND host_id = ?2"
+          " AND revoked = 0),"
+          " facts AS (SELECT json_object('host_id', ?2, 'agents', json_group_array(id)) AS j"
+          " FROM dup)"
+          " INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, severity, first_ms,"
+          " last_ms, updated_ms, alert_json)"
+          " SELECT ?1, d.id, 'duplicate', '', 'duplicate host', 'medium', ?3, ?3, ?3,"
+          " (SELECT j FROM facts) FROM dup d WHERE (SELECT COUNT(*) FROM dup) > 1"
+          " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.agent_id = d.id"
+          "  AND i.kind = 'duplicate' AND i.state != 'resolved')"
+          " ORDER BY d.id RETURNING id");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_int64(st, 1, e->tenant_id);
+  sqlite3_bind_text(st, 2, e->host_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, now);
+  int64_t ids[64];
+  size_t n = 0;
+  int r;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW)
+    if (n < sizeof(ids) / sizeof(ids[0]))
+      ids[n++] = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  int rc = r == SQLITE_DONE ? 0 : YM_EIO;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = log_entry(db, ids[i], now, "created", "", e->host_id);
+  /* Open ones of records that were duplicates already: counted again. */
+  st = rc == 0 ? sql_prep(db, "UPDATE incidents SET count = count + 1, last_ms = ?3,"
+                              " updated_ms = ?3, alert_json = json_object('host_id', ?2,"
+                              "  'agents', (SELECT json_group_array(id) FROM agents"
+                              "  WHERE tenant_id = ?1 AND host_id = ?2 AND revoked = 0))"
+                              " WHERE kind = 'duplicate' AND state != 'resolved' AND first_ms < ?3"
+                              " AND agent_id IN (SELECT id FROM agents WHERE tenant_id = ?1"
+                              "  AND host_id = ?2 AND revoked = 0)")
+               : NULL;
+  if (rc == 0 && st == NULL)
+    rc = YM_EIO;
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, e->tenant_id);
+    sqlite3_bind_text(st, 2, e->host_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    rc = sql_done(st);
+  }
+  return rc;
+}
+
+int incidents_agent_revoked_db(incidents_t *m, sqlite3 *db, const char *agent_id, const char *user,
+                               int64_t now_ms_) {
+  sqlite3_stmt *st =
+      sql_prep(db, "SELECT i.id FROM incidents i WHERE i.state != 'resolved' AND (i.agent_id = ?1"
+                   " OR (i.kind = 'duplicate' AND i.agent_id IN (SELECT b.id FROM agents a"
+                   "  JOIN agents b ON b.tenant_id = a.tenant_id AND b.host_id = a.host_id"
+                   "  WHERE a.id = ?1 AND a.host_id != '' AND b.revoked = 0"
+                   "  AND (SELECT COUNT(*) FROM agents c WHERE c.tenant_id = a.tenant_id"
+                   "   AND c.host_id = a.host_id AND c.revoked = 0) = 1)))"
+                   " ORDER BY i.id LIMIT 256");
+  if (st == NULL)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  int64_t ids[256];
+  size_t n = 0;
+  while (n < sizeof(ids) / sizeof(ids[0]) && sqlite3_step(st) == SQLITE_ROW)
+    ids[n++] = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    int64_t tenant;
+    rc = incidents_update_db(m, db, 0, ids[i], user, "resolved", NULL,
+                             "the PC's record was revoked", now_ms_, &tenant);
+  }
+  return rc;
+}
+
 /* One maintenance pass on the database thread: silent PCs become
  * incidents; events older than their tenant's retention are deleted, at
  * most PRUNE_CHUNK per tenant and pass (the timer comes back soon when
@@ -472,6 +600,7 @@ int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts,
                  (uint64_t)m->opts.maintenance_s * 1000);
   uv_unref((uv_handle_t *)&m->timer);
   store_on_batch(store, batch_hook, m);
+  store_on_enroll(store, enroll_hook, m);
   *out = m;
   return 0;
 }

@@ -2,7 +2,9 @@
  * Incidents: what a person acts on. Alerts become incidents grouped by PC
  * and rule (one infection is one incident, however many alerts it
  * raises); a PC that stops checking in becomes an "agent silent"
- * incident. Each incident has a state (new, acknowledged, resolved), an
+ * incident; several live agent records of one tenant with the same host
+ * id each get a "duplicate" incident (an enrollment hook of the store).
+ * Each incident has a state (new, acknowledged, resolved), an
  * owner, notes and a timeline (table incident_log).
  *
  * Tables (module "incidents", docs/console.md):
@@ -42,7 +44,8 @@ typedef struct {
 } incidents_opts_t;
 
 /* Starts the module on a loop: the batch hook that turns alerts into
- * incidents (store_on_batch), and a timer for silent PCs and event
+ * incidents (store_on_batch), the enrollment hook that marks duplicate
+ * hosts (store_on_enroll), and a timer for silent PCs and event
  * retention. Register before the loop runs. */
 int incidents_new(uv_loop_t *loop, store_t *store, const incidents_opts_t *opts, incidents_t **out);
 void incidents_free(incidents_t *m);
@@ -61,6 +64,12 @@ int incidents_checkin(sqlite3 *db, int64_t tenant_id, const char *agent_id, cons
 int incidents_update_db(incidents_t *m, sqlite3 *db, int64_t scope, int64_t id, const char *user,
                         const char *state, const char *owner, const char *note, int64_t now_ms,
                         int64_t *tenant_out);
+
+/* After agent_id was revoked, within the caller's transaction: resolves
+ * its open incidents, and the duplicate incident of a record that is now
+ * alone with its host id, logged with user. */
+int incidents_agent_revoked_db(incidents_t *m, sqlite3 *db, const char *agent_id, const char *user,
+                               int64_t now_ms);
 
 /* Runs one maintenance pass now (silent PCs, retention): for tests and
  * the timer. */

@@ -48,6 +48,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,7 @@
 #define HOSTNAME_MAX 256
 #define VERSION_MAX 64
 #define JSON_FIELD_MAX (64 * 1024)
+#define ENROLL_AGENT_FIELD_MAX 128 /* agent id and secret offered as proof */
 
 /* Group commit: at most this many queued batches (and events) share one
  * transaction, so that a transaction stays well within the page cache
@@ -173,6 +175,24 @@ static const char *const migrations[] = {
     " created_at INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX users_tenant ON users(tenant_id);",
+    /* 2: an enrollment with a token alone makes a new record, so several
+     * agents of a tenant may share a host id (shown as duplicates, never
+     * merged); tokens say what they were made for; the highest committed
+     * sequence number of each agent's stream, which later batches may
+     * not run far ahead of (kept when events are pruned). */
+    "DROP INDEX agents_tenant_host;"
+    "CREATE INDEX agents_tenant_host ON agents(tenant_id, host_id) WHERE host_id != '';"
+    "ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'manual'"
+    " CHECK(kind IN ('manual', 'installer'));"
+    "CREATE TABLE agent_streams("
+    " agent_id TEXT NOT NULL,"
+    " stream TEXT NOT NULL,"
+    " high INTEGER NOT NULL,"
+    " high_ms INTEGER NOT NULL,"
+    " PRIMARY KEY(agent_id, stream)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO agent_streams(agent_id, stream, high, high_ms)"
+    " SELECT agent_id, stream, MAX(seq), MAX(received_ms) FROM events GROUP BY agent_id, stream;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -194,13 +214,15 @@ enum {
   ST_TOKEN_REVOKE,
   ST_TOKEN_GET,
   ST_TOKEN_USE,
-  ST_AGENT_BY_HOST,
+  ST_AGENT_PROOF,
   ST_AGENT_ADD,
   ST_AGENT_REENROLL,
   ST_AGENT_AUTH,
   ST_AGENT_CHECKIN,
   ST_AGENT_TENANT,
   ST_EVENT_ADD,
+  ST_STREAM_HIGH,
+  ST_STREAM_SET,
   ST_USER_ANY,
   ST_USER_ADD,
   ST_COUNT_
@@ -221,20 +243,19 @@ static const char *const stmt_sql[ST_COUNT_] = {
                        " FROM tenants t ORDER BY t.name",
     [ST_TENANT_BY_NAME] = "SELECT id FROM tenants WHERE name = ?1",
     [ST_TOKEN_ADD] = "INSERT INTO tokens(id, tenant_id, secret_hash, created_at, expires_at,"
-                     " max_uses) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                     " max_uses, kind) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_TOKEN_REVOKE] = "UPDATE tokens SET revoked = 1 WHERE id = ?1",
     [ST_TOKEN_GET] = "SELECT t.tenant_id, t.secret_hash, t.expires_at, t.max_uses, t.uses,"
                      " t.revoked, n.name FROM tokens t JOIN tenants n ON n.id = t.tenant_id"
                      " WHERE t.id = ?1",
     [ST_TOKEN_USE] = "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
-    [ST_AGENT_BY_HOST] = "SELECT id FROM agents WHERE tenant_id = ?1 AND host_id = ?2"
-                         " AND host_id != ''",
+    [ST_AGENT_PROOF] = "SELECT a.tenant_id, a.secret_hash, a.revoked, n.name FROM agents a"
+                       " JOIN tenants n ON n.id = a.tenant_id WHERE a.id = ?1",
     [ST_AGENT_ADD] = "INSERT INTO agents(id, tenant_id, host_id, host_name, host_json,"
                      " secret_hash, token_id, version, enrolled_at)"
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_AGENT_REENROLL] = "UPDATE agents SET host_name = ?2, host_json = ?3, secret_hash = ?4,"
-                          " token_id = ?5, version = ?6, enrolled_at = ?7, revoked = 0"
-                          " WHERE id = ?1",
+                          " version = ?5, enrolled_at = ?6 WHERE id = ?1 AND revoked = 0",
     [ST_AGENT_AUTH] = "SELECT tenant_id, secret_hash FROM agents WHERE id = ?1 AND revoked = 0",
     [ST_AGENT_CHECKIN] = "UPDATE agents SET last_seen = ?2, version = ?3, rules_version = ?4,"
                          " status_json = ?5 WHERE id = ?1",
@@ -242,6 +263,12 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_EVENT_ADD] = "INSERT OR IGNORE INTO events(tenant_id, agent_id, stream, seq, ts_ms,"
                      " received_ms, kind, dataset, action, json)"
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_STREAM_HIGH] =
+        "SELECT high, high_ms FROM agent_streams WHERE agent_id = ?1 AND stream = ?2",
+    [ST_STREAM_SET] = "INSERT INTO agent_streams(agent_id, stream, high, high_ms)"
+                      " VALUES(?1, ?2, ?3, ?4) ON CONFLICT(agent_id, stream) DO UPDATE"
+                      " SET high = excluded.high, high_ms = excluded.high_ms"
+                      " WHERE excluded.high > agent_streams.high",
     [ST_USER_ANY] = "SELECT EXISTS(SELECT 1 FROM users)",
     [ST_USER_ADD] = "INSERT INTO users(name, tenant_id, role, password_hash, created_at)"
                     " VALUES(?1, NULL, 'admin', ?2, ?3)",
@@ -276,6 +303,7 @@ typedef struct job {
       char agent_id[AGENT_ID_LEN + 1];
       uint8_t hash[YM_SHA256_LEN];
       int64_t tenant_id;
+      uint64_t epoch; /* revocations when the check ran */
     } auth;
     struct {
       char agent_id[AGENT_ID_LEN + 1];
@@ -328,6 +356,11 @@ struct store {
     void *data;
   } hooks[STORE_MAX_HOOKS];
   size_t n_hooks;
+  struct {
+    store_enroll_hook fn;
+    void *data;
+  } enroll_hooks[STORE_MAX_HOOKS];
+  size_t n_enroll_hooks;
 
   /* Read-only connections for store_read(), kept for reuse. */
   char *path;
@@ -340,6 +373,12 @@ struct store {
   bool async_refd;
   cache_entry_t *cache;
   unsigned cache_clock;
+  uint64_t cache_seen; /* the revocation epoch the cache was emptied for */
+
+  /* Bumped (any thread) when an agent is revoked: the loop thread empties
+   * the cache when it sees a new value, and an authentication checked
+   * under an older one is not cached. */
+  _Atomic uint64_t revocations;
 };
 
 /* ------------------------------------------------------------------ */
@@ -795,6 +834,7 @@ int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, 
     sqlite3_bind_int64(st, 4, now_s());
     sqlite3_bind_int64(st, 5, expires_at);
     sqlite3_bind_int64(st, 6, max_uses);
+    bind_text(st, 7, "manual");
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(sqlite3_extended_errcode(s->db));
     stmt_done(st);
   }
@@ -807,9 +847,10 @@ int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, 
 }
 
 int store_token_create_db(sqlite3 *db, int64_t tenant_id, int64_t expires_at, int64_t max_uses,
-                          char token_id[17], char secret[44]) {
+                          const char *kind, char token_id[17], char secret[44]) {
   uint8_t raw_id[TOKEN_ID_LEN / 2], hash[YM_SHA256_LEN];
-  if (expires_at < 0 || max_uses < 0)
+  if (expires_at < 0 || max_uses < 0 || kind == NULL ||
+      (strcmp(kind, "manual") != 0 && strcmp(kind, "installer") != 0))
     return YM_EINVAL;
   if (RAND_bytes(raw_id, sizeof(raw_id)) != 1)
     return YM_ECRYPTO;
@@ -826,6 +867,7 @@ int store_token_create_db(sqlite3 *db, int64_t tenant_id, int64_t expires_at, in
     sqlite3_bind_int64(st, 4, now_s());
     sqlite3_bind_int64(st, 5, expires_at);
     sqlite3_bind_int64(st, 6, max_uses);
+    bind_text(st, 7, kind);
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(sqlite3_extended_errcode(db));
   }
   sqlite3_finalize(st);
@@ -1003,31 +1045,77 @@ out_unlock:
 /* ------------------------------------------------------------------ */
 /* Jobs on the database thread (db_lock held)                           */
 
-/* Enrollment, in order: the token is looked up and its secret compared
- * (before its state is revealed, so that only the secret's holder learns
- * that a token is revoked, expired or used up); then, in the same
- * transaction, its use is counted, the agent of the same machine in the
- * same tenant is found again (or a new id made), and a new secret
- * replaces the old one. */
-static int run_enroll(store_t *s, job_t *j) {
+/* Calls the enrollment hooks (see store_on_enroll). */
+static int enroll_hooks(store_t *s, job_t *j, const char *outcome, const char *reason,
+                        int64_t tenant_id) {
   const store_enroll_t *req = &j->u.enroll.req;
-  uint8_t given[YM_SHA256_LEN], hash[YM_SHA256_LEN];
-  int64_t tenant_id = 0;
-  int rc = ym_sha256_mem(req->token_secret, strlen(req->token_secret), given);
+  store_enroll_info_t info = {
+      .outcome = outcome,
+      .reason = reason,
+      .tenant_id = tenant_id,
+      .agent_id = strcmp(outcome, "refused") != 0 ? j->u.enroll.agent_id : "",
+      .claimed = req->agent_id,
+      .token_id = is_lower_hex(req->token_id, TOKEN_ID_LEN) ? req->token_id : "",
+      .host_id = req->host_id,
+      .host_name = req->host_name,
+      .peer = req->peer,
+  };
+  int rc = 0;
+  for (size_t h = 0; rc == 0 && h < s->n_enroll_hooks; h++)
+    rc = s->enroll_hooks[h].fn(s->db, &info, s->enroll_hooks[h].data);
+  return rc;
+}
+
+/* The proof of possession: the agent req->agent_id exists, is not revoked
+ * and its secret hashes to the stored hash. Returns 0 (proven, tenant
+ * filled), YM_EPERM (not proven; *claimed_tenant is the claimed agent's
+ * tenant when it exists, for the audit log) or a YM_E* code. */
+static int enroll_proof(store_t *s, job_t *j, int64_t *tenant_id, int64_t *claimed_tenant) {
+  const store_enroll_t *req = &j->u.enroll.req;
+  uint8_t given[YM_SHA256_LEN];
+  if (!is_agent_id(req->agent_id) || strlen(req->agent_secret) != SECRET_LEN)
+    return YM_EPERM;
+  int rc = ym_sha256_mem(req->agent_secret, SECRET_LEN, given);
   if (rc != 0)
     return rc;
+  sqlite3_stmt *st = stmt(s, ST_AGENT_PROOF);
+  if (st == NULL)
+    return YM_EIO;
+  bind_text(st, 1, req->agent_id);
+  int r = sqlite3_step(st);
+  rc = r == SQLITE_DONE ? YM_EPERM : db_err(r);
+  if (r == SQLITE_ROW) {
+    const void *h = sqlite3_column_blob(st, 1);
+    const char *tenant = (const char *)sqlite3_column_text(st, 3);
+    *claimed_tenant = sqlite3_column_int64(st, 0);
+    rc = h != NULL && sqlite3_column_bytes(st, 1) == YM_SHA256_LEN &&
+                 CRYPTO_memcmp(h, given, YM_SHA256_LEN) == 0 && sqlite3_column_int(st, 2) == 0
+             ? 0
+             : YM_EPERM;
+    if (rc == 0) {
+      *tenant_id = *claimed_tenant;
+      snprintf(j->u.enroll.tenant, sizeof(j->u.enroll.tenant), "%s", tenant ? tenant : "");
+    }
+  }
+  stmt_done(st);
+  return rc;
+}
+
+/* Checks the token of an enrollment and counts its use. Returns 0 (tenant
+ * filled), YM_EPERM with the reason set, or a YM_E* code. */
+static int enroll_token(store_t *s, job_t *j, int64_t *tenant_id) {
+  const store_enroll_t *req = &j->u.enroll.req;
+  uint8_t given[YM_SHA256_LEN];
   /* The reason is reported with YM_EPERM only. */
   j->u.enroll.reason = "token_invalid";
-  if (!is_lower_hex(req->token_id, TOKEN_ID_LEN))
+  if (!is_lower_hex(req->token_id, TOKEN_ID_LEN) || strlen(req->token_secret) != SECRET_LEN)
     return YM_EPERM;
-  rc = tx_begin(s);
+  int rc = ym_sha256_mem(req->token_secret, SECRET_LEN, given);
   if (rc != 0)
     return rc;
   sqlite3_stmt *st = stmt(s, ST_TOKEN_GET);
-  if (st == NULL) {
-    rc = YM_EIO;
-    goto out_rollback;
-  }
+  if (st == NULL)
+    return YM_EIO;
   bind_text(st, 1, req->token_id);
   int r = sqlite3_step(st);
   if (r == SQLITE_ROW) {
@@ -1035,12 +1123,13 @@ static int run_enroll(store_t *s, job_t *j) {
     int64_t expires_at = sqlite3_column_int64(st, 2), max_uses = sqlite3_column_int64(st, 3);
     int64_t uses = sqlite3_column_int64(st, 4);
     const char *tenant = (const char *)sqlite3_column_text(st, 6);
-    tenant_id = sqlite3_column_int64(st, 0);
+    *tenant_id = sqlite3_column_int64(st, 0);
     rc = YM_EPERM;
     if (h == NULL || sqlite3_column_bytes(st, 1) != YM_SHA256_LEN ||
-        CRYPTO_memcmp(h, given, YM_SHA256_LEN) != 0)
+        CRYPTO_memcmp(h, given, YM_SHA256_LEN) != 0) {
       j->u.enroll.reason = "token_invalid";
-    else if (sqlite3_column_int(st, 5) != 0)
+      *tenant_id = 0; /* only the secret's holder learns whose token it is */
+    } else if (sqlite3_column_int(st, 5) != 0)
       j->u.enroll.reason = "token_revoked";
     else if (expires_at != 0 && now_s() >= expires_at)
       j->u.enroll.reason = "token_expired";
@@ -1054,55 +1143,67 @@ static int run_enroll(store_t *s, job_t *j) {
     rc = r == SQLITE_DONE ? YM_EPERM : db_err(r);
   }
   stmt_done(st);
-  if (rc != 0)
-    goto out_rollback;
-
-  rc = exec_stmt_text(s, ST_TOKEN_USE, req->token_id);
   if (rc == 0)
-    rc = secret_new(j->u.enroll.secret, hash);
+    rc = exec_stmt_text(s, ST_TOKEN_USE, req->token_id);
+  return rc;
+}
+
+/* Enrollment, in one transaction: an agent that proves it holds its
+ * current secret keeps its id and gets a new secret (no token needed, none
+ * used up). Otherwise the token is looked up and its secret compared
+ * (before its state is revealed, so that only the secret's holder learns
+ * that a token is revoked, expired or used up), its use counted, and a new
+ * agent record made: a token never gives access to an existing record,
+ * whatever host id the request names. The hooks see every outcome. */
+static int run_enroll(store_t *s, job_t *j) {
+  const store_enroll_t *req = &j->u.enroll.req;
+  uint8_t hash[YM_SHA256_LEN];
+  int64_t tenant_id = 0, claimed_tenant = 0;
+  bool proven = false;
+  const char *note = "";
+  int rc = tx_begin(s);
+  if (rc != 0)
+    return rc;
+  if (req->agent_id[0] != '\0') {
+    rc = enroll_proof(s, j, &tenant_id, &claimed_tenant);
+    proven = rc == 0;
+    if (rc == YM_EPERM) {
+      note = "proof_failed";
+      rc = 0;
+    }
+    if (rc != 0)
+      goto out_rollback;
+  }
+  if (!proven) {
+    if (req->token_id[0] == '\0' && req->agent_id[0] != '\0') {
+      j->u.enroll.reason = "agent_unknown";
+      tenant_id = claimed_tenant;
+      rc = YM_EPERM;
+    } else {
+      rc = enroll_token(s, j, &tenant_id);
+    }
+    if (rc != 0)
+      goto out_rollback;
+  }
+  rc = secret_new(j->u.enroll.secret, hash);
+  if (rc == 0 && proven)
+    memcpy(j->u.enroll.agent_id, req->agent_id, AGENT_ID_LEN + 1);
+  else if (rc == 0)
+    rc = uuid_v4(j->u.enroll.agent_id);
   if (rc != 0)
     goto out_rollback;
-
-  /* The same machine enrolling again keeps its id. */
-  bool found = false;
-  if (req->host_id[0] != '\0') {
-    st = stmt(s, ST_AGENT_BY_HOST);
-    if (st == NULL) {
-      rc = YM_EIO;
-      goto out_rollback;
-    }
-    sqlite3_bind_int64(st, 1, tenant_id);
-    bind_text(st, 2, req->host_id);
-    r = sqlite3_step(st);
-    if (r == SQLITE_ROW) {
-      const char *id = (const char *)sqlite3_column_text(st, 0);
-      found = id != NULL && strlen(id) == AGENT_ID_LEN;
-      if (found)
-        memcpy(j->u.enroll.agent_id, id, AGENT_ID_LEN + 1);
-    }
-    rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : db_err(r);
-    stmt_done(st);
-    if (rc != 0)
-      goto out_rollback;
-  }
-  if (!found) {
-    rc = uuid_v4(j->u.enroll.agent_id);
-    if (rc != 0)
-      goto out_rollback;
-  }
-  st = stmt(s, found ? ST_AGENT_REENROLL : ST_AGENT_ADD);
+  sqlite3_stmt *st = stmt(s, proven ? ST_AGENT_REENROLL : ST_AGENT_ADD);
   if (st == NULL) {
     rc = YM_EIO;
     goto out_rollback;
   }
-  if (found) {
+  if (proven) {
     bind_text(st, 1, j->u.enroll.agent_id);
     bind_text(st, 2, req->host_name);
     bind_text(st, 3, req->host_json);
     sqlite3_bind_blob(st, 4, hash, sizeof(hash), SQLITE_STATIC);
-    bind_text(st, 5, req->token_id);
-    bind_text(st, 6, req->version);
-    sqlite3_bind_int64(st, 7, now_s());
+    bind_text(st, 5, req->version);
+    sqlite3_bind_int64(st, 6, now_s());
   } else {
     bind_text(st, 1, j->u.enroll.agent_id);
     sqlite3_bind_int64(st, 2, tenant_id);
@@ -1115,7 +1216,11 @@ static int run_enroll(store_t *s, job_t *j) {
     sqlite3_bind_int64(st, 9, now_s());
   }
   rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(sqlite3_extended_errcode(s->db));
+  if (rc == 0 && sqlite3_changes(s->db) != 1)
+    rc = YM_ESTALE;
   stmt_done(st);
+  if (rc == 0)
+    rc = enroll_hooks(s, j, proven ? "reenroll" : "enroll", note, tenant_id);
   if (rc == 0)
     rc = tx_commit(s);
   if (rc == 0)
@@ -1124,6 +1229,8 @@ out_rollback:
   tx_rollback(s);
   OPENSSL_cleanse(j->u.enroll.secret, sizeof(j->u.enroll.secret));
   j->u.enroll.secret[0] = j->u.enroll.agent_id[0] = j->u.enroll.tenant[0] = '\0';
+  if (rc == YM_EPERM)
+    enroll_hooks(s, j, "refused", j->u.enroll.reason, tenant_id);
   return rc;
 }
 
@@ -1131,6 +1238,7 @@ out_rollback:
  * hash. Returns 0 with the tenant id, YM_EPERM (unknown, revoked, wrong
  * secret) or a YM_E* code. */
 static int run_auth(store_t *s, job_t *j) {
+  j->u.auth.epoch = atomic_load(&s->revocations);
   sqlite3_stmt *st = stmt(s, ST_AGENT_AUTH);
   if (st == NULL)
     return YM_EIO;
@@ -1166,6 +1274,45 @@ static int run_checkin(store_t *s, job_t *j) {
   return rc;
 }
 
+/* Refuses (YM_ERANGE) a batch whose last number is further ahead of the
+ * stream's highest committed number than STORE_SEQ_AHEAD_MAX plus
+ * STORE_SEQ_AHEAD_PER_S per second since it was committed. The first
+ * batch of a stream is not checked: there is nothing to run ahead of. */
+static int stream_check(store_t *s, job_t *j, int64_t last, int64_t received_ms) {
+  sqlite3_stmt *st = stmt(s, ST_STREAM_HIGH);
+  if (st == NULL)
+    return YM_EIO;
+  bind_text(st, 1, j->u.batch.agent_id);
+  bind_text(st, 2, j->u.batch.stream);
+  int r = sqlite3_step(st);
+  int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : db_err(r);
+  if (r == SQLITE_ROW) {
+    int64_t high = sqlite3_column_int64(st, 0), high_ms = sqlite3_column_int64(st, 1);
+    int64_t secs = received_ms > high_ms ? (received_ms - high_ms) / 1000 : 0;
+    if (secs > INT64_MAX / 2 / STORE_SEQ_AHEAD_PER_S)
+      secs = INT64_MAX / 2 / STORE_SEQ_AHEAD_PER_S;
+    int64_t allowed = STORE_SEQ_AHEAD_MAX + secs * STORE_SEQ_AHEAD_PER_S;
+    if (last > high && last - high > allowed)
+      rc = YM_ERANGE;
+  }
+  stmt_done(st);
+  return rc;
+}
+
+/* Raises the stream's highest committed number to last. */
+static int stream_set(store_t *s, job_t *j, int64_t last, int64_t received_ms) {
+  sqlite3_stmt *st = stmt(s, ST_STREAM_SET);
+  if (st == NULL)
+    return YM_EIO;
+  bind_text(st, 1, j->u.batch.agent_id);
+  bind_text(st, 2, j->u.batch.stream);
+  sqlite3_bind_int64(st, 3, last);
+  sqlite3_bind_int64(st, 4, received_ms);
+  int r = sqlite3_step(st);
+  stmt_done(st);
+  return r == SQLITE_DONE ? 0 : db_err(r);
+}
+
 /* Inserts one batch's events inside the current transaction, after
  * checking that the agent belongs to the tenant the events are filed
  * under (YM_EPERM otherwise): tenant isolation does not rest on the
@@ -1181,6 +1328,10 @@ static int insert_events(store_t *s, job_t *j, int64_t received_ms) {
   if (rc == 0 && sqlite3_column_int64(st, 0) != j->u.batch.tenant_id)
     rc = YM_EPERM;
   stmt_done(st);
+  if (rc != 0)
+    return rc;
+  int64_t last = j->u.batch.n > 0 ? j->u.batch.events[j->u.batch.n - 1].seq : 0;
+  rc = stream_check(s, j, last, received_ms);
   if (rc != 0)
     return rc;
   st = stmt(s, ST_EVENT_ADD);
@@ -1210,6 +1361,8 @@ static int insert_events(store_t *s, job_t *j, int64_t received_ms) {
     j->u.batch.row_ids[i] = changed > 0 ? sqlite3_last_insert_rowid(s->db) : 0;
   }
   sqlite3_clear_bindings(st);
+  if (rc == 0 && j->u.batch.n > 0)
+    rc = stream_set(s, j, last, received_ms);
   for (size_t h = 0; rc == 0 && inserted > 0 && h < s->n_hooks; h++)
     rc = s->hooks[h].fn(s->db, j->u.batch.tenant_id, j->u.batch.agent_id, j->u.batch.stream,
                         j->u.batch.events, j->u.batch.row_ids, j->u.batch.n, s->hooks[h].data);
@@ -1412,8 +1565,14 @@ static job_t *job_new(job_kind_t kind, void *data) {
 }
 
 static void job_free(job_t *j) {
-  if (j->kind == JOB_ENROLL)
+  if (j->kind == JOB_ENROLL) {
+    const store_enroll_t *req = &j->u.enroll.req;
     OPENSSL_cleanse(j->u.enroll.secret, sizeof(j->u.enroll.secret));
+    if (req->token_secret != NULL)
+      OPENSSL_cleanse((char *)req->token_secret, strlen(req->token_secret));
+    if (req->agent_secret != NULL)
+      OPENSSL_cleanse((char *)req->agent_secret, strlen(req->agent_secret));
+  }
   free(j->mem);
   free(j);
 }
@@ -1463,7 +1622,7 @@ static void complete(store_t *s, job_t *j) {
     break;
   }
   case JOB_AUTH:
-    if (j->rc == 0)
+    if (j->rc == 0 && j->u.auth.epoch == atomic_load(&s->revocations))
       cache_put(s, j->u.auth.agent_id, j->u.auth.hash, j->u.auth.tenant_id);
     j->cb.auth(j->rc, j->rc == 0 ? j->u.auth.tenant_id : 0, j->data);
     break;
@@ -1534,29 +1693,35 @@ void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, voi
   }
   job_t *j = job_new(JOB_ENROLL, data);
   j->cb.enroll = cb;
-  const char *in[6] = {req->token_id,
-                       req->token_secret,
+  const char *in[9] = {req->token_id ? req->token_id : "",
+                       req->token_secret ? req->token_secret : "",
                        req->host_id ? req->host_id : "",
                        req->host_name ? req->host_name : "",
                        req->host_json ? req->host_json : "{}",
-                       req->version ? req->version : ""};
-  const char *out[6];
-  if (req->token_id == NULL || req->token_secret == NULL) {
-    submit_done(s, j, YM_EINVAL);
+                       req->version ? req->version : "",
+                       req->agent_id ? req->agent_id : "",
+                       req->agent_secret ? req->agent_secret : "",
+                       req->peer ? req->peer : ""};
+  const char *out[9];
+  if (req->token_id == NULL && in[6][0] == '\0') {
+    submit_done(s, j, YM_EINVAL); /* neither a token nor a proof */
     return;
   }
-  /* A token of the wrong form is just not a valid token. */
-  if (strlen(in[0]) != TOKEN_ID_LEN || strlen(in[1]) != SECRET_LEN) {
-    j->u.enroll.reason = "token_invalid";
+  /* A token or an agent id of the wrong form is refused on the database
+   * thread like any other (the hooks see it); only what is far too long
+   * to be either is refused here. */
+  if (strlen(in[0]) > TOKEN_ID_LEN || strlen(in[1]) > SECRET_LEN ||
+      strlen(in[6]) > ENROLL_AGENT_FIELD_MAX || strlen(in[7]) > ENROLL_AGENT_FIELD_MAX) {
+    j->u.enroll.reason = in[6][0] != '\0' && in[0][0] == '\0' ? "agent_unknown" : "token_invalid";
     submit_done(s, j, YM_EPERM);
     return;
   }
   if (strlen(in[2]) > HOST_ID_MAX || strlen(in[3]) > HOSTNAME_MAX ||
-      strlen(in[4]) > JSON_FIELD_MAX || strlen(in[5]) > VERSION_MAX) {
+      strlen(in[4]) > JSON_FIELD_MAX || strlen(in[5]) > VERSION_MAX || strlen(in[8]) > 64) {
     submit_done(s, j, YM_ETOOBIG);
     return;
   }
-  j->mem = copy_strings(in, out, 6);
+  j->mem = copy_strings(in, out, 9);
   if (j->mem == NULL) {
     submit_done(s, j, YM_ENOMEM);
     return;
@@ -1566,7 +1731,10 @@ void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, voi
                                      .host_id = out[2],
                                      .host_name = out[3],
                                      .host_json = out[4],
-                                     .version = out[5]};
+                                     .version = out[5],
+                                     .agent_id = out[6],
+                                     .agent_secret = out[7],
+                                     .peer = out[8]};
   submit(s, j);
 }
 
@@ -1582,6 +1750,11 @@ void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth
       ym_sha256_mem(secret, SECRET_LEN, hash) != 0) {
     cb(YM_EPERM, 0, data);
     return;
+  }
+  uint64_t epoch = atomic_load(&s->revocations);
+  if (epoch != s->cache_seen) {
+    memset(s->cache, 0, AUTH_CACHE_SLOTS * sizeof(*s->cache));
+    s->cache_seen = epoch;
   }
   cache_entry_t *e = cache_find(s, agent_id);
   if (e != NULL && CRYPTO_memcmp(e->hash, hash, YM_SHA256_LEN) == 0) {
@@ -1708,6 +1881,38 @@ void store_on_batch(store_t *s, store_batch_hook fn, void *data) {
   s->hooks[s->n_hooks].fn = fn;
   s->hooks[s->n_hooks].data = data;
   s->n_hooks++;
+}
+
+int store_agent_revoke_db(store_t *s, sqlite3 *db, int64_t scope, const char *agent_id,
+                          int64_t *tenant_id) {
+  if (!is_agent_id(agent_id))
+    return YM_ENOENT;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db,
+                         "UPDATE agents SET revoked = 1 WHERE id = ?1 AND revoked = 0"
+                         " AND (?2 = 0 OR tenant_id = ?2) RETURNING tenant_id",
+                         -1, &st, NULL) != SQLITE_OK)
+    return YM_EIO;
+  sqlite3_bind_text(st, 1, agent_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, scope);
+  int r = sqlite3_step(st);
+  if (r == SQLITE_ROW)
+    *tenant_id = sqlite3_column_int64(st, 0);
+  int rc = r == SQLITE_ROW ? 0 : r == SQLITE_DONE ? YM_ENOENT : YM_EIO;
+  if (rc == 0 && sqlite3_step(st) != SQLITE_DONE)
+    rc = YM_EIO;
+  sqlite3_finalize(st);
+  if (rc == 0)
+    atomic_fetch_add(&s->revocations, 1);
+  return rc;
+}
+
+void store_on_enroll(store_t *s, store_enroll_hook fn, void *data) {
+  if (s->n_enroll_hooks >= STORE_MAX_HOOKS)
+    abort(); /* a fixed number of modules register at start */
+  s->enroll_hooks[s->n_enroll_hooks].fn = fn;
+  s->enroll_hooks[s->n_enroll_hooks].data = data;
+  s->n_enroll_hooks++;
 }
 
 void store_call(store_t *s, store_fn fn, void *arg, store_done_cb cb, void *data) {

@@ -45,9 +45,10 @@ int store_sync_token_create(store_t *s, const char *tenant, int64_t expires_at, 
                             char token_id[17], char secret[44]);
 int store_sync_token_revoke(store_t *s, const char *token_id);
 /* The same inside a module function (store_call): creates a token for
- * tenant_id with the connection db. */
+ * tenant_id with the connection db. kind: "manual" or "installer" (made
+ * for one installer download). */
 int store_token_create_db(sqlite3 *db, int64_t tenant_id, int64_t expires_at, int64_t max_uses,
-                          char token_id[17], char secret[44]);
+                          const char *kind, char token_id[17], char secret[44]);
 /* Writes the enrollment token string "ymt1." + base64url({url, pin, tok})
  * (docs/protocol.md) to out. Returns 0 or YM_ETOOBIG / YM_ENOMEM. */
 int store_token_string(const char *url, const char *pin, const char *token_id, const char *secret,
@@ -74,20 +75,52 @@ int store_password_hash(const char *password, char *out, size_t out_len);
  * out of bounds: YM_EINVAL, YM_ETOOBIG; YM_ENOMEM) get their error that
  * way too. */
 
+/* An enrollment. With a token alone it always makes a new agent record
+ * (several records of one tenant may then share a host id: the
+ * enrollment hooks, below, say so). An agent that enrolls again proves
+ * that it holds its current secret (agent_id and agent_secret): it then
+ * keeps its id and gets a new secret, and needs no token. When the proof
+ * fails, a token is used as if no proof had been offered; without a token
+ * the attempt is refused ("agent_unknown"). */
 typedef struct {
-  const char *token_id;
-  const char *token_secret;
+  const char *token_id;     /* NULL or "": none */
+  const char *token_secret; /* NULL or "": none */
+  const char *agent_id;     /* NULL or "": no proof offered */
+  const char *agent_secret;
   const char *host_id; /* machine id; may be "" */
   const char *host_name;
   const char *host_json; /* the request's host object as JSON text */
   const char *version;
+  const char *peer; /* the client's address, for the audit log */
 } store_enroll_t;
 
 /* result: 0 ok (agent_id, secret, tenant filled); YM_EPERM with reason
- * "token_invalid" / "token_expired" / "token_revoked" / "token_exhausted". */
+ * "token_invalid" / "token_expired" / "token_revoked" / "token_exhausted"
+ * / "agent_unknown" (a proof that failed, and no token). */
 typedef void (*store_enroll_cb)(int rc, const char *reason, const char *agent_id,
                                 const char *secret, const char *tenant, void *data);
 void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, void *data);
+
+/* What an enrollment attempt did, for the enrollment hooks. Secrets are
+ * never in it. */
+typedef struct {
+  const char *outcome;  /* "enroll" (a new record), "reenroll" (proof held) or "refused" */
+  const char *reason;   /* refused: the reason; enroll: "proof_failed" when a proof was
+                           offered and failed, else "" */
+  int64_t tenant_id;    /* 0 when not known (an unknown token) */
+  const char *agent_id; /* the record made or kept; "" when refused */
+  const char *claimed;  /* the agent id whose secret was offered, or "" */
+  const char *token_id; /* "" when none was given or it was malformed */
+  const char *host_id, *host_name, *peer;
+} store_enroll_info_t;
+
+/* Called on the database thread for every enrollment attempt that reached
+ * the database: for a success inside its transaction (a non-zero return
+ * fails the enrollment), for a refusal after the rollback (the return is
+ * ignored). */
+typedef int (*store_enroll_hook)(sqlite3 *db, const store_enroll_info_t *info, void *data);
+/* Registers an enrollment hook (at most 8), before the loop runs. */
+void store_on_enroll(store_t *s, store_enroll_hook fn, void *data);
 
 /* Authenticates agent_id + secret: rc 0 with tenant id, YM_EPERM otherwise.
  * Answered from an in-memory cache when possible (callback may then run
@@ -95,6 +128,15 @@ void store_enroll(store_t *s, const store_enroll_t *req, store_enroll_cb cb, voi
  * the same way, without a database lookup. */
 typedef void (*store_auth_cb)(int rc, int64_t tenant_id, void *data);
 void store_auth(store_t *s, const char *agent_id, const char *secret, store_auth_cb cb, void *data);
+
+/* Revokes the live agent agent_id of tenant scope (0: any) with the
+ * connection db, inside the caller's transaction: a store_call function,
+ * on the database thread. Its secret stops working at once: the
+ * authentication cache is emptied before the next check, and a check that
+ * ran before is not cached. Returns 0 with *tenant_id, YM_ENOENT when
+ * scope holds no such live agent, or YM_EIO. */
+int store_agent_revoke_db(store_t *s, sqlite3 *db, int64_t scope, const char *agent_id,
+                          int64_t *tenant_id);
 
 /* One validated event to insert. */
 typedef struct {
@@ -107,9 +149,19 @@ typedef struct {
   size_t json_len;
 } store_event_t;
 
+/* How far ahead of its stream's highest committed number an agent's batch
+ * may reach: STORE_SEQ_AHEAD_MAX, plus STORE_SEQ_AHEAD_PER_S for every
+ * second since that number was committed (an agent that was offline and
+ * shed old events skips numbers in proportion to the time it was away). */
+#define STORE_SEQ_AHEAD_MAX 1000000
+#define STORE_SEQ_AHEAD_PER_S 10000
+
 /* Inserts a batch in one transaction; duplicates (agent, stream, seq) are
  * ignored. cb runs after COMMIT with rc 0 and the count actually inserted;
- * YM_EPERM (nothing inserted) when agent_id is not an agent of tenant_id. */
+ * YM_EPERM (nothing inserted) when agent_id is not an agent of tenant_id;
+ * YM_ERANGE (nothing inserted) when the batch's last number is further
+ * ahead of the stream's highest committed number than the bound above (an
+ * agent's first batch of a stream sets that number). */
 typedef void (*store_batch_cb)(int rc, size_t inserted, void *data);
 void store_insert_batch(store_t *s, const char *agent_id, int64_t tenant_id, const char *stream,
                         const store_event_t *events, size_t n, store_batch_cb cb, void *data);

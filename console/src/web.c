@@ -248,6 +248,7 @@ static const web_route_t routes[] = {
     {"GET", "agents/:id", R_AUTH, VIEWER, {RD(dash_agent)}},
     {"GET", "agents/:id/processes", R_AUTH, VIEWER, {RD(dash_processes)}},
     {"POST", "agents/:id/commands", R_AUTH, OPERATOR, {WR(dash_command_create)}},
+    {"POST", "agents/:id/revoke", R_AUTH, ADMIN, {WR(dash_agent_revoke)}},
     {"GET", "incidents", R_AUTH, VIEWER, {RD(dash_incidents)}},
     {"GET", "incidents/:id", R_AUTH, VIEWER, {RD(dash_incident)}},
     {"POST", "incidents/:id", R_AUTH, OPERATOR, {WR(dash_incident_update)}},
@@ -262,7 +263,7 @@ static const web_route_t routes[] = {
     {"GET", "tenants/:id/tokens", R_AUTH, ADMIN, {RD(dash_tokens)}},
     {"POST", "tenants/:id/tokens", R_AUTH, ADMIN, {WR(dash_token_create)}},
     {"POST", "tokens/:id/revoke", R_AUTH, ADMIN, {WR(dash_token_revoke)}},
-    {"GET", "tenants/:id/installer", R_AUTH, ADMIN, {WR(dash_installer)}},
+    {"POST", "tenants/:id/installer", R_AUTH, ADMIN, {WR(dash_installer)}},
     {"GET", "tenants/:id/report", R_AUTH, VIEWER, {RD(dash_report)}},
     {"GET", "users", R_AUTH, ADMIN, {RD(dash_users)}},
     {"POST",
@@ -399,6 +400,10 @@ int64_t web_tenant_filter(web_req_t *q) {
 
 const web_opts_t *web_opts(const web_t *w) {
   return &w->opts;
+}
+
+store_t *web_store(const web_t *w) {
+  return w->store;
 }
 
 /* Finds ym_session=<64 hex> in the Cookie header. */

@@ -101,5 +101,7 @@ bool web_param_int(web_req_t *q, const char *key, int64_t min, int64_t max, int6
  * parameter (0: all). */
 int64_t web_tenant_filter(web_req_t *q);
 const web_opts_t *web_opts(const web_t *w);
+/* The store the dashboard runs on. */
+store_t *web_store(const web_t *w);
 
 #endif

@@ -81,6 +81,42 @@ export function post(path, body) {
   return request("POST", path, null, body);
 }
 
+// A download that changes state (it makes something, such as the token in
+// an installer): a POST with the CSRF token whose answer is saved as a file
+// under name. Errors become ApiError as for post().
+export async function download(path, name) {
+  const headers = { Accept: "application/octet-stream, application/json", "Content-Type": "application/json" };
+  if (csrf) headers["X-CSRF-Token"] = csrf;
+  let resp;
+  try {
+    resp = await fetch("/api/ui/" + path, { method: "POST", credentials: "same-origin", headers,
+      cache: "no-store", redirect: "error", body: "{}" });
+  } catch (e) {
+    throw new ApiError(0, "network", String(e && e.message ? e.message : e));
+  }
+  if (!resp.ok) {
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch (e) {
+      data = null;
+    }
+    const code = data && typeof data.error === "string" ? data.error : null;
+    const msg = data && typeof data.message === "string" ? data.message : null;
+    if (resp.status === 401 && onLoginRequired) onLoginRequired();
+    throw new ApiError(resp.status, code, msg, resp.headers.get("Retry-After"));
+  }
+  const blob = await resp.blob();
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
 // A URL for a plain link (downloads); the session cookie authenticates it.
 export function href(path, params) {
   return "/api/ui/" + path + query(params);

@@ -13,7 +13,7 @@ const PAGE = 50;
 const FILTERS = ["open", "new", "acknowledged", "resolved", ""];
 
 function kindText(k) {
-  return k === "malware" || k === "silent" ? t("kind." + k) : String(k || "");
+  return k === "malware" || k === "silent" || k === "duplicate" ? t("kind." + k) : String(k || "");
 }
 
 export async function render(main, args, ctx) {
@@ -180,10 +180,11 @@ async function renderDetail(main, id, ctx) {
         [t("col.owner"), inc.owner || "—"],
         [t("inc.first"), fmtTime(inc.first_ms)],
         [t("inc.last"), fmtTime(inc.last_ms)],
-        [t("inc.what_to_do"), t(inc.kind === "silent" ? "inc.todo.silent" : "inc.todo.malware")],
+        [t("inc.what_to_do"), t(inc.kind === "silent" || inc.kind === "duplicate" ? "inc.todo." + inc.kind : "inc.todo.malware")],
       ])),
     ];
-    if (inc.kind !== "silent") parts.push(alertSection(inc), fileSection(inc), processSection(inc));
+    if (inc.kind === "malware") parts.push(alertSection(inc), fileSection(inc), processSection(inc));
+    if (inc.kind === "duplicate") parts.push(duplicateSection(inc));
     if (agent.id) {
       // A file the agent quarantined by itself names its quarantine entry.
       const quarantined = (Array.isArray(inc.alerts) ? inc.alerts : []).map((a) => get(a.event, "yamori.quarantine.id"))
@@ -197,4 +198,14 @@ async function renderDetail(main, id, ctx) {
     fill(main, parts);
   };
   await reload();
+}
+
+// A duplicate host: the machine id and every record that names it.
+function duplicateSection(inc) {
+  const d = inc.duplicate || {};
+  const ids = Array.isArray(d.agents) ? d.agents.filter((x) => typeof x === "string") : [];
+  return section(t("inc.duplicate"), facts([
+    [t("inc.host_id"), h("code", null, str(d.host_id))],
+    [t("inc.records"), h("ul", null, ids.map((x) => h("li", null, link("#/pcs/" + api.seg(x), x))))],
+  ]));
 }

@@ -5,8 +5,8 @@
 import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
 import * as api from "./api.js";
-import { isProvider, tenantParam, table, section, facts, fmtTime, fmtAgo, fmtNum, stateBadge, incStateBadge,
-  severityBadge, tenantName, link, field } from "./ui.js";
+import { isProvider, isAdmin, tenantParam, table, section, facts, fmtTime, fmtAgo, fmtNum, stateBadge, incStateBadge,
+  severityBadge, tenantName, link, field, actionButton } from "./ui.js";
 import { commandPanel } from "./page-commands.js";
 
 const PAGE = 50;
@@ -114,6 +114,13 @@ async function renderDetail(main, id, ctx) {
     await commandPanel(a.id, null, ctx, {}),
     section(t("pc.host_facts"), objectFacts(a.host)),
   ];
+  // A record that is not the real PC (a duplicate) or a PC given away.
+  if (isAdmin()) {
+    parts.push(section(t("pc.revoke"), h("p", null, t("pc.revoke_hint")),
+      actionButton(t("pc.revoke"), () => api.post("agents/" + api.seg(a.id) + "/revoke", {}),
+        { data: { revoke: a.id }, confirm: t("pc.revoke_confirm"),
+          done: () => { location.hash = "#/pcs"; return ""; } })));
+  }
   if (!ctx.alive()) return;
   fill(main, parts);
 }

@@ -23,10 +23,20 @@ export async function render(main, args, ctx) {
   parts.push(h("p", { class: "lead" }, t("set.for", { name: tenantName(tn) })));
   parts.push(settingsSection(id, s));
   if (isAdmin()) {
-    parts.push(await tokensSection(id, ctx));
-    parts.push(section(t("set.installer"), h("p", null, t("set.installer_hint")),
-      h("a", { class: "btn", id: "installer-link", href: api.href("tenants/" + api.seg(id) + "/installer"), download: "" },
-        t("set.installer_download"))));
+    const tokens = await tokensSection(id, ctx);
+    parts.push(tokens.box);
+    const status = h("div", { class: "status", role: "status" });
+    const dl = h("button", { type: "button", class: "btn", id: "installer-link" }, t("set.installer_download"));
+    dl.addEventListener("click", async () => {
+      fill(status);
+      try {
+        await api.download("tenants/" + api.seg(id) + "/installer", "yamori-installer.run");
+      } catch (e) {
+        fill(status, errorBox(e));
+      }
+      await tokens.load();
+    });
+    parts.push(section(t("set.installer"), h("p", null, t("set.installer_hint")), dl, status));
   }
   if (!ctx.alive()) return;
   fill(main, parts);
@@ -94,6 +104,7 @@ async function tokensSection(id, ctx) {
       const items = Array.isArray(r.items) ? r.items : [];
       fill(listBox, table([
         { label: t("tok.id"), cell: (x) => h("code", null, x.id) },
+        { label: t("tok.kind"), cell: (x) => (x.kind === "installer" ? t("tok.kind_installer") : t("tok.kind_manual")) },
         { label: t("tok.created"), cell: (x) => fmtTime(x.created_ms) },
         { label: t("tok.expires"), cell: (x) => (x.expires_ms ? fmtTime(x.expires_ms) : t("tok.never")) },
         { label: t("tok.uses"), cell: (x) => fmtNum(x.uses) + " / " + (x.max_uses ? fmtNum(x.max_uses) : "∞"), cls: "num" },
@@ -131,9 +142,10 @@ async function tokensSection(id, ctx) {
     await load();
   });
   await load();
-  return section(t("tok.title"), h("p", null, t("tok.hint")),
+  const box = section(t("tok.title"), h("p", null, t("tok.hint")),
     h("div", { class: "row" }, field(t("tok.days"), days), field(t("tok.max_uses"), uses, t("tok.max_uses_hint")), create),
     shown, listBox);
+  return { box, load };
 }
 
 function newTenantSection(ctx) {

@@ -271,12 +271,19 @@ await step("settings", async () => {
   await page.click("#tok-create");
   await page.locator("#token-value").waitFor();
   ok((await page.inputValue("#token-value")).startsWith("ymt1."), "a new enrollment token is shown once");
-  const inst = await page.locator("#installer-link").getAttribute("href");
-  ok(inst.startsWith("/api/ui/tenants/"), "the installer link is there");
-  const resp = await page.request.get(new URL(inst, cfg.url).href);
-  const body = await resp.body();
-  ok(resp.status() === 200 && body.subarray(0, 9).toString() === "#!/bin/sh" && body.includes("0120-000-000"),
-    "the installer downloads with the company's help desk in it (" + resp.status() + ", " + body.length + " bytes)");
+  // The download is a POST with the CSRF token (a GET answers 405), saved
+  // as a file; its token is listed as an installer token.
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#installer-link")]);
+  const body = readFileSync(await dl.path());
+  ok(dl.suggestedFilename() === "yamori-installer.run" && body.subarray(0, 9).toString() === "#!/bin/sh" &&
+    body.includes("0120-000-000"),
+    "the installer downloads with the company's help desk in it (" + body.length + " bytes)");
+  const tenants = await page.evaluate(() => fetch("/api/ui/tenants").then((r) => r.json()));
+  const acme = tenants.items.find((x) => x.name === "acme");
+  const get = await page.request.get(cfg.url + "/api/ui/tenants/" + acme.id + "/installer");
+  ok(get.status() === 405, "a GET of the installer answers 405 (" + get.status() + ")");
+  await page.locator("#tokens td", { hasText: "インストーラー" }).first().waitFor();
+  ok(true, "the installer's token is listed as such");
 });
 
 await step("report", async () => {

@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import time
+
+import agentsim
 import yit
 from yit import get
 
@@ -87,12 +89,23 @@ def healthy():
     return s == 200
 
 
-# A private stream name is not allowed, so replay tests use bulk numbers far ahead.
+# Numbers far ahead of what the agent has stored are refused, and nothing
+# of the batch is kept.
 body = batch(agent_id, "bulk", 10_000_000, 3)
-s1, _, b1 = con.request("POST", "/api/v1/events", body, auth)
-s2, _, b2 = con.request("POST", "/api/v1/events", body, auth)
+s, _, b = con.request("POST", "/api/v1/events", body, auth)
+t.check(s == 409 and json.loads(b)["error"] == "seq_too_far",
+        "a batch far ahead of the agent's numbers is refused (%d %s)" % (s, b[:80]))
+t.check_eq(con.query("SELECT count(*) FROM events WHERE agent_id = ? AND seq >= 10000000",
+                     agent_id)[0][0], 0, "nothing of it is stored")
+# Replays, by a second identity of its own (its first batch sets its mark).
+sim = agentsim.SimAgent(con, token, host_name="replayer")
+sim_auth = dict(auth, Authorization="Bearer %s.%s" % (sim.agent_id, sim.secret))
+body = batch(sim.agent_id, "bulk", 10_000_000, 3)
+s1, _, b1 = con.request("POST", "/api/v1/events", body, sim_auth)
+s2, _, b2 = con.request("POST", "/api/v1/events", body, sim_auth)
 t.check(s1 == 200 and s2 == 200 and b1 == b2, "replayed batch acknowledged the same (%d %d)" % (s1, s2))
-n = con.query("SELECT count(*) FROM events WHERE agent_id = ? AND seq >= 10000000", agent_id)[0][0]
+n = con.query("SELECT count(*) FROM events WHERE agent_id = ? AND seq >= 10000000",
+              sim.agent_id)[0][0]
 t.check_eq(n, 3, "replayed batch stored once")
 
 other = batch("00000000-0000-4000-8000-000000000000", "bulk", 20_000_000, 1)

@@ -62,7 +62,7 @@ admin = con.ui()
 tid = con.query("SELECT id FROM tenants WHERE name = 'acme'")[0][0]
 st, _ = admin.post("/api/ui/tenants/%d/settings" % tid, {"helpdesk": "ACME desk\n03-9999-0000"})
 t.check_eq(st, 200, "help desk set in the dashboard")
-st, dash_file = admin.call("GET", "/api/ui/tenants/%d/installer" % tid, raw=True)
+st, dash_file = admin.call("POST", "/api/ui/tenants/%d/installer" % tid, {}, raw=True)
 t.check_eq(st, 200, "the dashboard serves the tenant's installer")
 t.check(dash_file.startswith(b"#!/bin/sh\n# Yamori installer") and
         b"\nYAMORI_HELPDESK=ACME desk / 03-9999-0000\n#yamori-config-end\n" in dash_file[-2000:],

@@ -52,6 +52,7 @@ walk = [
     ("GET", "agents/:id", ":agent", None),
     ("GET", "agents/:id/processes", ":agent", None),
     ("POST", "agents/:id/commands", ":agent", {"kind": "scan", "args": {"path": "/"}}),
+    ("POST", "agents/:id/revoke", ":agent", {}),
     ("GET", "incidents/:id", ":incident", None),
     ("POST", "incidents/:id", ":incident", {"state": "resolved"}),
     ("GET", "commands/:id", ":command", None),
@@ -61,7 +62,7 @@ walk = [
     ("GET", "tenants/:id/tokens", ":tenant", None),
     ("POST", "tenants/:id/tokens", ":tenant", {}),
     ("POST", "tokens/:id/revoke", ":token", {}),
-    ("GET", "tenants/:id/installer", ":tenant", None),
+    ("POST", "tenants/:id/installer", ":tenant", {}),
     ("GET", "tenants/:id/report", ":tenant", None),
 ]
 covered = set()

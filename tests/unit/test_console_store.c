@@ -5,6 +5,7 @@
  * agent authentication and its cache, idempotent batch inserts, tenant
  * isolation, check-in, the first admin account, and insert throughput.
  */
+#include "incidents.h"
 #include "store.h"
 #include "yamori/err.h"
 #include "yamori/sha256.h"
@@ -113,21 +114,30 @@ static void on_enroll(int rc, const char *reason, const char *agent_id, const ch
 
 /* Enrolls with token "id.secret" parts and host_id; runs the loop until the
  * callback has run. */
-static enroll_result_t enroll(fixture_t *f, const char *token_id, const char *token_secret,
-                              const char *host_id) {
+static enroll_result_t enroll_as(fixture_t *f, const char *token_id, const char *token_secret,
+                                 const char *agent_id, const char *agent_secret,
+                                 const char *host_id) {
   enroll_result_t r;
   memset(&r, 0, sizeof(r));
   store_enroll_t req = {.token_id = token_id,
                         .token_secret = token_secret,
+                        .agent_id = agent_id,
+                        .agent_secret = agent_secret,
                         .host_id = host_id,
                         .host_name = "pc-01",
                         .host_json = "{\"name\":\"pc-01\"}",
-                        .version = "0.1.0"};
+                        .version = "0.1.0",
+                        .peer = "192.0.2.7"};
   store_enroll(f->s, &req, on_enroll, &r);
   assert_false(r.done); /* never before the call returns */
   uv_run(&f->loop, UV_RUN_DEFAULT);
   assert_true(r.done);
   return r;
+}
+
+static enroll_result_t enroll(fixture_t *f, const char *token_id, const char *token_secret,
+                              const char *host_id) {
+  return enroll_as(f, token_id, token_secret, NULL, NULL, host_id);
 }
 
 typedef struct {
@@ -433,10 +443,14 @@ static void enroll_refusals(void **state) {
   assert_string_equal(r.reason, "");
 }
 
-static void reenrollment_keeps_id_and_replaces_secret(void **state) {
+/* The takeover of issue 12: a second token of the same tenant and the
+ * host id of an enrolled PC. The answer is a new record; the PC keeps its
+ * id and secret. */
+static void token_enrollment_never_takes_over(void **state) {
   fixture_t *f = *state;
-  char tid[17], sec[44];
+  char tid[17], sec[44], tid2[17], sec2[44];
   int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  tenant_with_token(f, "acme", 0, 0, tid2, sec2);
   enroll_result_t first = enroll(f, tid, sec, "machine-1");
   assert_int_equal(first.rc, 0);
   /* Authenticated once: now in the cache. */
@@ -447,32 +461,170 @@ static void reenrollment_keeps_id_and_replaces_secret(void **state) {
   assert_int_equal(cached.rc, 0);
   assert_int_equal(cached.tenant_id, tenant);
 
-  enroll_result_t again = enroll(f, tid, sec, "machine-1");
-  assert_int_equal(again.rc, 0);
-  assert_string_equal(again.agent_id, first.agent_id);
-  assert_string_not_equal(again.secret, first.secret);
-  assert_int_equal(auth(f, first.agent_id, first.secret).rc, YM_EPERM);
-  assert_int_equal(auth(f, again.agent_id, again.secret).rc, 0);
-  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM agents", NULL), 1);
-
-  /* Another machine, a machine without an id, the same id in another
-   * tenant: new agents. */
-  enroll_result_t other = enroll(f, tid, sec, "machine-2");
+  enroll_result_t other = enroll(f, tid2, sec2, "machine-1");
+  assert_int_equal(other.rc, 0);
   assert_string_not_equal(other.agent_id, first.agent_id);
+  assert_int_equal(auth(f, first.agent_id, first.secret).rc, 0);
+  assert_int_equal(auth(f, other.agent_id, other.secret).rc, 0);
+  /* The same token again: still a new record. */
+  enroll_result_t third = enroll(f, tid, sec, "machine-1");
+  assert_string_not_equal(third.agent_id, first.agent_id);
+  assert_string_not_equal(third.agent_id, other.agent_id);
+  assert_int_equal(auth(f, first.agent_id, first.secret).rc, 0);
+  assert_int_equal(query_int(f->dir,
+                             "SELECT COUNT(*) FROM agents WHERE host_id = ?1 AND revoked = 0",
+                             "machine-1"),
+                   3);
+
+  /* A machine without an id, the same id in another tenant: new agents. */
   enroll_result_t anon1 = enroll(f, tid, sec, ""), anon2 = enroll(f, tid, sec, "");
   assert_string_not_equal(anon1.agent_id, anon2.agent_id);
-  char tid2[17], sec2[44];
-  tenant_with_token(f, "beta", 0, 0, tid2, sec2);
-  enroll_result_t beta = enroll(f, tid2, sec2, "machine-1");
+  char tid3[17], sec3[44];
+  tenant_with_token(f, "beta", 0, 0, tid3, sec3);
+  enroll_result_t beta = enroll(f, tid3, sec3, "machine-1");
   assert_int_equal(beta.rc, 0);
   assert_string_not_equal(beta.agent_id, first.agent_id);
   assert_string_equal(beta.tenant, "beta");
 
   /* Malformed or unknown ids and secrets are refused. */
-  assert_int_equal(auth(f, "nope", again.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, "nope", first.secret).rc, YM_EPERM);
   assert_int_equal(auth(f, first.agent_id, "short").rc, YM_EPERM);
-  assert_int_equal(auth(f, "00000000-0000-4000-8000-000000000000", again.secret).rc, YM_EPERM);
-  assert_int_equal(auth(f, beta.agent_id, again.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, "00000000-0000-4000-8000-000000000000", first.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, beta.agent_id, first.secret).rc, YM_EPERM);
+}
+
+/* An agent that proves it holds its secret keeps its id, gets a new
+ * secret and uses up no token; a failed proof is a new record with a
+ * token, and refused without one. */
+static void reenrollment_needs_the_secret(void **state) {
+  fixture_t *f = *state;
+  char tid[17], sec[44];
+  tenant_with_token(f, "acme", 0, 2, tid, sec);
+  enroll_result_t first = enroll(f, tid, sec, "machine-1");
+  assert_int_equal(first.rc, 0);
+  assert_int_equal(auth(f, first.agent_id, first.secret).rc, 0); /* cached */
+
+  enroll_result_t again = enroll_as(f, NULL, NULL, first.agent_id, first.secret, "machine-1");
+  assert_int_equal(again.rc, 0);
+  assert_string_equal(again.agent_id, first.agent_id);
+  assert_string_equal(again.tenant, "acme");
+  assert_string_not_equal(again.secret, first.secret);
+  assert_int_equal(auth(f, first.agent_id, first.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, again.agent_id, again.secret).rc, 0);
+  assert_int_equal(query_int(f->dir, "SELECT uses FROM tokens WHERE id = ?1", tid), 1);
+  /* With a token too: the proof wins, the token is not used. */
+  enroll_result_t both = enroll_as(f, tid, sec, again.agent_id, again.secret, "machine-1");
+  assert_string_equal(both.agent_id, first.agent_id);
+  assert_int_equal(query_int(f->dir, "SELECT uses FROM tokens WHERE id = ?1", tid), 1);
+
+  /* The old (replaced) secret proves nothing: refused without a token... */
+  enroll_result_t stale = enroll_as(f, NULL, NULL, first.agent_id, first.secret, "machine-1");
+  assert_int_equal(stale.rc, YM_EPERM);
+  assert_string_equal(stale.reason, "agent_unknown");
+  enroll_result_t unknown =
+      enroll_as(f, "", "", "00000000-0000-4000-8000-000000000000", both.secret, "machine-1");
+  assert_string_equal(unknown.reason, "agent_unknown");
+  /* ...and a new record with one; the real agent keeps working. */
+  enroll_result_t fresh = enroll_as(f, tid, sec, first.agent_id, first.secret, "machine-1");
+  assert_int_equal(fresh.rc, 0);
+  assert_string_not_equal(fresh.agent_id, first.agent_id);
+  assert_int_equal(auth(f, both.agent_id, both.secret).rc, 0);
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM agents", NULL), 2);
+
+  /* A revoked agent is not brought back by its secret. */
+  sqlite3 *db;
+  char path[512];
+  snprintf(path, sizeof(path), "%s/yamori.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt *st;
+  assert_int_equal(
+      sqlite3_prepare_v2(db, "UPDATE agents SET revoked = 1 WHERE id = ?1", -1, &st, NULL),
+      SQLITE_OK);
+  sqlite3_bind_text(st, 1, fresh.agent_id, -1, SQLITE_TRANSIENT);
+  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  enroll_result_t revoked = enroll_as(f, NULL, NULL, fresh.agent_id, fresh.secret, "machine-1");
+  assert_int_equal(revoked.rc, YM_EPERM);
+  assert_string_equal(revoked.reason, "agent_unknown");
+}
+
+typedef struct {
+  int n;
+  char line[16][256];
+} hook_log_t;
+
+static int record_enroll(sqlite3 *db, const store_enroll_info_t *e, void *data) {
+  hook_log_t *l = data;
+  (void)db;
+  assert_true(l->n < 16);
+  snprintf(l->line[l->n++], sizeof(l->line[0]), "%s|%s|%lld|%s|%s|%s|%s|%s", e->outcome, e->reason,
+           (long long)e->tenant_id, e->agent_id, e->claimed, e->token_id, e->host_id, e->peer);
+  return 0;
+}
+
+/* Every attempt that reaches the database is seen by the hooks, with the
+ * token id and the address, never a secret. */
+static void enroll_hooks_see_every_attempt(void **state) {
+  fixture_t *f = *state;
+  hook_log_t log;
+  memset(&log, 0, sizeof(log));
+  store_on_enroll(f->s, record_enroll, &log);
+  char tid[17], sec[44], line[256];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  enroll_result_t a = enroll(f, tid, sec, "m1");
+  enroll_result_t b = enroll_as(f, NULL, NULL, a.agent_id, a.secret, "m1");
+  char wrong[44];
+  memcpy(wrong, sec, sizeof(wrong));
+  wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+  enroll(f, tid, wrong, "m1");
+  enroll_as(f, tid, sec, a.agent_id, a.secret, "m1"); /* a's secret was replaced */
+  assert_int_equal(log.n, 4);
+  snprintf(line, sizeof(line), "enroll||%lld|%s||%s|m1|192.0.2.7", (long long)tenant, a.agent_id,
+           tid);
+  assert_string_equal(log.line[0], line);
+  snprintf(line, sizeof(line), "reenroll||%lld|%s|%s||m1|192.0.2.7", (long long)tenant, a.agent_id,
+           a.agent_id);
+  assert_string_equal(log.line[1], line);
+  snprintf(line, sizeof(line), "refused|token_invalid|0|||%s|m1|192.0.2.7", tid);
+  assert_string_equal(log.line[2], line);
+  assert_true(strncmp(log.line[3], "enroll|proof_failed|", 20) == 0);
+  for (int i = 0; i < log.n; i++) {
+    assert_null(strstr(log.line[i], sec));
+    assert_null(strstr(log.line[i], a.secret));
+    assert_null(strstr(log.line[i], b.secret));
+  }
+}
+
+/* Two records with one host id: each gets an open "duplicate" incident
+ * (so the PC shows "check"); nothing is merged. */
+static void duplicate_host_opens_incidents(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(incidents_schema(f->s), 0);
+  incidents_t *m = NULL;
+  incidents_opts_t io = {3600, NULL};
+  assert_int_equal(incidents_new(&f->loop, f->s, &io, &m), 0);
+  char tid[17], sec[44];
+  tenant_with_token(f, "acme", 0, 0, tid, sec);
+  enroll_result_t a = enroll(f, tid, sec, "m1");
+  enroll(f, tid, sec, "m2");
+  const char *dup = "SELECT COUNT(*) FROM incidents WHERE kind = 'duplicate' AND state = 'new'";
+  assert_int_equal(query_int(f->dir, dup, NULL), 0);
+  enroll_result_t b = enroll(f, tid, sec, "m1");
+  assert_int_equal(query_int(f->dir, dup, NULL), 2);
+  assert_int_equal(query_int(f->dir,
+                             "SELECT COUNT(*) FROM incidents WHERE kind = 'duplicate'"
+                             " AND agent_id = ?1 AND alert_json LIKE '%m1%'",
+                             a.agent_id),
+                   1);
+  assert_int_equal(
+      query_int(f->dir, "SELECT COUNT(*) FROM incidents WHERE agent_id = ?1", b.agent_id), 1);
+  /* Re-enrollment with the secret does not add records or incidents. */
+  enroll_as(f, NULL, NULL, a.agent_id, a.secret, "m1");
+  assert_int_equal(query_int(f->dir, dup, NULL), 2);
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM agents", NULL), 3);
+  incidents_free(m);
 }
 
 static void batch_insert_is_idempotent(void **state) {
@@ -513,6 +665,83 @@ static void batch_insert_is_idempotent(void **state) {
   assert_int_equal(st.events_inserted, 18);
   assert_int_equal(st.events_duplicate, 15);
   assert_int_equal(st.jobs_queued, 0);
+}
+
+typedef struct {
+  store_t *s;
+  const char *agent_id;
+  int64_t scope, tenant;
+} revoke_arg_t;
+
+static int revoke_fn(sqlite3 *db, void *arg) {
+  revoke_arg_t *a = arg;
+  return store_agent_revoke_db(a->s, db, a->scope, a->agent_id, &a->tenant);
+}
+
+static void on_revoked(int rc, void *data) {
+  *(int *)data = rc;
+}
+
+/* A revoked agent's secret stops working at once, although the cache
+ * knew it; only its tenant (or the provider, scope 0) can revoke it. */
+static void revoke_empties_the_cache(void **state) {
+  fixture_t *f = *state;
+  char tid[17], sec[44], tid2[17], sec2[44];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  int64_t other = tenant_with_token(f, "beta", 0, 0, tid2, sec2);
+  enroll_result_t a = enroll(f, tid, sec, "h1"), b = enroll(f, tid, sec, "h2");
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, 0);
+  assert_int_equal(auth(f, b.agent_id, b.secret).rc, 0);
+  revoke_arg_t arg = {f->s, a.agent_id, other, 0};
+  int rc = -1;
+  store_call(f->s, revoke_fn, &arg, on_revoked, &rc);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(rc, YM_ENOENT); /* another tenant's scope */
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, 0);
+  arg.scope = tenant;
+  store_call(f->s, revoke_fn, &arg, on_revoked, &rc);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(rc, 0);
+  assert_int_equal(arg.tenant, tenant);
+  assert_int_equal(auth(f, a.agent_id, a.secret).rc, YM_EPERM);
+  assert_int_equal(auth(f, b.agent_id, b.secret).rc, 0);
+  /* Its secret does not bring it back either. */
+  assert_int_equal(enroll_as(f, NULL, NULL, a.agent_id, a.secret, "h1").rc, YM_EPERM);
+}
+
+/* Dedupe is per identity, and a batch far ahead of what its agent has
+ * stored is refused; an agent's first batch sets the mark. */
+static void seq_far_ahead_refused(void **state) {
+  fixture_t *f = *state;
+  char tid[17], sec[44];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  enroll_result_t a = enroll(f, tid, sec, "h1"), b = enroll(f, tid, sec, "h1");
+  assert_int_equal(insert(f, a.agent_id, tenant, "bulk", 1, 10).inserted, 10);
+  /* Another identity's numbers never hide a's, nor a's its own. */
+  assert_int_equal(insert(f, b.agent_id, tenant, "bulk", 3000000, 5).inserted, 5);
+  assert_int_equal(insert(f, b.agent_id, tenant, "bulk", 1, 10).inserted, 10);
+  assert_int_equal(insert(f, a.agent_id, tenant, "bulk", 11, 5).inserted, 5);
+  /* a's highest is 15: 15 + 1,000,000 + a few seconds' allowance. */
+  batch_result_t r = insert(f, a.agent_id, tenant, "bulk", 1500000, 3);
+  assert_int_equal(r.rc, YM_ERANGE);
+  assert_int_equal(r.inserted, 0);
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM events WHERE agent_id = ?1", a.agent_id),
+                   15);
+  assert_int_equal(insert(f, a.agent_id, tenant, "bulk", 500000, 3).inserted, 3);
+  /* The mark moved: now 1,400,000 is within reach; other streams have
+   * their own. */
+  assert_int_equal(insert(f, a.agent_id, tenant, "bulk", 1400000, 1).rc, 0);
+  assert_int_equal(insert(f, a.agent_id, tenant, "alerts", 7000000, 1).rc, 0);
+  assert_int_equal(insert(f, a.agent_id, tenant, "alerts", 9000000, 1).rc, YM_ERANGE);
+  /* The mark outlives the events (retention). */
+  sqlite3 *db;
+  char path[512];
+  snprintf(path, sizeof(path), "%s/yamori.db", f->dir);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  assert_int_equal(sqlite3_exec(db, "DELETE FROM events", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  assert_int_equal(insert(f, a.agent_id, tenant, "bulk", 9000000, 1).rc, YM_ERANGE);
 }
 
 static void tenant_isolation(void **state) {
@@ -728,7 +957,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(tenants_add_and_list, setup, teardown),
       cmocka_unit_test_setup_teardown(token_create_and_enroll, setup, teardown),
       cmocka_unit_test_setup_teardown(enroll_refusals, setup, teardown),
-      cmocka_unit_test_setup_teardown(reenrollment_keeps_id_and_replaces_secret, setup, teardown),
+      cmocka_unit_test_setup_teardown(token_enrollment_never_takes_over, setup, teardown),
+      cmocka_unit_test_setup_teardown(reenrollment_needs_the_secret, setup, teardown),
+      cmocka_unit_test_setup_teardown(enroll_hooks_see_every_attempt, setup, teardown),
+      cmocka_unit_test_setup_teardown(duplicate_host_opens_incidents, setup, teardown),
+      cmocka_unit_test_setup_teardown(seq_far_ahead_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(revoke_empties_the_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(batch_insert_is_idempotent, setup, teardown),
       cmocka_unit_test_setup_teardown(tenant_isolation, setup, teardown),
       cmocka_unit_test_setup_teardown(checkin_records_status, setup, teardown),
