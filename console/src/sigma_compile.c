@@ -1522,7 +1522,7 @@ static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
   const char *type = scalar(co, "type");
   if (type == NULL || (strcmp(type, "event_count") != 0 && strcmp(type, "value_count") != 0 &&
                        strcmp(type, "temporal") != 0 && strcmp(type, "temporal_ordered") != 0))
-    return refuse(cx, co->line,
+    return refuse(cx, ymap_get(co, "type") ? ymap_get(co, "type")->line : co->line,
                   "correlation type must be event_count, value_count, temporal "
                   "or temporal_ordered");
   cJSON *c = cJSON_AddObjectToObject(rule, "correlation");
@@ -1551,12 +1551,13 @@ static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
       cJSON_AddItemToArray(ga, cJSON_CreateString(ecs));
     }
   }
-  const char *ts = scalar(co, "timespan");
-  if (ts == NULL)
-    ts = scalar(co, "timeframe");
-  long secs = ts ? timespan_s(ts) : 0;
+  const ynode_t *tsn = ymap_get(co, "timespan");
+  if (tsn == NULL)
+    tsn = ymap_get(co, "timeframe");
+  long secs = tsn && tsn->type == Y_SCALAR ? timespan_s(tsn->str) : 0;
   if (secs == 0)
-    return refuse(cx, co->line, "correlation needs a timespan (1s to 1d: 30s, 5m, 1h, 1d)");
+    return refuse(cx, tsn ? tsn->line : co->line,
+                  "correlation needs a timespan (1s to 1d: 30s, 5m, 1h, 1d)");
   cJSON_AddNumberToObject(c, "timespan_s", (double)secs);
   const ynode_t *cond = ymap_get(co, "condition");
   if (strcmp(type, "event_count") == 0 || strcmp(type, "value_count") == 0) {
@@ -1670,7 +1671,8 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
   const char *cat = scalar(ls, "category"), *prod = scalar(ls, "product"),
              *svc = scalar(ls, "service");
   if (cat == NULL && svc != NULL) {
-    rc = refuse(&cx, ls->line, "log source service %s is not produced by the agent", svc);
+    rc = refuse(&cx, ymap_get(ls, "service")->line,
+                "log source service %s is not produced by the agent", svc);
     goto done;
   }
   if (cat == NULL) {
@@ -1678,7 +1680,8 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
     goto done;
   }
   if (!category_known(cat)) {
-    rc = refuse(&cx, ls->line, "log source category %s is not produced by the agent", cat);
+    rc = refuse(&cx, ymap_get(ls, "category")->line,
+                "log source category %s is not produced by the agent", cat);
     goto done;
   }
   cx.category = cat;
