@@ -187,6 +187,8 @@ void sigma_ruleset_free(sigma_ruleset_t *rs) {
   strv_free(rs->fields, rs->nfields);
   for (size_t i = 0; i < rs->ncats; i++) {
     bucket_t *b = &rs->cats[i];
+    for (size_t k = 0; k < b->natoms; k++)
+      free(b->atoms[k].lit.s);
     free(b->name);
     free(b->always);
     free(b->atoms);

@@ -38,7 +38,7 @@
 #define SIGMA_LOAD_MAX_NODES 10000 /* expression nodes per rule */
 #define SIGMA_LOAD_MAX_DEPTH 64
 #define SIGMA_LOAD_MAX_VALUES 4096 /* values of one matcher */
-#define SIGMA_LOAD_MAX_STRING 8192
+#define SIGMA_LOAD_MAX_STRING 32768
 #define SIGMA_LOAD_MAX_FIELDS 1024 /* distinct field names */
 
 /* Values of one field an evaluation looks at (arrays longer are cut). */

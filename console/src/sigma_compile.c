@@ -39,6 +39,11 @@
 #define MAX_RULES 100000
 #define MAX_INPUT_FILES 20000
 #define MAX_DIR_DEPTH 8
+/* Caps on one rule's compiled expression (the agent's loader has the
+ * same: agent/src/sigma.h). */
+#define MAX_RULE_NODES 10000
+#define MAX_RULE_WEIGHT 200000
+#define MAX_MATCHER_VALUES 4096
 
 /* ---------------------------------------------------------------- */
 /* Field mapping                                                      */
@@ -841,6 +846,8 @@ static int add_matcher(cJSON *arr, const char *field, const char *match, strlist
                        bool cased) {
   if (vals->n == 0)
     return 0;
+  if (vals->n > MAX_MATCHER_VALUES)
+    return YM_ETOOBIG;
   cJSON *m = cJSON_CreateObject();
   if (m == NULL)
     return YM_ENOMEM;
@@ -1185,6 +1192,8 @@ static int compile_item(rule_cx_t *cx, const ynode_t *key, const ynode_t *val, c
   rc = add_glob_matchers(arr, ecs, &vals, all, cased);
 out:
   strlist_free(&vals);
+  if (rc == YM_ETOOBIG)
+    rc = refuse(cx, line, "more than %d values after expansion", MAX_MATCHER_VALUES);
   return rc;
 }
 
@@ -1254,6 +1263,8 @@ static int compile_search(rule_cx_t *cx, const ynode_t *v, cJSON **out) {
     }
     if (rc == 0 && !maps)
       rc = add_glob_matchers(arr, "*", &kw, false, false);
+    if (rc == YM_ETOOBIG)
+      rc = refuse(cx, v->line, "more than %d keywords", MAX_MATCHER_VALUES);
     strlist_free(&kw);
     if (rc != 0) {
       cJSON_Delete(arr);
@@ -1271,7 +1282,18 @@ static int compile_search(rule_cx_t *cx, const ynode_t *v, cJSON **out) {
 typedef struct {
   const char *name;
   cJSON *expr;
+  size_t weight; /* nodes and values of expr */
 } ident_t;
+
+/* Nodes (objects) and values in a compiled expression. */
+static void expr_size(const cJSON *e, size_t *nodes, size_t *values) {
+  if (cJSON_IsObject(e))
+    (*nodes)++;
+  else if (cJSON_IsString(e))
+    (*values)++;
+  const cJSON *k;
+  cJSON_ArrayForEach(k, e) expr_size(k, nodes, values);
+}
 
 typedef struct {
   rule_cx_t *cx;
@@ -1282,7 +1304,18 @@ typedef struct {
   ident_t *ids;
   size_t nids;
   int depth;
+  size_t weight; /* of the expression built so far */
 } cond_t;
+
+/* A copy of a search identifier's expression, counted against the cap. */
+static cJSON *cond_copy(cond_t *c, const ident_t *id) {
+  c->weight += id->weight;
+  if (c->weight > MAX_RULE_WEIGHT) {
+    refuse(c->cx, c->line, "condition expands to more than %d nodes and values", MAX_RULE_WEIGHT);
+    return NULL;
+  }
+  return cJSON_Duplicate(id->expr, true);
+}
 
 static bool ident_char(char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -1331,7 +1364,20 @@ static bool name_match(const char *pat, const char *s) {
 
 static int cond_or(cond_t *c, cJSON **out);
 
+static int cond_factor_(cond_t *c, cJSON **out);
+
+/* One operand: a negation, a parenthesised expression, 'x of y', or a
+ * search identifier. On error *out is NULL. */
 static int cond_factor(cond_t *c, cJSON **out) {
+  int rc = cond_factor_(c, out);
+  if (rc != 0) {
+    cJSON_Delete(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+static int cond_factor_(cond_t *c, cJSON **out) {
   *out = NULL;
   if (++c->depth > 32)
     return refuse(c->cx, c->line, "condition nested too deeply");
@@ -1366,7 +1412,12 @@ static int cond_factor(cond_t *c, cJSON **out) {
     for (size_t i = 0; i < c->nids; i++) {
       if (them ? c->ids[i].name[0] == '_' : !name_match(c->tok, c->ids[i].name))
         continue;
-      cJSON_AddItemToArray(arr, cJSON_Duplicate(c->ids[i].expr, true));
+      cJSON *copy = cond_copy(c, &c->ids[i]);
+      if (copy == NULL) {
+        cJSON_Delete(arr);
+        return c->cx->err[0] ? YM_EPARSE : YM_ENOMEM;
+      }
+      cJSON_AddItemToArray(arr, copy);
     }
     if (cJSON_GetArraySize(arr) == 0) {
       cJSON_Delete(arr);
@@ -1394,7 +1445,8 @@ static int cond_factor(cond_t *c, cJSON **out) {
       return refuse(c->cx, c->line, "condition: unknown search identifier %s", c->tok);
     if (tok_is(c, "them") || tok_is(c, "of"))
       return refuse(c->cx, c->line, "condition: unexpected '%s'", c->tok);
-    *out = cJSON_Duplicate(c->ids[i].expr, true);
+    if ((*out = cond_copy(c, &c->ids[i])) == NULL)
+      return c->cx->err[0] ? YM_EPARSE : YM_ENOMEM;
     if ((rc = cond_next(c)) != 0)
       return rc;
   }
@@ -1460,13 +1512,18 @@ static const char *scalar(const ynode_t *m, const char *key) {
 }
 
 /* Copies a list of strings (key absent: nothing). */
-static int copy_strings(rule_cx_t *cx, const ynode_t *doc, const char *key, cJSON *rule,
-                        bool lower) {
+static int copy_strings(rule_cx_t *cx, const ynode_t *doc, const char *key, cJSON *rule, bool lower,
+                        size_t maxn, size_t maxlen) {
   const ynode_t *v = ymap_get(doc, key);
   if (v == NULL)
     return 0;
   if (v->type != Y_SEQ)
     return refuse(cx, v->line, "%s must be a list", key);
+  if (v->n > maxn)
+    return refuse(cx, v->line, "%s: more than %zu entries", key, maxn);
+  for (size_t i = 0; i < v->n; i++)
+    if (v->kid[i]->type == Y_SCALAR && v->kid[i]->len > maxlen)
+      return refuse(cx, v->kid[i]->line, "%s: an entry is longer than %zu bytes", key, maxlen);
   cJSON *arr = cJSON_AddArrayToObject(rule, key);
   for (size_t i = 0; i < v->n; i++) {
     if (v->kid[i]->type != Y_SCALAR)
@@ -1497,7 +1554,7 @@ static long timespan_s(const char *s) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
-  if (errno || v <= 0 || v > 86400 || end == s || end[1] != '\0')
+  if (errno || v <= 0 || v > 86400 || end == s || *end == '\0' || end[1] != '\0')
     return 0;
   switch (*end) {
   case 's':
@@ -1528,8 +1585,8 @@ static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
   cJSON *c = cJSON_AddObjectToObject(rule, "correlation");
   cJSON_AddStringToObject(c, "type", type);
   const ynode_t *rules = ymap_get(co, "rules");
-  if (rules == NULL || rules->type != Y_SEQ || rules->n == 0)
-    return refuse(cx, co->line, "correlation needs a list of rules");
+  if (rules == NULL || rules->type != Y_SEQ || rules->n == 0 || rules->n > 64)
+    return refuse(cx, co->line, "correlation needs a list of 1 to 64 rules");
   cJSON *ra = cJSON_AddArrayToObject(c, "rules");
   for (size_t i = 0; i < rules->n; i++) {
     if (rules->kid[i]->type != Y_SCALAR || !id_valid(rules->kid[i]->str))
@@ -1539,8 +1596,8 @@ static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
   const ynode_t *gb = ymap_get(co, "group-by");
   cJSON *ga = cJSON_AddArrayToObject(c, "group_by");
   if (gb != NULL) {
-    if (gb->type != Y_SEQ)
-      return refuse(cx, gb->line, "group-by must be a list");
+    if (gb->type != Y_SEQ || gb->n > 16)
+      return refuse(cx, gb->line, "group-by must be a list of at most 16 fields");
     for (size_t i = 0; i < gb->n; i++) {
       const char *ecs, *note;
       if (gb->kid[i]->type != Y_SCALAR)
@@ -1650,9 +1707,9 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
   const char *desc = scalar(doc, "description");
   if (desc)
     cJSON_AddStringToObject(rule, "description", desc);
-  if ((rc = copy_strings(&cx, doc, "tags", rule, true)) != 0 ||
-      (rc = copy_strings(&cx, doc, "references", rule, false)) != 0 ||
-      (rc = copy_strings(&cx, doc, "falsepositives", rule, false)) != 0)
+  if ((rc = copy_strings(&cx, doc, "tags", rule, true, 64, 128)) != 0 ||
+      (rc = copy_strings(&cx, doc, "references", rule, false, 32, 2048)) != 0 ||
+      (rc = copy_strings(&cx, doc, "falsepositives", rule, false, 64, 2048)) != 0)
     goto done;
   char where[300];
   snprintf(where, sizeof where, "%s:%u", file, doc->line);
@@ -1682,6 +1739,11 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
   if (!category_known(cat)) {
     rc = refuse(&cx, ymap_get(ls, "category")->line,
                 "log source category %s is not produced by the agent", cat);
+    goto done;
+  }
+  if ((prod && !id_valid(prod)) || (svc && !id_valid(svc)) || strlen(prod ? prod : "") > 64 ||
+      strlen(svc ? svc : "") > 64) {
+    rc = refuse(&cx, ls->line, "log source product and service are plain names");
     goto done;
   }
   cx.category = cat;
@@ -1730,7 +1792,10 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
     cJSON *e;
     if ((rc = compile_search(&cx, det->kid[i + 1], &e)) != 0)
       goto done;
+    size_t en = 0, ev = 0;
+    expr_size(e, &en, &ev);
     ids[nids].name = k->str;
+    ids[nids].weight = en + ev;
     ids[nids++].expr = e;
   }
   if (cond == NULL) {
@@ -1759,8 +1824,14 @@ static int compile_doc(sigma_compiler_t *c, const char *file, const ynode_t *doc
   } else {
     rc = refuse(&cx, cond->line, "condition must be a string");
   }
-  if (rc == 0)
+  if (rc == 0) {
+    size_t en = 0, ev = 0;
+    expr_size(expr, &en, &ev);
     cJSON_AddItemToObject(rule, "match", expr);
+    if (en > MAX_RULE_NODES)
+      rc = refuse(&cx, cond->line, "the rule compiles to more than %d expression nodes",
+                  MAX_RULE_NODES);
+  }
 
 done:
   for (size_t i = 0; i < nids; i++)

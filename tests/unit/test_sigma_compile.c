@@ -163,6 +163,8 @@ static void test_refusals_with_line(void **state) {
   refused_at("title: T\nid: t-1\nlogsource:\n  product: linux\n  service: auditd\ndetection:\n"
              "  sel:\n    type: EXECVE\n  condition: sel\n",
              5, "service auditd");
+  refused_at("title: T\nid: t-1\nlogsource:\n  category: process_creation\n  product: a b\n", 4,
+             "plain names");
   refused_at("title: T\nlogsource:\n  category: process_creation\n", 1, "id missing");
   refused_at("title: T\nid: t-1\nstatus: deprecated\nlogsource:\n  category: process_creation\n", 3,
              "status deprecated");
@@ -274,6 +276,10 @@ static void test_correlation(void **state) {
              "correlation type");
   refused_at("title: B\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [a]\n"
              "  timespan: forever\n  condition:\n    gte: 3\n",
+             6, "timespan");
+  /* A number without its unit (read past the end before). */
+  refused_at("title: B\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [a]\n"
+             "  timespan: 303\n  condition:\n    gte: 3\n",
              6, "timespan");
 }
 
