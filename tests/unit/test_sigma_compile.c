@@ -308,6 +308,25 @@ static void test_mapping_table(void **state) {
   }
   assert_true(sigma_compile_field_emitted("process.command_line"));
   assert_false(sigma_compile_field_emitted("destination.ip"));
+  /* docs/behaviour.md shows the same table. */
+  const char *src = getenv("YAMORI_SOURCE_DIR");
+  assert_non_null(src);
+  char path[512];
+  snprintf(path, sizeof path, "%s/docs/behaviour.md", src);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  static char doc[65536];
+  size_t len = fread(doc, 1, sizeof doc - 1, f);
+  fclose(f);
+  doc[len] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    char row[512];
+    snprintf(row, sizeof row, "| `%s` | %s | `%s` | %s | %s |\n", m[i].sigma,
+             m[i].category ? m[i].category : "all", m[i].ecs,
+             sigma_compile_field_emitted(m[i].ecs) ? "yes" : "not yet", m[i].note ? m[i].note : "");
+    if (strstr(doc, row) == NULL)
+      fail_msg("docs/behaviour.md lacks the row %s", row);
+  }
 }
 
 static void test_cli(void **state) {
