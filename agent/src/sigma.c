@@ -115,6 +115,7 @@ typedef struct {
 } bucket_t;
 
 struct sigma_ruleset {
+  int *ymf; /* per field: the agent's schema field, or -1 */
   rule_t *rules;
   size_t nrules;
   size_t ncorrelations;
@@ -184,6 +185,7 @@ void sigma_ruleset_free(sigma_ruleset_t *rs) {
     node_free(r->root);
   }
   free(rs->rules);
+  free(rs->ymf);
   strv_free(rs->fields, rs->nfields);
   for (size_t i = 0; i < rs->ncats; i++) {
     bucket_t *b = &rs->cats[i];
@@ -912,6 +914,14 @@ int sigma_ruleset_load(const char *json, size_t len, sigma_ruleset_t **out, char
   }
   for (size_t i = 0; i < rs->ncats && rc == 0; i++)
     rc = bucket_build(rs, i);
+  if (rc == 0 && (rs->ymf = malloc((rs->nfields + 1) * sizeof *rs->ymf)) == NULL)
+    rc = YM_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < rs->nfields; i++) {
+    rs->ymf[i] = -1;
+    for (int f = 0; f < YM_F_COUNT; f++)
+      if (strcmp(ym_schema_field((ym_field_t)f)->name, rs->fields[i]) == 0)
+        rs->ymf[i] = f;
+  }
 out:
   cJSON_Delete(root);
   if (rc != 0) {
@@ -1432,5 +1442,178 @@ void sigma_source_cjson(sigma_source_t *src, sigma_cjson_t *ctx, const sigma_rul
   ctx->rs = rs;
   ctx->event = event;
   src->get = cjson_get;
+  src->ctx = ctx;
+}
+
+/* ---------------------------------------------------------------- */
+/* The agent's events                                                 */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+static bool hex4(const char *p, const char *end, uint32_t *out) {
+  if (end - p < 4)
+    return false;
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++) {
+    int h = hexval(p[i]);
+    if (h < 0)
+      return false;
+    v = (v << 4) | (uint32_t)h;
+  }
+  *out = v;
+  return true;
+}
+
+static size_t put_utf8(char *o, uint32_t cp) {
+  if (cp < 0x80) {
+    o[0] = (char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    o[0] = (char)(0xC0 | (cp >> 6));
+    o[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    o[0] = (char)(0xE0 | (cp >> 12));
+    o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (char)(0xF0 | (cp >> 18));
+  o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+  o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+  o[3] = (char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* Decodes the JSON array of strings the event stores ("[\"a\",\"b\"]")
+ * into buf; items that do not fit are left out. */
+static size_t decode_array(const char *p, size_t n, char *buf, size_t cap, sigma_str_t *vals,
+                           size_t max) {
+  const char *end = p + n;
+  size_t used = 0, nv = 0;
+  if (n < 2 || *p != '[')
+    return 0;
+  p++;
+  while (p < end && nv < max) {
+    while (p < end && (*p == ',' || *p == ' '))
+      p++;
+    if (p >= end || *p != '"')
+      break;
+    p++;
+    size_t start = used;
+    bool fits = true;
+    while (p < end && *p != '"') {
+      char tmp[4];
+      size_t tn = 1;
+      if (*p != '\\') {
+        tmp[0] = *p++;
+      } else {
+        if (++p >= end)
+          return nv;
+        char e = *p++;
+        uint32_t cp, lo;
+        switch (e) {
+        case 'n':
+          tmp[0] = '\n';
+          break;
+        case 't':
+          tmp[0] = '\t';
+          break;
+        case 'r':
+          tmp[0] = '\r';
+          break;
+        case 'b':
+          tmp[0] = '\b';
+          break;
+        case 'f':
+          tmp[0] = '\f';
+          break;
+        case 'u':
+          if (!hex4(p, end, &cp))
+            return nv;
+          p += 4;
+          if (cp >= 0xDC80 && cp <= 0xDCFF) {
+            tmp[0] = (char)(cp - 0xDC00); /* a byte that was not UTF-8 */
+          } else if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+                     hex4(p + 2, end, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+            p += 6;
+            tn = put_utf8(tmp, 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+          } else {
+            tn = put_utf8(tmp, cp);
+          }
+          break;
+        default:
+          tmp[0] = e; /* \" \\ \/ */
+        }
+      }
+      if (used + tn > cap)
+        fits = false;
+      if (fits) {
+        memcpy(buf + used, tmp, tn);
+        used += tn;
+      }
+    }
+    if (p >= end)
+      break;
+    p++; /* closing quote */
+    if (fits) {
+      vals[nv].p = buf + start;
+      vals[nv].n = used - start;
+      nv++;
+    } else {
+      used = start;
+    }
+  }
+  return nv;
+}
+
+static size_t event_get(void *ctx, size_t f, sigma_str_t *vals, size_t max) {
+  sigma_event_src_t *c = ctx;
+  if (f >= c->rs->nfields || c->rs->ymf[f] < 0 || max == 0)
+    return 0;
+  ym_field_t yf = (ym_field_t)c->rs->ymf[f];
+  const ym_event_t *ev = c->ev;
+  if (!ym_event_has(ev, yf))
+    ev = ev->base;
+  if (ev == NULL || !ym_event_has(ev, yf))
+    return 0;
+  switch (ym_schema_field(yf)->kind) {
+  case YM_K_STR:
+  case YM_K_DATE:
+    vals[0].p = ym_event_get_str(ev, yf, &vals[0].n);
+    return vals[0].p ? 1 : 0;
+  case YM_K_INT: {
+    int n = snprintf(c->buf, sizeof c->buf, "%lld", (long long)ev->val[yf].num);
+    vals[0].p = c->buf;
+    vals[0].n = n > 0 ? (size_t)n : 0;
+    return 1;
+  }
+  case YM_K_BOOL:
+    vals[0].p = ev->val[yf].num ? "true" : "false";
+    vals[0].n = strlen(vals[0].p);
+    return 1;
+  case YM_K_ARR:
+    return decode_array(ev->arena.data + ev->val[yf].off, ev->val[yf].len, c->buf, sizeof c->buf,
+                        vals, max);
+  default:
+    return 0;
+  }
+}
+
+void sigma_source_event(sigma_source_t *src, sigma_event_src_t *ctx, const sigma_ruleset_t *rs,
+                        const ym_event_t *ev) {
+  ctx->rs = rs;
+  ctx->ev = ev;
+  src->get = event_get;
   src->ctx = ctx;
 }

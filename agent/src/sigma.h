@@ -19,13 +19,16 @@
  *
  * Events come through a small field-getter interface (sigma_source_t), so
  * that the caller can hand over its own event representation;
- * sigma_source_cjson() adapts an ECS event as a cJSON object.
+ * sigma_source_event() adapts the agent's event (yamori/event.h) and
+ * sigma_source_cjson() an ECS event as a cJSON object.
  *
  * Threads: a loaded ruleset is immutable and may be shared; an evaluator
  * (sigma_eval_t, per-event scratch) belongs to one thread at a time.
  */
 #ifndef YAMORI_SIGMA_H
 #define YAMORI_SIGMA_H
+
+#include "yamori/event.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -126,5 +129,19 @@ typedef struct {
 } sigma_cjson_t;
 void sigma_source_cjson(sigma_source_t *src, sigma_cjson_t *ctx, const sigma_ruleset_t *rs,
                         const cJSON *event);
+
+/* A source over the agent's own event: fields are found by their schema
+ * name (field numbers are mapped once, at load); unset fields are taken
+ * from the event's base event. Strings are given as stored, integers in
+ * decimal, booleans as true/false, arrays item by item (their JSON
+ * escapes decoded, \udcXX back to the byte); raw JSON fields are not
+ * given. */
+typedef struct {
+  const sigma_ruleset_t *rs;
+  const ym_event_t *ev;
+  char buf[8192]; /* decoded items and numbers of the last get() */
+} sigma_event_src_t;
+void sigma_source_event(sigma_source_t *src, sigma_event_src_t *ctx, const sigma_ruleset_t *rs,
+                        const ym_event_t *ev);
 
 #endif

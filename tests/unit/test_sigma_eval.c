@@ -410,6 +410,52 @@ static void test_prefilter_many_rules(void **state) {
   sigma_ruleset_free(rs);
 }
 
+/* The agent's own event structure, through sigma_source_event(). */
+static void test_agent_event_source(void **state) {
+  (void)state;
+  sigma_ruleset_t *rs = load_detection(PC, "  sel:\n    CommandLine|contains: 'curl '\n"
+                                           "    ProcessId|gt: 100\n"
+                                           "    process.args|endswith: evil\n"
+                                           "  q:\n    process.args: 'a\"b\u00e9'\n"
+                                           "  h:\n    host.name: pc1\n"
+                                           "  condition: sel and q and h\n");
+  sigma_eval_t *e = sigma_eval_new(rs);
+  ym_event_t base, ev;
+  ym_event_init(&base, NULL);
+  assert_int_equal(ym_event_set_cstr(&base, YM_F_HOST_NAME, "PC1"), 0);
+  ym_event_init(&ev, &base);
+  assert_int_equal(ym_event_set_cstr(&ev, YM_F_PROCESS_COMMAND_LINE, "curl x"), 0);
+  assert_int_equal(ym_event_set_int(&ev, YM_F_PROCESS_PID, 4242), 0);
+  /* A byte that is not UTF-8 is stored as \udcff and must come back. */
+  const char *items[] = {"curl", "a\"b\xc3\xa9",
+                         "x\xff"
+                         "evil"};
+  const size_t lens[] = {4, 5, 6};
+  assert_int_equal(ym_event_set_strv(&ev, YM_F_PROCESS_ARGS, items, lens, 3), 0);
+  sigma_source_t src;
+  sigma_event_src_t ctx;
+  sigma_source_event(&src, &ctx, rs, &ev);
+  assert_int_equal(sigma_eval_event(e, PC, "linux", &src), 1);
+  sigma_str_t v[4];
+  size_t f;
+  for (f = 0; f < sigma_ruleset_field_count(rs); f++)
+    if (strcmp(sigma_ruleset_field_name(rs, f), "process.args") == 0)
+      break;
+  assert_int_equal(src.get(src.ctx, f, v, 4), 3);
+  assert_int_equal(v[2].n, 6);
+  assert_memory_equal(v[2].p,
+                      "x\xff"
+                      "evil",
+                      6);
+  /* The pid below the bound: no match. */
+  assert_int_equal(ym_event_set_int(&ev, YM_F_PROCESS_PID, 50), 0);
+  assert_int_equal(sigma_eval_event(e, PC, "linux", &src), 0);
+  ym_event_free(&ev);
+  ym_event_free(&base);
+  sigma_eval_free(e);
+  sigma_ruleset_free(rs);
+}
+
 static void expect_refused(const char *json, const char *needle) {
   sigma_ruleset_t *rs = (sigma_ruleset_t *)1;
   char err[256];
@@ -510,6 +556,7 @@ int main(void) {
       cmocka_unit_test(test_conditions),
       cmocka_unit_test(test_match_report),
       cmocka_unit_test(test_prefilter_many_rules),
+      cmocka_unit_test(test_agent_event_source),
       cmocka_unit_test(test_loader_refusals),
       cmocka_unit_test(test_loader_accepts_correlations),
   };
