@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
             sigma_source_cjson(&csrc, &cctx, rs, evs[i].event);
             src = &csrc;
           }
-          int n = sigma_eval_event(ev, evs[i].category, "linux", src);
+          int n = sigma_eval_event(ev, evs[i].category, "linux", (int64_t)i * 1000000, src);
           if (!warm) {
             matches += n > 0 ? (size_t)n : 0;
             cands += sigma_eval_last_candidates(ev);

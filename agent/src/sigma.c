@@ -79,14 +79,31 @@ typedef struct node {
   int *ref; /* fieldref: field indexes */
 } node_t;
 
+enum { C_EVENT_COUNT, C_VALUE_COUNT, C_TEMPORAL, C_TEMPORAL_ORDERED };
+
+/* A correlation rule: what it counts, over which rules, per which group. */
 typedef struct {
-  char *id, *title, *level, *description;
+  int type;
+  uint32_t *rules; /* indexes of the base rules */
+  size_t nrules;
+  int *group; /* group-by fields */
+  size_t ngroup;
+  int field; /* value_count: the field whose distinct values count */
+  int64_t span_ns;
+  uint32_t need; /* events or distinct values that fire it */
+} corr_t;
+
+typedef struct {
+  char *id, *name, *title, *level, *description;
   int severity;
   char **tags, **techniques, **refs;
   size_t ntags, ntechniques, nrefs;
   int category;  /* index in rs->cats */
   char *product; /* NULL: any */
   node_t *root;
+  corr_t *corr;     /* correlation rules only */
+  uint32_t *incorr; /* base rules: correlation index * 64 + position in its list */
+  size_t nincorr;
 } rule_t;
 
 /* A literal the prefilter looks for: one of a rule's atoms. */
@@ -118,6 +135,7 @@ struct sigma_ruleset {
   int *ymf; /* per field: the agent's schema field, or -1 */
   rule_t *rules;
   size_t nrules;
+  rule_t *corrs; /* correlation rules (corr set, root NULL) */
   size_t ncorrelations;
   char **fields;
   size_t nfields;
@@ -172,8 +190,15 @@ static void strv_free(char **v, size_t n) {
 void sigma_ruleset_free(sigma_ruleset_t *rs) {
   if (rs == NULL)
     return;
-  for (size_t i = 0; i < rs->nrules; i++) {
-    rule_t *r = &rs->rules[i];
+  for (size_t i = 0; i < rs->nrules + rs->ncorrelations; i++) {
+    rule_t *r = i < rs->nrules ? &rs->rules[i] : &rs->corrs[i - rs->nrules];
+    if (r->corr) {
+      free(r->corr->rules);
+      free(r->corr->group);
+      free(r->corr);
+    }
+    free(r->incorr);
+    free(r->name);
     free(r->id);
     free(r->title);
     free(r->level);
@@ -185,6 +210,7 @@ void sigma_ruleset_free(sigma_ruleset_t *rs) {
     node_free(r->root);
   }
   free(rs->rules);
+  free(rs->corrs);
   free(rs->ymf);
   strv_free(rs->fields, rs->nfields);
   for (size_t i = 0; i < rs->ncats; i++) {
@@ -510,7 +536,8 @@ static int category_index(load_t *l, const char *name, int *out) {
 static const char *const level_names[] = {"informational", "low", "medium", "high", "critical"};
 static const int level_severity[] = {0, 21, 47, 73, 99};
 
-static int load_rule(load_t *l, const cJSON *j, rule_t *r) {
+/* The metadata rules and correlation rules share. */
+static int load_meta(load_t *l, const cJSON *j, rule_t *r) {
   if (!cJSON_IsObject(j))
     return bad(l, "a rule must be an object");
   bool ok = true;
@@ -518,6 +545,11 @@ static int load_rule(load_t *l, const cJSON *j, rule_t *r) {
   if (!ok || id == NULL || !name_ok(id))
     return bad(l, "id missing or malformed");
   l->id = id;
+  const char *name = get_str(j, "name", 79, &ok);
+  if (!ok || (name && !name_ok(name)))
+    return bad(l, "name malformed");
+  if (name && (r->name = strdup(name)) == NULL)
+    return YM_ENOMEM;
   const char *title = get_str(j, "title", 256, &ok);
   const char *level = get_str(j, "level", 16, &ok);
   const char *desc = get_str(j, "description", SIGMA_LOAD_MAX_STRING, &ok);
@@ -553,6 +585,14 @@ static int load_rule(load_t *l, const cJSON *j, rule_t *r) {
         *p = (char)(*p - 'a' + 'A');
     v[r->ntechniques++] = tech;
   }
+  return 0;
+}
+
+static int load_rule(load_t *l, const cJSON *j, rule_t *r) {
+  int rc = load_meta(l, j, r);
+  if (rc != 0)
+    return rc;
+  bool ok = true;
   const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "logsource");
   const char *cat = cJSON_IsObject(ls) ? get_str(ls, "category", 64, &ok) : NULL;
   const char *prod = cJSON_IsObject(ls) ? get_str(ls, "product", 64, &ok) : NULL;
@@ -569,37 +609,89 @@ static int load_rule(load_t *l, const cJSON *j, rule_t *r) {
   return load_node(l, m, 0, &r->root);
 }
 
-static int load_correlation(load_t *l, const cJSON *j) {
+/* A base rule by id or name, or -1. */
+static long find_rule(const sigma_ruleset_t *rs, const char *name) {
+  for (size_t i = 0; i < rs->nrules; i++)
+    if (strcmp(rs->rules[i].id, name) == 0 ||
+        (rs->rules[i].name && strcmp(rs->rules[i].name, name) == 0))
+      return (long)i;
+  return -1;
+}
+
+static int load_correlation(load_t *l, const cJSON *j, rule_t *r, size_t ci) {
+  int rc = load_meta(l, j, r);
+  if (rc != 0)
+    return rc;
   bool ok = true;
-  const char *id = get_str(j, "id", 79, &ok);
-  if (!cJSON_IsObject(j) || !ok || id == NULL || !name_ok(id))
-    return bad(l, "correlation id missing or malformed");
-  l->id = id;
+  corr_t *co = r->corr = calloc(1, sizeof *co);
+  if (co == NULL)
+    return YM_ENOMEM;
   const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "correlation");
   const char *type = cJSON_IsObject(c) ? get_str(c, "type", 32, &ok) : NULL;
-  if (!ok || type == NULL ||
-      (strcmp(type, "event_count") != 0 && strcmp(type, "value_count") != 0 &&
-       strcmp(type, "temporal") != 0 && strcmp(type, "temporal_ordered") != 0))
+  static const char *const types[] = {"event_count", "value_count", "temporal", "temporal_ordered"};
+  co->type = -1;
+  for (int i = 0; ok && type && i < 4; i++)
+    if (strcmp(type, types[i]) == 0)
+      co->type = i;
+  if (co->type < 0)
     return bad(l, "correlation type missing or unknown");
   const cJSON *rules = cJSON_GetObjectItemCaseSensitive(c, "rules");
   int nr = cJSON_GetArraySize(rules);
   if (!cJSON_IsArray(rules) || nr < 1 || nr > 64)
     return bad(l, "correlation rules: 1 to 64 rule ids");
+  if ((co->rules = calloc((size_t)nr, sizeof *co->rules)) == NULL)
+    return YM_ENOMEM;
   const cJSON *v;
   cJSON_ArrayForEach(v, rules) {
     if (!cJSON_IsString(v) || !name_ok(v->valuestring))
       return bad(l, "correlation rules are ids");
+    long ri = find_rule(l->rs, v->valuestring);
+    if (ri < 0)
+      return bad(l, "correlation names a rule not in the set");
+    rule_t *base = &l->rs->rules[ri];
+    uint32_t *in = realloc(base->incorr, (base->nincorr + 1) * sizeof *in);
+    if (in == NULL)
+      return YM_ENOMEM;
+    base->incorr = in;
+    in[base->nincorr++] = (uint32_t)(ci * 64 + co->nrules);
+    co->rules[co->nrules++] = (uint32_t)ri;
   }
   const cJSON *ts = cJSON_GetObjectItemCaseSensitive(c, "timespan_s");
   if (!cJSON_IsNumber(ts) || ts->valuedouble < 1 || ts->valuedouble > 86400)
     return bad(l, "correlation timespan_s: 1 to 86400");
+  co->span_ns = (int64_t)ts->valuedouble * 1000000000;
   const cJSON *gb = cJSON_GetObjectItemCaseSensitive(c, "group_by");
   if (gb != NULL) {
-    if (!cJSON_IsArray(gb) || cJSON_GetArraySize(gb) > 16)
+    int ng = cJSON_GetArraySize(gb);
+    if (!cJSON_IsArray(gb) || ng > 16)
       return bad(l, "correlation group_by: at most 16 fields");
+    if (ng > 0 && (co->group = calloc((size_t)ng, sizeof *co->group)) == NULL)
+      return YM_ENOMEM;
     cJSON_ArrayForEach(v, gb) {
       if (!cJSON_IsString(v) || !name_ok(v->valuestring))
         return bad(l, "correlation group_by: field names");
+      if ((rc = intern_field(l, v->valuestring, &co->group[co->ngroup])) != 0)
+        return rc;
+      co->ngroup++;
+    }
+  }
+  co->field = -1;
+  if (co->type == C_EVENT_COUNT || co->type == C_VALUE_COUNT) {
+    const cJSON *cond = cJSON_GetObjectItemCaseSensitive(c, "condition");
+    const cJSON *gt = cJSON_GetObjectItemCaseSensitive(cond, "gt");
+    const cJSON *gte = cJSON_GetObjectItemCaseSensitive(cond, "gte");
+    const cJSON *n = gt ? gt : gte;
+    if (!cJSON_IsObject(cond) || (gt && gte) || !cJSON_IsNumber(n) ||
+        !(n->valuedouble >= 1 && n->valuedouble <= 1000) ||
+        n->valuedouble != (double)(int)n->valuedouble)
+      return bad(l, "correlation condition: gt or gte, a whole number from 1 to 1000");
+    co->need = (uint32_t)n->valuedouble + (gt ? 1u : 0u);
+    if (co->type == C_VALUE_COUNT) {
+      const char *f = get_str(cond, "field", 128, &ok);
+      if (!ok || f == NULL || !name_ok(f))
+        return bad(l, "value_count needs condition.field");
+      if ((rc = intern_field(l, f, &co->field)) != 0)
+        return rc;
     }
   }
   return 0;
@@ -898,13 +990,18 @@ int sigma_ruleset_load(const char *json, size_t len, sigma_ruleset_t **out, char
         goto out;
       }
   }
+  if (nc > 0 && (rs->corrs = calloc((size_t)nc, sizeof *rs->corrs)) == NULL) {
+    rc = YM_ENOMEM;
+    goto out;
+  }
   if (corrs) {
     cJSON_ArrayForEach(r, corrs) {
       l.rule = rs->nrules + rs->ncorrelations;
       l.id = NULL;
-      if ((rc = load_correlation(&l, r)) != 0)
-        goto out;
+      rc = load_correlation(&l, r, &rs->corrs[rs->ncorrelations], rs->ncorrelations);
       rs->ncorrelations++;
+      if (rc != 0)
+        goto out;
     }
   }
   for (size_t i = 0; i < NKEYWORD_FIELDS; i++) {
@@ -965,8 +1062,23 @@ typedef struct {
   size_t len[SIGMA_FIELD_MAX_VALUES];
 } fval_t;
 
+/* The state of one correlation for one group (one set of group-by
+ * values). */
+typedef struct {
+  uint64_t key; /* hash of the group-by values; 0: free */
+  int64_t last; /* time of the group's last event */
+  int64_t *t;   /* event_count: ring of times; value_count: time per value;
+                   temporal: time per rule */
+  uint64_t *v;  /* value_count: hash per value */
+  uint32_t n, head;
+  uint64_t seen; /* temporal: rules seen (bit per position) */
+} group_t;
+
 struct sigma_eval {
   const sigma_ruleset_t *rs;
+  group_t *groups; /* SIGMA_CORR_MAX_GROUPS per correlation */
+  size_t *ngroups;
+  size_t maxmatches;
   const sigma_source_t *src;
   uint64_t epoch;
   fval_t *fv;
@@ -993,11 +1105,14 @@ sigma_eval_t *sigma_eval_new(const sigma_ruleset_t *rs) {
   e->fv = calloc(rs->nfields + 1, sizeof *e->fv);
   e->mark = calloc(rs->nrules + 1, sizeof *e->mark);
   e->cand = calloc(rs->nrules + 1, sizeof *e->cand);
-  e->matches = calloc(rs->nrules + 1, sizeof *e->matches);
+  e->maxmatches = rs->nrules + 2 * rs->ncorrelations + 1;
+  e->matches = calloc(e->maxmatches, sizeof *e->matches);
+  e->groups = calloc(rs->ncorrelations * SIGMA_CORR_MAX_GROUPS + 1, sizeof *e->groups);
+  e->ngroups = calloc(rs->ncorrelations + 1, sizeof *e->ngroups);
   e->md = pcre2_match_data_create(1, NULL);
   e->mctx = pcre2_match_context_create(NULL);
   if (e->fv == NULL || e->mark == NULL || e->cand == NULL || e->matches == NULL || e->md == NULL ||
-      e->mctx == NULL) {
+      e->mctx == NULL || e->groups == NULL || e->ngroups == NULL) {
     sigma_eval_free(e);
     return NULL;
   }
@@ -1009,6 +1124,13 @@ sigma_eval_t *sigma_eval_new(const sigma_ruleset_t *rs) {
 void sigma_eval_free(sigma_eval_t *e) {
   if (e == NULL)
     return;
+  for (size_t ci = 0; e->groups && e->ngroups && ci < e->rs->ncorrelations; ci++)
+    for (size_t g = 0; g < e->ngroups[ci]; g++) {
+      free(e->groups[ci * SIGMA_CORR_MAX_GROUPS + g].t);
+      free(e->groups[ci * SIGMA_CORR_MAX_GROUPS + g].v);
+    }
+  free(e->groups);
+  free(e->ngroups);
   free(e->fv);
   free(e->mark);
   free(e->cand);
@@ -1298,12 +1420,184 @@ static void prefilter(sigma_eval_t *e, const bucket_t *b) {
   }
 }
 
+/* ---------------------------------------------------------------- */
+/* Correlations                                                       */
+
+static sigma_match_t *add_match(sigma_eval_t *e, const rule_t *r, size_t index) {
+  if (e->nmatches >= e->maxmatches)
+    return NULL;
+  sigma_match_t *m = &e->matches[e->nmatches++];
+  memset(m, 0, sizeof *m);
+  m->rule = index;
+  m->correlation = r->corr != NULL;
+  m->id = r->id;
+  m->title = r->title;
+  m->level = r->level;
+  m->severity = r->severity;
+  m->description = r->description;
+  m->tags = (const char *const *)r->tags;
+  m->ntags = r->ntags;
+  m->techniques = (const char *const *)r->techniques;
+  m->ntechniques = r->ntechniques;
+  m->references = (const char *const *)r->refs;
+  m->nreferences = r->nrefs;
+  return m;
+}
+
+static uint64_t fnv(uint64_t h, const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 0x100000001B3ull;
+  }
+  return h;
+}
+
+#define FNV_BASIS 0xCBF29CE484222325ull
+
+/* The group of the current event: a hash of its group-by values. */
+static uint64_t group_key(sigma_eval_t *e, const corr_t *co) {
+  uint64_t h = FNV_BASIS;
+  for (size_t i = 0; i < co->ngroup; i++) {
+    const fval_t *fv = field_values(e, co->group[i]);
+    if (fv->n > 0)
+      h = fnv(h, fv_str(e, fv, 0, false), fv->len[0]);
+    else
+      h = fnv(h, "\x01", 1); /* absent differs from empty */
+    h = fnv(h, "\x1f", 1);
+  }
+  return h | 1;
+}
+
+/* Finds the group, or makes it, replacing the group idle longest when all
+ * SIGMA_CORR_MAX_GROUPS are taken. */
+static group_t *group_get(sigma_eval_t *e, size_t ci, uint64_t key, int64_t t) {
+  group_t *gs = &e->groups[ci * SIGMA_CORR_MAX_GROUPS];
+  size_t *n = &e->ngroups[ci];
+  for (size_t i = 0; i < *n; i++)
+    if (gs[i].key == key)
+      return &gs[i];
+  group_t *g;
+  if (*n < SIGMA_CORR_MAX_GROUPS) {
+    g = &gs[(*n)++];
+  } else {
+    g = &gs[0];
+    for (size_t i = 1; i < *n; i++)
+      if (gs[i].last < g->last)
+        g = &gs[i];
+    free(g->t);
+    free(g->v);
+  }
+  memset(g, 0, sizeof *g);
+  g->key = key;
+  g->last = t;
+  return g;
+}
+
+/* event_count: the last `need` times in a ring; fires when the oldest of
+ * them is within the span. */
+static bool count_event(group_t *g, const corr_t *co, int64_t t) {
+  g->t[g->head] = t;
+  g->head = (g->head + 1) % co->need;
+  if (g->n < co->need)
+    g->n++;
+  return g->n == co->need && t - g->t[g->head] <= co->span_ns;
+}
+
+/* value_count: up to `need` distinct values with the time each was last
+ * seen; fires when `need` of them are within the span. */
+static bool count_value(sigma_eval_t *e, group_t *g, const corr_t *co, int64_t t) {
+  const fval_t *fv = field_values(e, co->field);
+  if (fv->n == 0)
+    return false;
+  uint64_t vh = fnv(FNV_BASIS, fv_str(e, fv, 0, false), fv->len[0]);
+  size_t slot = SIZE_MAX, live = 0;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->v[i] == vh)
+      slot = i;
+  if (slot == SIZE_MAX) {
+    if (g->n < co->need) {
+      slot = g->n++;
+    } else {
+      slot = 0; /* replace the value seen longest ago */
+      for (size_t i = 1; i < g->n; i++)
+        if (g->t[i] < g->t[slot])
+          slot = i;
+    }
+    g->v[slot] = vh;
+  }
+  g->t[slot] = t;
+  for (size_t i = 0; i < g->n; i++)
+    if (t - g->t[i] <= co->span_ns)
+      live++;
+  return live >= co->need;
+}
+
+/* temporal: every rule of the list seen within the span (in list order
+ * for temporal_ordered). */
+static bool count_temporal(group_t *g, const corr_t *co, size_t pos, int64_t t) {
+  g->t[pos] = t;
+  g->seen |= (uint64_t)1 << pos;
+  uint64_t all = co->nrules == 64 ? ~(uint64_t)0 : ((uint64_t)1 << co->nrules) - 1;
+  if ((g->seen & all) != all)
+    return false;
+  for (size_t i = 0; i < co->nrules; i++) {
+    if (t - g->t[i] > co->span_ns)
+      return false;
+    if (co->type == C_TEMPORAL_ORDERED && i > 0 && g->t[i] < g->t[i - 1])
+      return false;
+  }
+  return true;
+}
+
+/* Feeds a match of base rule r into the correlations that name it. */
+static void correlate(sigma_eval_t *e, const rule_t *r, int64_t t) {
+  const sigma_ruleset_t *rs = e->rs;
+  for (size_t k = 0; k < r->nincorr; k++) {
+    size_t ci = r->incorr[k] / 64, pos = r->incorr[k] % 64;
+    const rule_t *cr = &rs->corrs[ci];
+    const corr_t *co = cr->corr;
+    group_t *g = group_get(e, ci, group_key(e, co), t);
+    g->last = t;
+    size_t slots = co->type == C_EVENT_COUNT || co->type == C_VALUE_COUNT ? co->need : co->nrules;
+    if (g->t == NULL && (g->t = calloc(slots, sizeof *g->t)) == NULL) {
+      e->oom = true;
+      continue;
+    }
+    if (co->type == C_VALUE_COUNT && g->v == NULL && (g->v = calloc(slots, sizeof *g->v)) == NULL) {
+      e->oom = true;
+      continue;
+    }
+    bool fire;
+    switch (co->type) {
+    case C_EVENT_COUNT:
+      fire = count_event(g, co, t);
+      break;
+    case C_VALUE_COUNT:
+      fire = count_value(e, g, co, t);
+      break;
+    default:
+      fire = count_temporal(g, co, pos, t);
+    }
+    if (!fire)
+      continue;
+    /* Counting starts again after an alert. */
+    g->n = 0;
+    g->head = 0;
+    g->seen = 0;
+    sigma_match_t *m = add_match(e, cr, rs->nrules + ci);
+    if (m == NULL)
+      continue;
+    for (size_t i = 0; i < co->ngroup && i < SIGMA_MATCH_MAX_FIELDS; i++)
+      m->fields[m->nfields++] = rs->fields[co->group[i]];
+  }
+}
+
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
 }
 
-int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product,
+int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product, int64_t time_ns,
                      const sigma_source_t *src) {
   const sigma_ruleset_t *rs = e->rs;
   e->nmatches = 0;
@@ -1330,21 +1624,13 @@ int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product,
     e->nhitf = 0;
     if (!eval_node(e, r->root, true))
       continue;
-    sigma_match_t *m = &e->matches[e->nmatches++];
-    m->rule = e->cand[c];
-    m->id = r->id;
-    m->title = r->title;
-    m->level = r->level;
-    m->severity = r->severity;
-    m->description = r->description;
-    m->tags = (const char *const *)r->tags;
-    m->ntags = r->ntags;
-    m->techniques = (const char *const *)r->techniques;
-    m->ntechniques = r->ntechniques;
-    m->references = (const char *const *)r->refs;
-    m->nreferences = r->nrefs;
+    sigma_match_t *m = add_match(e, r, e->cand[c]);
+    if (m == NULL)
+      continue;
     memcpy(m->fields, e->hitf, e->nhitf * sizeof e->hitf[0]);
     m->nfields = e->nhitf;
+    if (r->nincorr > 0)
+      correlate(e, r, time_ns);
   }
   e->src = NULL;
   if (e->oom)

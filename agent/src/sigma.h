@@ -71,9 +71,14 @@ typedef struct {
   void *ctx;
 } sigma_source_t;
 
+/* Groups (sets of group-by values) one correlation keeps; beyond, the
+ * group idle longest is forgotten. */
+#define SIGMA_CORR_MAX_GROUPS 256
+
 /* One rule that matched. Pointers stay valid while the ruleset lives. */
 typedef struct {
-  size_t rule; /* index in the ruleset */
+  size_t rule;      /* index in the ruleset; correlations follow the rules */
+  bool correlation; /* a correlation rule fired (fields: its group-by fields) */
   const char *id;
   const char *title;
   const char *level;       /* informational, low, medium, high, critical */
@@ -97,7 +102,7 @@ int sigma_ruleset_load(const char *json, size_t len, sigma_ruleset_t **out, char
 void sigma_ruleset_free(sigma_ruleset_t *rs);
 
 size_t sigma_ruleset_rule_count(const sigma_ruleset_t *rs);
-/* Correlation rules loaded (structure checked; not evaluated yet). */
+/* Correlation rules loaded. */
 size_t sigma_ruleset_correlation_count(const sigma_ruleset_t *rs);
 /* Rules that have no literal prefilter (evaluated for every event of
  * their log source). */
@@ -109,10 +114,21 @@ sigma_eval_t *sigma_eval_new(const sigma_ruleset_t *rs);
 void sigma_eval_free(sigma_eval_t *e);
 
 /* Evaluates one event of log source category (e.g. "process_creation")
- * and product (e.g. "linux"; rules without a product match any). Returns
- * the number of matches (0 or more), readable with sigma_eval_match()
- * until the next call, or YM_ENOMEM. */
-int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product,
+ * and product (e.g. "linux"; rules without a product match any) that
+ * happened at time_ns (nanoseconds, any fixed origin: correlations compare
+ * times). Returns the number of matches (0 or more), readable with
+ * sigma_eval_match() until the next call, or YM_ENOMEM.
+ *
+ * Correlations: each match of a rule that a correlation names updates that
+ * correlation's state for the event's group (its group-by values):
+ * event_count fires when `need` matches fall within the time span,
+ * value_count when `need` distinct values of its field do, temporal when
+ * every named rule matched within the span (in order for
+ * temporal_ordered). A correlation that fires is reported after the rule
+ * match that completed it, and its group starts counting again. The state
+ * lives in the evaluator, so correlations see the events of one evaluator
+ * only. */
+int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product, int64_t time_ns,
                      const sigma_source_t *src);
 const sigma_match_t *sigma_eval_match(const sigma_eval_t *e, size_t i);
 /* Regex matches stopped by SIGMA_REGEX_MATCH_LIMIT since sigma_eval_new(). */

@@ -1570,8 +1570,9 @@ static long timespan_s(const char *s) {
   }
 }
 
-/* A correlation rule (structure only: the agent loads it but does not
- * evaluate correlations yet; docs/behaviour.md). */
+/* A correlation rule: only what the agent's evaluator can run (counts
+ * that fire on gt/gte, docs/behaviour.md). The rules it names are checked
+ * when the output is made. */
 static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
   const ynode_t *co = ymap_get(doc, "correlation");
   if (co->type != Y_MAP)
@@ -1631,16 +1632,25 @@ static int compile_correlation(rule_cx_t *cx, const ynode_t *doc, cJSON *rule) {
         if (rc != 0)
           return rc;
         cJSON_AddStringToObject(cc, "field", ecs);
-      } else if ((strcmp(k, "gt") == 0 || strcmp(k, "gte") == 0 || strcmp(k, "lt") == 0 ||
-                  strcmp(k, "lte") == 0 || strcmp(k, "eq") == 0) &&
-                 v->type == Y_SCALAR && number_valid(v->str, &d) && d >= 0 && d <= 1e9) {
+      } else if ((strcmp(k, "gt") == 0 || strcmp(k, "gte") == 0) && v->type == Y_SCALAR &&
+                 number_valid(v->str, &d) && d >= 1 && d <= 1000 && d == (double)(long)d &&
+                 cJSON_GetObjectItem(cc, "gt") == NULL && cJSON_GetObjectItem(cc, "gte") == NULL) {
         cJSON_AddNumberToObject(cc, k, d);
+      } else if (strcmp(k, "lt") == 0 || strcmp(k, "lte") == 0 || strcmp(k, "eq") == 0) {
+        /* An alert on "fewer than N" needs the window to close first. */
+        return refuse(cx, cond->kid[i]->line,
+                      "correlation condition %s: only gt and gte are evaluated", k);
       } else {
-        return refuse(cx, cond->kid[i]->line, "correlation condition: %s not supported", k);
+        return refuse(cx, cond->kid[i]->line,
+                      "correlation condition %s: gt or gte with a whole number from 1 to 1000, or "
+                      "field (value_count)",
+                      k);
       }
     }
     if (strcmp(type, "value_count") == 0 && cJSON_GetObjectItem(cc, "field") == NULL)
       return refuse(cx, cond->line, "value_count needs condition.field");
+    if (cJSON_GetObjectItem(cc, "gt") == NULL && cJSON_GetObjectItem(cc, "gte") == NULL)
+      return refuse(cx, cond->line, "%s needs gt or gte: a whole number from 1 to 1000", type);
   } else if (cond != NULL) {
     return refuse(cx, cond->line, "temporal correlations take no condition");
   }
@@ -1987,7 +1997,50 @@ size_t sigma_compiler_accepted(const sigma_compiler_t *c) {
   return c->accepted;
 }
 
-char *sigma_compiler_output(const sigma_compiler_t *c) {
+/* True when name is the id or name of an accepted rule. */
+static bool rule_known(const sigma_compiler_t *c, const char *name) {
+  const cJSON *r;
+  cJSON_ArrayForEach(r, c->rules) {
+    const cJSON *id = cJSON_GetObjectItem(r, "id"), *nm = cJSON_GetObjectItem(r, "name");
+    if (strcmp(id->valuestring, name) == 0 || (nm && strcmp(nm->valuestring, name) == 0))
+      return true;
+  }
+  return false;
+}
+
+/* Refuses the correlations whose rules were not accepted (they may come
+ * from any file of the set, so this waits for the output). */
+static void check_correlations(sigma_compiler_t *c) {
+  cJSON *r = c->correlations ? c->correlations->child : NULL;
+  while (r != NULL) {
+    cJSON *next = r->next;
+    const cJSON *ref, *refs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "correlation"), "rules");
+    const char *missing = NULL;
+    cJSON_ArrayForEach(ref, refs) {
+      if (!rule_known(c, ref->valuestring)) {
+        missing = ref->valuestring;
+        break;
+      }
+    }
+    if (missing != NULL) {
+      const char *id = cJSON_GetObjectItem(r, "id")->valuestring;
+      for (size_t i = 0; i < c->nreport; i++) {
+        sigma_report_t *rep = &c->report[i];
+        if (rep->accepted && rep->correlation && strcmp(rep->id, id) == 0) {
+          rep->accepted = false;
+          snprintf(rep->reason, sizeof rep->reason,
+                   "correlation names rule %.80s, which is not in the compiled set", missing);
+        }
+      }
+      cJSON_Delete(cJSON_DetachItemViaPointer(c->correlations, r));
+      c->accepted--;
+    }
+    r = next;
+  }
+}
+
+char *sigma_compiler_output(sigma_compiler_t *c) {
+  check_correlations(c);
   cJSON *o = cJSON_CreateObject();
   if (o == NULL)
     return NULL;
@@ -2127,6 +2180,7 @@ int sigma_compile_main(int argc, char **argv) {
     }
   }
   strlist_free(&files);
+  char *text = sigma_compiler_output(c); /* refuses dangling correlations first */
   size_t refused = 0;
   for (size_t i = 0; i < c->nreport; i++) {
     const sigma_report_t *r = &c->report[i];
@@ -2143,9 +2197,9 @@ int sigma_compile_main(int argc, char **argv) {
   if (strict && refused > 0) {
     fprintf(stderr, "yamori-console: --strict: %zu rules refused; %s not written\n", refused, out);
     sigma_compiler_free(c);
+    free(text);
     return 1;
   }
-  char *text = sigma_compiler_output(c);
   sigma_compiler_free(c);
   if (text == NULL) {
     fprintf(stderr, "yamori-console: out of memory\n");

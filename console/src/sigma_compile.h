@@ -85,8 +85,10 @@ const sigma_report_t *sigma_compiler_report(const sigma_compiler_t *c, size_t i)
 size_t sigma_compiler_accepted(const sigma_compiler_t *c);
 
 /* The compact JSON of every accepted rule (caller frees with free()), or
- * NULL when out of memory. */
-char *sigma_compiler_output(const sigma_compiler_t *c);
+ * NULL when out of memory. Correlations whose rules are not in the set are
+ * refused here (their report lines change), so call it after the last
+ * file. */
+char *sigma_compiler_output(sigma_compiler_t *c);
 
 /* `yamori-console rules compile-sigma [--strict] IN... -o OUT.json`:
  * argv[0] is "compile-sigma". Prints one line per rule, writes OUT

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sigma_source_cjson(&src, &ctx, rs, event);
     static const char *const cats[] = {"process_creation", "file_event", "network_connection", "x"};
     for (size_t i = 0; i < sizeof cats / sizeof cats[0]; i++) {
-      int n = sigma_eval_event(e, cats[i], "linux", &src);
+      int n = sigma_eval_event(e, cats[i], "linux", (int64_t)i * 1000000000, &src);
       for (int k = 0; k < n; k++)
         (void)sigma_eval_match(e, (size_t)k)->id;
     }

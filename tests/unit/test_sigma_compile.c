@@ -256,11 +256,14 @@ static void test_correlation(void **state) {
   (void)state;
   const char *ok = "title: Burst\nid: c-1\ncorrelation:\n  type: value_count\n"
                    "  rules: [a-1]\n  group-by: [User]\n  timespan: 5m\n"
-                   "  condition:\n    field: TargetFilename\n    gte: 100\n";
+                   "  condition:\n    field: TargetFilename\n    gte: 100\n"
+                   "---\ntitle: A\nid: a-1\nlogsource:\n  category: file_event\n"
+                   "detection:\n  sel:\n    TargetFilename|endswith: .x\n  condition: sel\n";
   sigma_compiler_t *c = compile(ok, strlen(ok), 0);
   assert_true(sigma_compiler_report(c, 0)->accepted);
   assert_true(sigma_compiler_report(c, 0)->correlation);
   char *json = sigma_compiler_output(c);
+  assert_true(sigma_compiler_report(c, 0)->accepted);
   cJSON *root = cJSON_Parse(json);
   free(json);
   cJSON *co = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "correlations"), 0),
@@ -272,6 +275,27 @@ static void test_correlation(void **state) {
       cJSON_GetObjectItem(cJSON_GetObjectItem(co, "condition"), "field")->valuestring, "file.path");
   cJSON_Delete(root);
   sigma_compiler_free(c);
+  /* A correlation naming a rule that is not in the compiled set is refused
+   * when the output is made. */
+  const char *dangling = "title: B\nid: c-9\ncorrelation:\n  type: temporal\n  rules: [gone]\n"
+                         "  timespan: 5s\n";
+  c = compile(dangling, strlen(dangling), 0);
+  assert_true(sigma_compiler_report(c, 0)->accepted);
+  json = sigma_compiler_output(c);
+  root = cJSON_Parse(json);
+  free(json);
+  assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(root, "correlations")), 0);
+  assert_false(sigma_compiler_report(c, 0)->accepted);
+  assert_non_null(strstr(sigma_compiler_report(c, 0)->reason, "rule gone, which is not in"));
+  assert_int_equal(sigma_compiler_accepted(c), 0);
+  cJSON_Delete(root);
+  sigma_compiler_free(c);
+  refused_at("title: B\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [a]\n"
+             "  timespan: 5s\n  condition:\n    lt: 3\n",
+             8, "only gt and gte");
+  refused_at("title: B\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [a]\n"
+             "  timespan: 5s\n  condition:\n    gte: 5000\n",
+             8, "from 1 to 1000");
   refused_at("title: B\nid: c-1\ncorrelation:\n  type: sequence\n  rules: [a]\n", 4,
              "correlation type");
   refused_at("title: B\nid: c-1\ncorrelation:\n  type: event_count\n  rules: [a]\n"

@@ -63,7 +63,7 @@ static int eval_json(sigma_eval_t *e, const sigma_ruleset_t *rs, const char *cat
   sigma_source_t src;
   sigma_cjson_t ctx;
   sigma_source_cjson(&src, &ctx, rs, ev);
-  int n = sigma_eval_event(e, category, "linux", &src);
+  int n = sigma_eval_event(e, category, "linux", 0, &src);
   cJSON_Delete(ev);
   assert_true(n >= 0);
   return n;
@@ -363,9 +363,9 @@ static void test_match_report(void **state) {
   sigma_source_t src;
   sigma_cjson_t ctx;
   sigma_source_cjson(&src, &ctx, rs, ev);
-  assert_int_equal(sigma_eval_event(e, "file_event", "linux", &src), 0);
-  assert_int_equal(sigma_eval_event(e, PC, "windows", &src), 0);
-  assert_int_equal(sigma_eval_event(e, PC, "linux", &src), 1);
+  assert_int_equal(sigma_eval_event(e, "file_event", "linux", 0, &src), 0);
+  assert_int_equal(sigma_eval_event(e, PC, "windows", 0, &src), 0);
+  assert_int_equal(sigma_eval_event(e, PC, "linux", 0, &src), 1);
   cJSON_Delete(ev);
   sigma_eval_free(e);
   sigma_ruleset_free(rs);
@@ -435,7 +435,7 @@ static void test_agent_event_source(void **state) {
   sigma_source_t src;
   sigma_event_src_t ctx;
   sigma_source_event(&src, &ctx, rs, &ev);
-  assert_int_equal(sigma_eval_event(e, PC, "linux", &src), 1);
+  assert_int_equal(sigma_eval_event(e, PC, "linux", 0, &src), 1);
   sigma_str_t v[4];
   size_t f;
   for (f = 0; f < sigma_ruleset_field_count(rs); f++)
@@ -449,9 +449,125 @@ static void test_agent_event_source(void **state) {
                       6);
   /* The pid below the bound: no match. */
   assert_int_equal(ym_event_set_int(&ev, YM_F_PROCESS_PID, 50), 0);
-  assert_int_equal(sigma_eval_event(e, PC, "linux", &src), 0);
+  assert_int_equal(sigma_eval_event(e, PC, "linux", 0, &src), 0);
   ym_event_free(&ev);
   ym_event_free(&base);
+  sigma_eval_free(e);
+  sigma_ruleset_free(rs);
+}
+
+/* Evaluates a JSON event at time t seconds; returns the matches and fills
+ * ids (space-separated, "corr:" before correlations). */
+static int eval_at(sigma_eval_t *e, const sigma_ruleset_t *rs, const char *category, int t,
+                   const char *event, char *ids, size_t idlen) {
+  cJSON *ev = cJSON_Parse(event);
+  assert_non_null(ev);
+  sigma_source_t src;
+  sigma_cjson_t ctx;
+  sigma_source_cjson(&src, &ctx, rs, ev);
+  int n = sigma_eval_event(e, category, "linux", (int64_t)t * 1000000000, &src);
+  cJSON_Delete(ev);
+  assert_true(n >= 0);
+  size_t off = 0;
+  ids[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    const sigma_match_t *m = sigma_eval_match(e, (size_t)i);
+    off += (size_t)snprintf(ids + off, idlen - off, "%s%s%s", i ? " " : "",
+                            m->correlation ? "corr:" : "", m->id);
+  }
+  return n;
+}
+
+#define RENAME(img, path)                                                                          \
+  "{\"process\":{\"executable\":\"" img "\"},\"file\":{\"path\":\"" path "\"}}"
+
+/* Ransomware shape: one program renames many files to a new extension
+ * within seconds. */
+static void test_correlation_event_count(void **state) {
+  (void)state;
+  sigma_ruleset_t *rs =
+      load_yaml("title: Rename to .locked\nid: base-1\nlogsource:\n  category: file_rename\n"
+                "detection:\n  sel:\n    TargetFilename|endswith: .locked\n  condition: sel\n"
+                "---\ntitle: Many renames\nid: corr-1\nlevel: critical\ntags: [attack.t1486]\n"
+                "correlation:\n  type: event_count\n  rules: [base-1]\n  group-by: [Image]\n"
+                "  timespan: 10s\n  condition:\n    gte: 5\n");
+  assert_int_equal(sigma_ruleset_correlation_count(rs), 1);
+  sigma_eval_t *e = sigma_eval_new(rs);
+  char ids[256];
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(
+        eval_at(e, rs, "file_rename", i, RENAME("/tmp/evil", "/h/a.locked"), ids, sizeof ids), 1);
+    /* Another program's renames are another group. */
+    eval_at(e, rs, "file_rename", i, RENAME("/usr/bin/mv", "/h/b.locked"), ids, sizeof ids);
+  }
+  assert_int_equal(
+      eval_at(e, rs, "file_rename", 5, RENAME("/tmp/evil", "/h/c.locked"), ids, sizeof ids), 2);
+  assert_string_equal(ids, "base-1 corr:corr-1");
+  const sigma_match_t *m = sigma_eval_match(e, 1);
+  assert_int_equal(m->severity, 99);
+  assert_string_equal(m->techniques[0], "T1486");
+  assert_int_equal(m->nfields, 1);
+  assert_string_equal(m->fields[0], "process.executable");
+  /* Counting starts again; events further apart than the span never fire. */
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(eval_at(e, rs, "file_rename", 100 + 11 * i, RENAME("/tmp/slow", "/h/d.locked"),
+                             ids, sizeof ids),
+                     1);
+  sigma_eval_free(e);
+  sigma_ruleset_free(rs);
+}
+
+static void test_correlation_value_count(void **state) {
+  (void)state;
+  sigma_ruleset_t *rs =
+      load_yaml("title: ssh started\nid: ssh-1\nname: ssh_start\nlogsource:\n"
+                "  category: process_creation\n"
+                "detection:\n  sel:\n    Image|endswith: /ssh\n  condition: sel\n"
+                "---\ntitle: ssh to many hosts\nid: corr-2\ncorrelation:\n  type: value_count\n"
+                "  rules: [ssh_start]\n  group-by: [User]\n  timespan: 1m\n"
+                "  condition:\n    field: CommandLine\n    gt: 2\n");
+  sigma_eval_t *e = sigma_eval_new(rs);
+  char ids[256];
+  const char *same = "{\"process\":{\"executable\":\"/usr/bin/ssh\",\"command_line\":\"ssh a\","
+                     "\"user\":{\"name\":\"bob\"}}}";
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(eval_at(e, rs, PC, i, same, ids, sizeof ids), 1);
+  const char *b = "{\"process\":{\"executable\":\"/usr/bin/ssh\",\"command_line\":\"ssh b\","
+                  "\"user\":{\"name\":\"bob\"}}}";
+  const char *c = "{\"process\":{\"executable\":\"/usr/bin/ssh\",\"command_line\":\"ssh c\","
+                  "\"user\":{\"name\":\"bob\"}}}";
+  assert_int_equal(eval_at(e, rs, PC, 6, b, ids, sizeof ids), 1);
+  assert_int_equal(eval_at(e, rs, PC, 7, c, ids, sizeof ids), 2);
+  assert_string_equal(ids, "ssh-1 corr:corr-2");
+  sigma_eval_free(e);
+  sigma_ruleset_free(rs);
+}
+
+/* Many failures, then a success, for the same user, in that order. */
+static void test_correlation_temporal(void **state) {
+  (void)state;
+  sigma_ruleset_t *rs =
+      load_yaml("title: A\nid: a-1\nlogsource:\n  category: process_creation\n"
+                "detection:\n  sel:\n    CommandLine|contains: step-one\n  condition: sel\n"
+                "---\ntitle: B\nid: b-1\nlogsource:\n  category: process_creation\n"
+                "detection:\n  sel:\n    CommandLine|contains: step-two\n  condition: sel\n"
+                "---\ntitle: A then B\nid: corr-3\ncorrelation:\n  type: temporal_ordered\n"
+                "  rules: [a-1, b-1]\n  group-by: [User]\n  timespan: 30s\n");
+  sigma_eval_t *e = sigma_eval_new(rs);
+  char ids[256];
+  const char *a = "{\"process\":{\"command_line\":\"step-one\",\"user\":{\"name\":\"u\"}}}";
+  const char *b2 = "{\"process\":{\"command_line\":\"step-two\",\"user\":{\"name\":\"u\"}}}";
+  const char *bo = "{\"process\":{\"command_line\":\"step-two\",\"user\":{\"name\":\"other\"}}}";
+  /* B before A: not in order. */
+  assert_int_equal(eval_at(e, rs, PC, 0, b2, ids, sizeof ids), 1);
+  assert_int_equal(eval_at(e, rs, PC, 1, a, ids, sizeof ids), 1);
+  /* Another user's B is another group. */
+  assert_int_equal(eval_at(e, rs, PC, 2, bo, ids, sizeof ids), 1);
+  assert_int_equal(eval_at(e, rs, PC, 3, b2, ids, sizeof ids), 2);
+  assert_string_equal(ids, "b-1 corr:corr-3");
+  /* Too far apart. */
+  assert_int_equal(eval_at(e, rs, PC, 100, a, ids, sizeof ids), 1);
+  assert_int_equal(eval_at(e, rs, PC, 131, b2, ids, sizeof ids), 1);
   sigma_eval_free(e);
   sigma_ruleset_free(rs);
 }
@@ -495,6 +611,13 @@ static void test_loader_refusals(void **state) {
   expect_refused(HEAD RULE("{\"field\":\"a.b\",\"match\":\"exact\",\"values\":[\"x\"]}") "," RULE(
                      "{\"field\":\"a.b\",\"match\":\"exact\",\"values\":[\"x\"]}") "]}",
                  "id used twice");
+  expect_refused(
+      HEAD RULE("{\"field\":\"a.b\",\"match\":\"null\"}") "],\"correlations\":[{"
+                                                          "\"id\":\"c1\",\"title\":\"t\",\"level\":"
+                                                          "\"low\",\"correlation\":{"
+                                                          "\"type\":\"temporal\",\"rules\":["
+                                                          "\"nope\"],\"timespan_s\":5}}]}",
+      "rule 1 (c1): correlation names a rule not in the set");
   /* Deep nesting. */
   size_t cap = 100000;
   char *deep = malloc(cap);
@@ -557,6 +680,9 @@ int main(void) {
       cmocka_unit_test(test_match_report),
       cmocka_unit_test(test_prefilter_many_rules),
       cmocka_unit_test(test_agent_event_source),
+      cmocka_unit_test(test_correlation_event_count),
+      cmocka_unit_test(test_correlation_value_count),
+      cmocka_unit_test(test_correlation_temporal),
       cmocka_unit_test(test_loader_refusals),
       cmocka_unit_test(test_loader_accepts_correlations),
   };
