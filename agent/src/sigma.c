@@ -1602,6 +1602,8 @@ int sigma_eval_event(sigma_eval_t *e, const char *category, const char *product,
   const sigma_ruleset_t *rs = e->rs;
   e->nmatches = 0;
   e->ncand = 0;
+  if (category == NULL || src == NULL)
+    return 0;
   const bucket_t *b = NULL;
   for (size_t i = 0; i < rs->ncats; i++)
     if (strcmp(rs->cats[i].name, category) == 0)
