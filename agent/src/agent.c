@@ -217,6 +217,9 @@ void agent_counters_json(agent_t *a, cJSON *k) {
     cJSON_AddNumberToObject(
         k, "spool_pending",
         (double)(spool_pending(a->spool, SPOOL_ALERTS) + spool_pending(a->spool, SPOOL_BULK)));
+    cJSON_AddNumberToObject(k, "spool_last_seq_alerts",
+                            (double)spool_last_seq(a->spool, SPOOL_ALERTS));
+    cJSON_AddNumberToObject(k, "spool_last_seq_bulk", (double)spool_last_seq(a->spool, SPOOL_BULK));
   }
   if (a->up != NULL) {
     uplink_stats_t us;

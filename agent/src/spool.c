@@ -874,6 +874,10 @@ bool spool_pending(const spool_t *s, spool_stream_t stream) {
   return oldest(&s->st[stream], &g) != NULL;
 }
 
+uint64_t spool_last_seq(const spool_t *s, spool_stream_t stream) {
+  return s->st[stream].next_seq - 1;
+}
+
 void spool_stats(const spool_t *s, spool_stats_t *out) {
   *out = s->stats;
 }

@@ -120,6 +120,12 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq);
 /* True when stream has spooled records not acknowledged yet. */
 bool spool_pending(const spool_t *s, spool_stream_t stream);
 
+/* The last number stream has given to an event (0 before the first). It
+ * survives restarts as the numbering does; once the spool is drained, the
+ * console holds every number up to it except those a gap event accounts
+ * for. */
+uint64_t spool_last_seq(const spool_t *s, spool_stream_t stream);
+
 void spool_stats(const spool_t *s, spool_stats_t *out);
 
 /* A record header, decoded. */

@@ -119,8 +119,11 @@ static void write_recover_ack(void **state) {
   ctx_t c = {0};
   spool_t *s = open_spool(&loop, dir, 64 << 20, 1 << 20, &c);
   assert_int_equal(spool_next_seq(s, SPOOL_BULK), 1);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 0);
   append_n(s, SPOOL_BULK, 5000, 50);
   append_n(s, SPOOL_ALERTS, 3, 10);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 5000);
+  assert_int_equal(spool_last_seq(s, SPOOL_ALERTS), 3);
   settle(&loop, s);
   spool_stats_t st;
   spool_stats(s, &st);
@@ -153,6 +156,8 @@ static void write_recover_ack(void **state) {
   s = open_spool(&loop, dir, 64 << 20, 1 << 20, &c);
   assert_false(spool_pending(s, SPOOL_BULK));
   assert_int_equal(spool_next_seq(s, SPOOL_BULK), 5001);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 5000);
+  assert_int_equal(spool_last_seq(s, SPOOL_ALERTS), 3);
   assert_true(spool_pending(s, SPOOL_ALERTS));
   spool_free(s);
   uv_loop_close(&loop);
