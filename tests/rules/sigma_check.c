@@ -13,11 +13,15 @@
  *     rule that is not in the set, and when a rule of the set has no
  *     positive or no negative case.
  *
- *   sigma_check replay [--fail-above LEVEL] RULES.json EVENTS.ndjson[.gz]
+ *   sigma_check replay [--fail-above LEVEL] [--expect IDS.txt] RULES.json
+ *                      EVENTS.ndjson[.gz]
  *     Evaluates a recorded event stream (one ECS event per line, in order,
  *     through one evaluator) and prints, as one JSON object, the number of
  *     events and the matches per level and per rule. With --fail-above,
  *     exits 1 when a rule of a higher level matched, and names the events.
+ *     With --expect, exits 1 when a rule listed in IDS.txt (one id per
+ *     line, then optionally "# title"; blank lines and lines starting with
+ *     # are skipped) never matched, or is not in the set.
  *
  * Exit codes: 0 success, 1 a check failed, 2 unusable input, 64 usage.
  */
@@ -345,7 +349,44 @@ static void on_replay_match(const sigma_match_t *m, const cJSON *ev, void *data)
   }
 }
 
-static int run_replay(const char *rules_path, const char *events_path, int fail_above) {
+/* Checks that every rule id listed in the expect file matched at least
+ * once in the replay. Returns the number of listed rules that did not (or
+ * -1 when the file cannot be read). */
+static int check_expected(const char *path, const replay_t *rp) {
+  size_t len;
+  char *text = slurp(path, &len);
+  if (text == NULL) {
+    fprintf(stderr, "sigma_check: cannot read %s\n", path);
+    return -1;
+  }
+  int missing = 0, listed = 0;
+  for (char *line = text; line < text + len;) {
+    char *nl = memchr(line, '\n', (size_t)(text + len - line));
+    size_t n = nl ? (size_t)(nl - line) : (size_t)(text + len - line);
+    line[n] = '\0';
+    size_t idn = strcspn(line, " \t#");
+    if (idn > 0) {
+      listed++;
+      bool seen = false;
+      for (size_t i = 0; i < rp->n && !seen; i++)
+        seen = strlen(rp->r[i].id) == idn && memcmp(rp->r[i].id, line, idn) == 0;
+      if (!seen) {
+        fprintf(stderr, "expected rule did not match: %s\n", line);
+        missing++;
+      }
+    }
+    line += n + 1;
+  }
+  free(text);
+  if (listed == 0) {
+    fprintf(stderr, "sigma_check: %s lists no rule\n", path);
+    return -1;
+  }
+  return missing;
+}
+
+static int run_replay(const char *rules_path, const char *events_path, int fail_above,
+                      const char *expect_path) {
   cJSON *rdoc = NULL;
   sigma_ruleset_t *rs = load_rules(rules_path, &rdoc);
   if (rs == NULL)
@@ -407,11 +448,9 @@ static int run_replay(const char *rules_path, const char *events_path, int fail_
     printf("%s\n", s);
   free(s);
   cJSON_Delete(out);
-  free(rp.r);
   sigma_eval_free(e);
   free(text);
   cJSON_Delete(rdoc);
-  sigma_ruleset_free(rs);
   if (rc == 0 && events == 0) {
     fprintf(stderr, "sigma_check: %s holds no events\n", events_path);
     rc = 2;
@@ -420,12 +459,22 @@ static int run_replay(const char *rules_path, const char *events_path, int fail_
     fprintf(stderr, "sigma_check: %ld matches above %s\n", rp.over, levels[fail_above]);
     rc = 1;
   }
+  if (rc == 0 && expect_path != NULL) {
+    int missing = check_expected(expect_path, &rp);
+    if (missing < 0)
+      rc = 2;
+    else if (missing > 0)
+      rc = 1;
+  }
+  free(rp.r); /* its ids and titles belong to the ruleset */
+  sigma_ruleset_free(rs);
   return rc;
 }
 
 static int usage(void) {
   fprintf(stderr, "usage: sigma_check cases [-v] RULES.json CASES.json\n"
-                  "       sigma_check replay [--fail-above LEVEL] RULES.json EVENTS.ndjson[.gz]\n");
+                  "       sigma_check replay [--fail-above LEVEL] [--expect IDS.txt] RULES.json "
+                  "EVENTS.ndjson[.gz]\n");
   return 64;
 }
 
@@ -438,15 +487,19 @@ int main(int argc, char **argv) {
   }
   if (argc >= 4 && strcmp(argv[1], "replay") == 0) {
     int fail_above = (int)NLEVELS;
+    const char *expect = NULL;
     int i = 2;
-    if (strcmp(argv[i], "--fail-above") == 0) {
-      if (argc != 6 || (fail_above = level_index(argv[3])) < 0)
+    while (i + 1 < argc && argv[i][0] == '-') {
+      if (strcmp(argv[i], "--fail-above") == 0 && (fail_above = level_index(argv[i + 1])) >= 0)
+        i += 2;
+      else if (strcmp(argv[i], "--expect") == 0)
+        expect = argv[(i += 2) - 1];
+      else
         return usage();
-      i = 4;
     }
     if (argc - i != 2)
       return usage();
-    return run_replay(argv[i], argv[i + 1], fail_above);
+    return run_replay(argv[i], argv[i + 1], fail_above, expect);
   }
   return usage();
 }
