@@ -11,7 +11,7 @@
  *     case passes when the rule matched on one of its events ("match") or
  *     on none ("nomatch"). Fails when a case fails, is malformed or names a
  *     rule that is not in the set, and when a rule of the set has no
- *     positive or no negative case.
+ *     positive or no negative case, or names no ATT&CK technique.
  *
  *   sigma_check replay [--fail-above LEVEL] [--expect IDS.txt] RULES.json
  *                      EVENTS.ndjson[.gz]
@@ -173,8 +173,19 @@ static int eval_one(sigma_eval_t *e, const sigma_ruleset_t *rs, const cJSON *ev,
 
 typedef struct {
   const char *id, *title;
+  bool technique; /* names an ATT&CK technique (an attack.tNNNN tag) */
   int pos, neg;
 } rule_cov_t;
+
+static bool has_technique(const cJSON *rule) {
+  const cJSON *t;
+  cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(rule, "tags")) {
+    const char *s = cJSON_GetStringValue(t);
+    if (s != NULL && strncmp(s, "attack.t", 8) == 0 && s[8] >= '0' && s[8] <= '9')
+      return true;
+  }
+  return false;
+}
 
 typedef struct {
   const char *want;
@@ -206,6 +217,7 @@ static size_t collect_rules(const cJSON *doc, rule_cov_t **out) {
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, lists[l])) {
       r[k].id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "id"));
       r[k].title = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "title"));
+      r[k].technique = has_technique(it);
       k++;
     }
   }
@@ -291,9 +303,14 @@ static int run_cases(const char *rules_path, const char *cases_path, bool verbos
              cov[i].title, cov[i].pos, cov[i].neg);
       uncovered++;
     }
+    if (!cov[i].technique) {
+      printf("FAIL rule %s (%s) names no ATT&CK technique (an attack.tNNNN tag)\n", cov[i].id,
+             cov[i].title);
+      uncovered++;
+    }
   }
-  printf("%d cases passed, %d failed; %zu rules, %d without both kinds of case\n", passed, failed,
-         ncov, uncovered);
+  printf("%d cases passed, %d failed; %zu rules, %d without both kinds of case or a technique\n",
+         passed, failed, ncov, uncovered);
   free(cov);
   cJSON_Delete(cdoc);
   cJSON_Delete(rdoc);
