@@ -398,6 +398,7 @@ static void reload(agent_t *a) {
   }
   if (a->det != NULL)
     detect_apply_conf(a->det);
+  respond_reload(a->resp);
   conf_free(old);
   ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");
 }
