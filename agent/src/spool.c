@@ -957,10 +957,22 @@ typedef struct {
   int rc;
   spool_read_cb cb;
   void *data;
+  bool mem;     /* a batch waiting in memory, not a record on disk */
+  ym_buf_t raw; /* mem: a copy of its events */
 } read_job_t;
 
 static void read_work(uv_work_t *w) {
   read_job_t *j = w->data;
+  if (j->mem) {
+    /* Compressed here as the writer would: the same payload. */
+    j->rc = gzip_buf(&j->raw, &j->b->payload);
+    if (j->rc == 0) {
+      j->b->first_seq = j->rec.first_seq;
+      j->b->last_seq = j->rec.last_seq;
+      j->b->count = j->rec.count;
+    }
+    return;
+  }
   int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     j->rc = ym_err_from_errno(errno);
@@ -988,6 +1000,14 @@ static void read_work(uv_work_t *w) {
 static void read_done(uv_work_t *w, int status) {
   read_job_t *j = w->data;
   (void)status;
+  ym_buf_free(&j->raw);
+  if (j->mem) {
+    j->cb(j->rc, j->rc == 0 ? j->b : NULL, j->data);
+    if (j->rc != 0)
+      spool_batch_free(j->b);
+    free(j);
+    return;
+  }
   if (j->rc == YM_ENOENT) {
     /* The segment file is gone (its directory was removed): none of its
      * records can be sent. One gap says how many events went with it. */
@@ -1032,9 +1052,63 @@ static const rec_t *oldest(const stream_t *st, const seg_t **gout) {
   return NULL;
 }
 
+/* While writing fails, the oldest batch waiting in memory that the console
+ * has not acknowledged, when everything before it has been sent from disk
+ * and no write of the stream is in flight (that batch would come first).
+ * The uplink sends it from memory: alerts reach the console even while the
+ * disk cannot be written. */
+static const pending_batch_t *waiting_unsent(const spool_t *s, const stream_t *st) {
+  const seg_t *g;
+  if (!s->failing || st->writing || oldest(st, &g) != NULL)
+    return NULL;
+  for (const pending_batch_t *b = st->wq_head; b != NULL; b = b->next)
+    if (b->last_seq > st->acked)
+      return b;
+  return NULL;
+}
+
+/* Reads a batch waiting in memory for the uplink (see waiting_unsent). */
+static void read_waiting(spool_t *s, spool_stream_t stream, const pending_batch_t *pb,
+                         spool_read_cb cb, void *data) {
+  read_job_t *j = calloc(1, sizeof(*j));
+  spool_batch_t *b = j ? calloc(1, sizeof(*b)) : NULL;
+  if (b != NULL) {
+    ym_buf_init(&j->raw, SPOOL_BATCH_MAX_RAW + EVENT_MAX);
+    if (ym_buf_append(&j->raw, pb->raw.data, pb->raw.len) != 0) {
+      ym_buf_free(&j->raw);
+      free(b);
+      b = NULL;
+    }
+  }
+  if (b == NULL) {
+    free(j);
+    cb(YM_ENOMEM, NULL, data);
+    return;
+  }
+  ym_buf_init(&b->payload, SPOOL_SEGMENT_MAX);
+  b->stream = stream;
+  j->b = b;
+  j->s = s;
+  j->id = stream;
+  j->mem = true;
+  j->rec.first_seq = pb->first_seq;
+  j->rec.last_seq = pb->last_seq;
+  j->rec.count = pb->count;
+  s->st[stream].sending = pb->first_seq;
+  j->cb = cb;
+  j->data = data;
+  j->req.data = j;
+  uv_queue_work(s->loop, &j->req, read_work, read_done);
+}
+
 void spool_read_async(spool_t *s, spool_stream_t stream, spool_read_cb cb, void *data) {
   const seg_t *g = NULL;
   const rec_t *r = oldest(&s->st[stream], &g);
+  const pending_batch_t *pb = r == NULL ? waiting_unsent(s, &s->st[stream]) : NULL;
+  if (pb != NULL) {
+    read_waiting(s, stream, pb, cb, data);
+    return;
+  }
   read_job_t *j = r ? calloc(1, sizeof(*j)) : NULL;
   spool_batch_t *b = j ? calloc(1, sizeof(*b)) : NULL;
   if (b == NULL) {
@@ -1075,6 +1149,23 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
       if (g->recs[i].last_seq > st->acked && g->recs[i].last_seq <= seq && !g->recs[i].corrupt)
         s->stats.events_acked += g->recs[i].count;
   st->acked = seq;
+  /* Batches sent from memory while the disk could not be written: the
+   * console has them, they need not be written any more. */
+  pending_batch_t **pp = &st->wq_head, *last = NULL;
+  while (*pp != NULL) {
+    pending_batch_t *b = *pp;
+    if (b->last_seq <= seq) {
+      *pp = b->next;
+      s->stats.events_acked += b->count;
+      s->waiting_bytes -= b->raw.len;
+      ym_buf_free(&b->raw);
+      free(b);
+    } else {
+      last = b;
+      pp = &b->next;
+    }
+  }
+  st->wq_tail = last;
   while (st->head != NULL) {
     seg_t *g = st->head;
     if (g->nrecs == 0 || g->recs[g->nrecs - 1].last_seq > st->acked)
@@ -1095,7 +1186,7 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
 
 bool spool_pending(const spool_t *s, spool_stream_t stream) {
   const seg_t *g;
-  return oldest(&s->st[stream], &g) != NULL;
+  return oldest(&s->st[stream], &g) != NULL || waiting_unsent(s, &s->st[stream]) != NULL;
 }
 
 void spool_stats(const spool_t *s, spool_stats_t *out) {

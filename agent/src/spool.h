@@ -37,6 +37,10 @@
  * count goes back into the next report. So a failing disk costs a few
  * system calls per retry, never an event (or a log line) per failed write.
  * A missing stream directory is created again before a new segment.
+ * Meanwhile spool_read_async() hands the uplink the batches waiting in
+ * memory once everything on disk was sent, and spool_ack() drops those the
+ * console acknowledged: alerts reach the console while the disk cannot be
+ * written.
  *
  * Loop-thread handle (init/start/close), caller-owned storage.
  */
