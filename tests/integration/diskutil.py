@@ -16,6 +16,16 @@ CPU_MAX = 0.05
 STOP_MAX_S = 3.0
 
 
+def write_eicar(path):
+    """Writes the EICAR test file at path with a second hard link made
+    before its content: agents of other tests on this machine that
+    quarantine it cannot (a file with two links is never quarantined), so
+    the alert of the agent under test is certain to come."""
+    with open(path, "wb") as f:
+        os.link(path, path + ".link")
+        f.write(EICAR)
+
+
 def mount_tmpfs(t, path, size="4m"):
     """Mounts a small tmpfs at path (created); unmounted at cleanup. A mount
     that cannot be made fails the test."""

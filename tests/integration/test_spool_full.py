@@ -22,8 +22,7 @@ time.sleep(2.5)  # a bulk batch is written while there is room
 filled = diskutil.fill(state)
 print("info: filled the state filesystem with %d bytes" % filled, flush=True)
 eicar = os.path.join(work, "eicar.com")
-with open(eicar, "wb") as f:
-    f.write(diskutil.EICAR)
+diskutil.write_eicar(eicar)
 alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == eicar,
                       timeout=30, what="an alert while the disk is full")
 t.check(alert is not None, "detection and local alerts go on while the disk is full")

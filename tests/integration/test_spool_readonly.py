@@ -33,8 +33,7 @@ def remount(mode):
 
 t.check(remount("ro"), "the state filesystem is read-only")
 eicar = os.path.join(work, "eicar.com")
-with open(eicar, "wb") as f:
-    f.write(diskutil.EICAR)
+diskutil.write_eicar(eicar)
 alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == eicar,
                       timeout=30, what="an alert while the filesystem is read-only")
 t.check(alert is not None, "detection and local alerts go on while the filesystem is read-only")

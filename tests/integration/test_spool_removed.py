@@ -22,8 +22,7 @@ time.sleep(2.5)  # a bulk batch is written first
 
 shutil.rmtree(state)
 eicar = os.path.join(work, "eicar.com")
-with open(eicar, "wb") as f:
-    f.write(diskutil.EICAR)
+diskutil.write_eicar(eicar)
 alert = ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == eicar,
                       timeout=30, what="an alert after the state directory was removed")
 t.check(alert is not None, "detection and local alerts go on without the state directory")
@@ -52,8 +51,7 @@ t.check_eq(len(others), 0, "no other gap record about the spool")
 t.check(ag.proc.stderr_text().count("cannot write the spool") <= 1, "the failure is logged once")
 
 shutil.rmtree(state)
-with open(os.path.join(work, "eicar2.com"), "wb") as f:
-    f.write(diskutil.EICAR)
+diskutil.write_eicar(os.path.join(work, "eicar2.com"))
 ag.wait_event(lambda e: get(e, "event.kind") == "alert"
               and get(e, "file.path") == os.path.join(work, "eicar2.com"),
               timeout=30, what="a second alert")

@@ -39,8 +39,7 @@ with open(os.path.join(work, "a-change"), "w") as f:
 t.wait_for(lambda: diskutil.counters(ag).get("spool_failing") is True, timeout=30, interval=0.5,
            what="the spool failing on the read-only filesystem")
 eicar = os.path.join(work, "eicar.com")
-with open(eicar, "wb") as f:
-    f.write(diskutil.EICAR)
+diskutil.write_eicar(eicar)
 ag.wait_event(lambda e: get(e, "event.kind") == "alert" and get(e, "file.path") == eicar,
               timeout=30, what="the alert, locally")
 
