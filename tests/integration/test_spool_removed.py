@@ -48,7 +48,12 @@ others = [e for e in ag.events() if get(e, "event.action") == "gap"
           and get(e, "yamori.gap.source") == "spool"
           and get(e, "yamori.gap.reason") != "spool_write_failed"]
 t.check_eq(len(others), 0, "no other gap record about the spool")
-t.check(ag.proc.stderr_text().count("cannot write the spool") <= 1, "the failure is logged once")
+# The removal runs while the agent makes its directories again, so there
+# may be two short outages; each is logged once when it starts and once
+# when it ends, never per failed write.
+err = ag.proc.stderr_text()
+down, up = err.count("cannot write the spool"), err.count("can be written again")
+t.check(down == up and down <= 3, "each outage logged once (%d down, %d up)" % (down, up))
 
 shutil.rmtree(state)
 diskutil.write_eicar(os.path.join(work, "eicar2.com"))
