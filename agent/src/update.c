@@ -3,6 +3,7 @@
  */
 #include "update.h"
 
+#include "behave.h"
 #include "detect.h"
 #include "rules.h"
 #include "uplink.h"
@@ -697,6 +698,7 @@ static void rules_done(uv_work_t *w, int status) {
     r->dirs.v = NULL;
     r->dirs.n = 0;
     u->a->rules_dirs = &u->dirs;
+    behave_reload(u->a->beh, u->a->rules_dirs); /* the bundle's compiled Sigma, if any */
     if (had && strcmp(u->rules[r->scope].version, "") != 0) {
       int bfd = open(u->bundles_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       const char *base = strrchr(old, '/');
