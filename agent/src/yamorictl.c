@@ -204,9 +204,21 @@ static int cmd_status(conn_t *c, const opts_t *o) {
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "process")) ? "on" : "off",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "file")) ? "on" : "off",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "exec_guard")) ? "on" : "off");
+    const cJSON *bn = cJSON_GetObjectItem(k, "behaviour_rules");
+    if (bn != NULL)
+      printf("behaviour: %s, %.0f rules, version %s%s%s\n",
+             cJSON_IsTrue(cJSON_GetObjectItem(k, "behaviour_enabled")) ? "on" : "off",
+             bn->valuedouble, str_or(k, "behaviour_version", "?"),
+             cJSON_GetObjectItem(k, "behaviour_load_error") ? "; last load refused: " : "",
+             str_or(k, "behaviour_load_error", ""));
     const cJSON *it;
     cJSON_ArrayForEach(it, k) {
-      printf("  %-22s %.0f\n", it->string, it->valuedouble);
+      if (cJSON_IsString(it))
+        printf("  %-22s %s\n", it->string, it->valuestring);
+      else if (cJSON_IsBool(it))
+        printf("  %-22s %s\n", it->string, cJSON_IsTrue(it) ? "true" : "false");
+      else
+        printf("  %-22s %.0f\n", it->string, it->valuedouble);
     }
   }
   cJSON_Delete(r);
