@@ -389,7 +389,8 @@ static int behave_start(agent_t *a) {
   behave_conf(a->conf, &bc);
   int rc = behave_new(&ops, &bc, &a->beh);
   if (rc == 0)
-    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &a->conf->rules_dirs);
+    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &a->conf->rules_dirs,
+                  a->rules_dirs ? &a->conf->rules_dirs : NULL);
   return rc;
 }
 
@@ -460,7 +461,8 @@ static void reload(agent_t *a) {
     behave_conf_t bc;
     behave_conf(c, &bc);
     behave_configure(a->beh, &bc);
-    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &c->rules_dirs);
+    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &c->rules_dirs,
+                  a->rules_dirs ? &c->rules_dirs : NULL);
   }
   conf_free(old);
   ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");

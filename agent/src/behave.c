@@ -55,6 +55,37 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The event's @timestamp ("YYYY-MM-DDTHH:MM:SS.uuuuuuZ", as
+ * ym_time_format() writes it) in nanoseconds; 0 when absent or malformed. */
+static int64_t event_time_ns(const ym_event_t *ev) {
+  size_t n;
+  const char *t = ym_event_get_str(ev, YM_F_TIMESTAMP, &n);
+  if (t == NULL || n != 27 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' ||
+      t[16] != ':' || t[19] != '.' || t[26] != 'Z')
+    return 0;
+  static const int pos[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25};
+  int d[20];
+  for (int i = 0; i < 20; i++) {
+    if (t[pos[i]] < '0' || t[pos[i]] > '9')
+      return 0;
+    d[i] = t[pos[i]] - '0';
+  }
+  int64_t y = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3];
+  int64_t mo = d[4] * 10 + d[5], dd = d[6] * 10 + d[7];
+  int64_t hh = d[8] * 10 + d[9], mi = d[10] * 10 + d[11], ss = d[12] * 10 + d[13];
+  int64_t us = 0;
+  for (int i = 14; i < 20; i++)
+    us = us * 10 + d[i];
+  if (mo < 1 || mo > 12 || dd < 1 || dd > 31)
+    return 0;
+  /* Days from the civil date (proleptic Gregorian calendar). */
+  y -= mo <= 2;
+  int64_t era = y / 400, yoe = y - era * 400;
+  int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + dd - 1;
+  int64_t days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+  return ((days * 86400 + hh * 3600 + mi * 60 + ss) * 1000000 + us) * 1000;
+}
+
 static void sets_free(set_t *sets, size_t n) {
   for (size_t i = 0; i < n; i++) {
     sigma_eval_free(sets[i].ev);
@@ -171,7 +202,22 @@ static int list_json(int dirfd, char **names, size_t room, size_t *n) {
   return rc;
 }
 
-int behave_load(behave_t *b, const ym_strlist_t *dirs, char *msg, size_t msglen) {
+/* Does any of dirs have a sigma/ directory? */
+static bool any_sigma(const ym_strlist_t *dirs) {
+  for (size_t i = 0; i < dirs->n; i++) {
+    char path[1200];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/sigma", dirs->v[i]);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+      return true;
+  }
+  return false;
+}
+
+int behave_load(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fallback, char *msg,
+                size_t msglen) {
+  if (fallback != NULL && !any_sigma(dirs))
+    dirs = fallback;
   set_t *sets = calloc(BEHAVE_MAX_FILES, sizeof(*sets));
   if (sets == NULL)
     return YM_ENOMEM;
@@ -247,11 +293,11 @@ int behave_load(behave_t *b, const ym_strlist_t *dirs, char *msg, size_t msglen)
   return 0;
 }
 
-int behave_reload(behave_t *b, const ym_strlist_t *dirs) {
+int behave_reload(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fallback) {
   if (b == NULL)
     return 0;
   char msg[320];
-  int rc = behave_load(b, dirs, msg, sizeof(msg));
+  int rc = behave_load(b, dirs, fallback, msg, sizeof(msg));
   if (rc != 0)
     ym_log(YM_LOG_ERROR, 0, "behaviour rules refused, keeping the %u loaded: %s", b->st.rules, msg);
   else
@@ -599,12 +645,15 @@ void behave_event(behave_t *b, const ym_event_t *ev) {
     return;
   b->st.evaluated++;
   int64_t now = now_ns();
+  int64_t when = event_time_ns(ev); /* correlations: when it happened */
+  if (when == 0)
+    when = now;
   for (size_t s = 0; s < b->nsets; s++) {
     set_t *set = &b->sets[s];
     sigma_source_t src;
     sigma_source_event(&src, &b->src, set->rs, ev);
     for (size_t c = 0; c < ncats; c++) {
-      int nm = sigma_eval_event(set->ev, cats[c], "linux", now, &src);
+      int nm = sigma_eval_event(set->ev, cats[c], "linux", when, &src);
       for (int i = 0; i < nm; i++)
         on_match(b, ev, sigma_eval_match(set->ev, (size_t)i), now);
     }

@@ -12,7 +12,7 @@
  *      the refusal (file and reason) is kept for the status.
  *   2. behave_event() is given every event the agent writes. Program
  *      starts and file events (sigma_event_categories()) are evaluated,
- *      correlations with the time of evaluation; other events are ignored.
+ *      correlations with the event's @timestamp; other events are ignored.
  *   3. A match of an informational rule is counted only. Any other match
  *      becomes an alert (event.kind alert, rule.ruleset "sigma"), unless
  *      the same rule matched for the same process within the rate-limit
@@ -84,14 +84,18 @@ void behave_free(behave_t *b);
 /* Applies a new configuration (loop thread). */
 void behave_configure(behave_t *b, const behave_conf_t *conf);
 
-/* Loads the compiled rules of dirs (see above). Returns 0 (the new set is
- * live; no files at all is an empty set), or an error with msg naming the
- * file and the reason (the old set stays). */
-int behave_load(behave_t *b, const ym_strlist_t *dirs, char *msg, size_t msglen);
+/* Loads the compiled rules of dirs (see above). When fallback is not NULL
+ * and no directory of dirs has a sigma/ directory, fallback's are read
+ * instead: active rules bundles that carry no behaviour rules leave the
+ * configured ones (rules.dirs) in force. Returns 0 (the new set is live; no
+ * files at all is an empty set), or an error with msg naming the file and
+ * the reason (the old set stays). */
+int behave_load(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fallback, char *msg,
+                size_t msglen);
 
 /* behave_load() that logs: the new set, or the refusal (the old set
  * stays). behave_reload(NULL, ...) does nothing. */
-int behave_reload(behave_t *b, const ym_strlist_t *dirs);
+int behave_reload(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fallback);
 
 /* Evaluates an event the agent has written. Alerts it raises are written
  * through ops.emit before it returns (or when their kill has finished). */

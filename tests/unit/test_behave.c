@@ -163,11 +163,26 @@ static void exec_event(fixture_t *f, const char *cmdline, const char *entity, co
   ym_event_free(&ev);
 }
 
+/* A file renamed by the process entity at time ns. */
+static void rename_event(fixture_t *f, const char *path, const char *entity, int64_t ns) {
+  ym_event_t ev;
+  ym_event_init(&ev, NULL);
+  ym_event_set_time(&ev, YM_F_TIMESTAMP, ns);
+  ym_event_set_cstr(&ev, YM_F_EVENT_KIND, "event");
+  ym_event_set_cstr(&ev, YM_F_EVENT_DATASET, "yamori.file");
+  ym_event_set_cstr(&ev, YM_F_EVENT_ACTION, "rename");
+  ym_event_set_cstr(&ev, YM_F_FILE_PATH, path);
+  ym_event_set_cstr(&ev, YM_F_PROCESS_ENTITY_ID, entity);
+  ym_event_set_int(&ev, YM_F_PROCESS_PID, 4242);
+  behave_event(f->b, &ev);
+  ym_event_free(&ev);
+}
+
 static void test_load_and_alert(void **state) {
   fixture_t *f = *state;
   write_rules(f, "a.json", RULE("rule-a", "high", "evil-a"));
   char msg[320];
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   behave_status_t st;
   behave_status(f->b, &st);
   assert_int_equal(st.rules, 1);
@@ -218,7 +233,7 @@ static void test_bad_file_keeps_old_set(void **state) {
   fixture_t *f = *state;
   write_rules(f, "a.json", RULE("rule-a", "medium", "evil-a"));
   char msg[320];
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   behave_status_t st;
   behave_status(f->b, &st);
   char version[17];
@@ -227,7 +242,7 @@ static void test_bad_file_keeps_old_set(void **state) {
   /* A second, good file and a broken one: nothing of the new set is taken. */
   write_rules(f, "b.json", RULE("rule-b", "medium", "evil-b"));
   write_raw(f, "c.json", "{\"format\": \"yamori-sigma\", \"rules\": [ {\"id\": ");
-  assert_int_not_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_not_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   assert_non_null(strstr(msg, "c.json"));
   behave_status(f->b, &st);
   assert_int_equal(st.rules, 1);
@@ -244,7 +259,7 @@ static void test_bad_file_keeps_old_set(void **state) {
   char bad[PATH_MAX + 16];
   snprintf(bad, sizeof(bad), "%s/c.json", f->sigma);
   assert_int_equal(unlink(bad), 0);
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   behave_status(f->b, &st);
   assert_int_equal(st.rules, 2);
   assert_string_not_equal(st.version, version);
@@ -256,7 +271,7 @@ static void test_bad_file_keeps_old_set(void **state) {
   char link[PATH_MAX + 16];
   snprintf(link, sizeof(link), "%s/d.json", f->sigma);
   assert_int_equal(symlink("/etc/hostname", link), 0);
-  assert_int_not_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_not_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   assert_non_null(strstr(msg, "d.json"));
 }
 
@@ -265,7 +280,7 @@ static void test_informational_and_rate_limit(void **state) {
   write_rules(f, "a.json",
               RULE("rule-a", "medium", "evil-a") "---\n" RULE("rule-i", "informational", "info-i"));
   char msg[320];
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   exec_event(f, "x info-i", ENTITY_A, "/bin/x");
   assert_int_equal(f->alerts, 0);
   behave_status_t st;
@@ -310,7 +325,7 @@ static void test_kill_response(void **state) {
   fixture_t *f = *state;
   write_rules(f, "a.json", RULE("rule-c", "critical", "evil-c"));
   char msg[320];
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   exec_event(f, "x evil-c", ENTITY_A, "/tmp/x");
   /* The alert waits for the kill's result. */
   assert_int_equal(f->kills, 1);
@@ -343,7 +358,7 @@ static void test_kill_refused_for_system_critical(void **state) {
   fixture_t *f = *state;
   write_rules(f, "a.json", RULE("rule-c", "critical", "evil-c"));
   char msg[320];
-  assert_int_equal(behave_load(f->b, &f->dirs, msg, sizeof(msg)), 0);
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
   exec_event(f, "journald evil-c", ENTITY_A, "/usr/lib/systemd/systemd-journald");
   assert_int_equal(f->kills, 0);
   assert_int_equal(f->alerts, 1);
@@ -363,6 +378,73 @@ static void test_kill_refused_for_system_critical(void **state) {
   assert_false(behave_system_critical("/bin/sleep", 10, 1));
 }
 
+/* Correlations count in the events' own time (@timestamp), not in the
+ * time they are evaluated. */
+static void test_correlation_event_time(void **state) {
+  fixture_t *f = *state;
+  write_rules(f, "a.json",
+              "title: Renamed to .locked\n"
+              "id: ren-1\n"
+              "name: ren_1\n"
+              "level: informational\n"
+              "logsource: {product: linux, category: file_rename}\n"
+              "detection:\n"
+              "  sel:\n"
+              "    TargetFilename|endswith: '.locked'\n"
+              "  condition: sel\n"
+              "---\n"
+              "title: Many renames\n"
+              "id: ren-burst\n"
+              "level: high\n"
+              "tags: [attack.impact, attack.t1486]\n"
+              "correlation:\n"
+              "  type: event_count\n"
+              "  rules: [ren_1]\n"
+              "  group-by: [process.entity_id]\n"
+              "  timespan: 10s\n"
+              "  condition: {gte: 3}\n");
+  char msg[320];
+  assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
+  int64_t t0 = 1700000000LL * 1000000000LL;
+  /* Three renames 20 s apart (by their timestamps): no burst. */
+  for (int i = 0; i < 3; i++)
+    rename_event(f, "/home/u/a.locked", ENTITY_A, t0 + i * 20000000000LL);
+  assert_int_equal(f->alerts, 0);
+  /* Three within one second: the correlation alerts. */
+  for (int i = 0; i < 3; i++)
+    rename_event(f, "/home/u/b.locked", ENTITY_B, t0 + 100000000000LL + i * 100000000LL);
+  assert_int_equal(f->alerts, 1);
+  assert_non_null(strstr(f->last, "\"id\":\"ren-burst\""));
+  assert_non_null(strstr(f->last, "\"technique\":{\"id\":[\"T1486\"]}"));
+  behave_status_t st;
+  behave_status(f->b, &st);
+  assert_int_equal(st.correlations, 1);
+  assert_int_equal(st.informational, 6);
+}
+
+/* A rules bundle without a sigma/ directory leaves the configured rules. */
+static void test_fallback_dirs(void **state) {
+  fixture_t *f = *state;
+  write_rules(f, "a.json", RULE("rule-a", "medium", "evil-a"));
+  char bundle[80];
+  snprintf(bundle, sizeof(bundle), "%s/bundle", f->dir);
+  assert_int_equal(mkdir(bundle, 0700), 0);
+  char *bv[1] = {bundle};
+  ym_strlist_t active = {bv, 1};
+  char msg[320];
+  assert_int_equal(behave_load(f->b, &active, &f->dirs, msg, sizeof(msg)), 0);
+  behave_status_t st;
+  behave_status(f->b, &st);
+  assert_int_equal(st.rules, 1); /* the configured directory's */
+  /* The bundle carries behaviour rules: they replace the configured ones. */
+  char sig[96];
+  snprintf(sig, sizeof(sig), "%s/sigma", bundle);
+  assert_int_equal(mkdir(sig, 0700), 0);
+  assert_int_equal(behave_load(f->b, &active, &f->dirs, msg, sizeof(msg)), 0);
+  behave_status(f->b, &st);
+  assert_int_equal(st.rules, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_load_and_alert, setup, teardown),
@@ -370,6 +452,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_informational_and_rate_limit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill_response, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kill_refused_for_system_critical, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_correlation_event_time, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fallback_dirs, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
