@@ -1,7 +1,7 @@
 """Behaviour response: a critical rule kills the process that matched (the
 default response of the critical level), and its alert says so; a
 system-critical program matched by a critical rule is not killed and the
-alert says why; a program no rule matches runs on. The rules are this
+alert says why, nor is the agent's launcher (protect.h); a program no rule matches runs on. The rules are this
 test's own, compiled with the console's command into a rules directory of
 the test beside the project's rules/."""
 import os
@@ -38,7 +38,17 @@ detection:
     Image|endswith: /dbus-daemon
     CommandLine|contains: '%s'
   condition: sel
-""" % (MARK, t.path("bus")))
+---
+title: Test file written by the agent's launcher
+id: yamori-test-kill-protected
+level: critical
+tags: [attack.execution, attack.t1059]
+logsource: {product: linux, category: file_event}
+detection:
+  sel:
+    TargetFilename|endswith: '/yamori-protected-%s.txt'
+  condition: sel
+""" % (MARK, t.path("bus"), MARK))
 r = t.run(["yamori-console", "rules", "compile-sigma", "--strict", t.path("kill.yml"), "-o",
            os.path.join(rules, "sigma", "test.json")])
 t.need_eq(r.returncode, 0, "test rules compiled: " + r.stdout.decode() + r.stderr.decode())
@@ -81,6 +91,18 @@ t.check("system-critical" in (get(e, "event.reason") or ""), "the reason says sy
         % get(e, "event.reason"))
 time.sleep(1)
 t.check(bus.poll() is None, "the bus daemon still runs")
+
+# ---- the agent's launcher is not killed ----
+# This test started the agent, so it is the agent's parent: its launcher,
+# which protect.h records by pid and start time. Were the protection to
+# fail, this very process would be killed and the test with it.
+with open(t.path("yamori-protected-%s.txt" % MARK), "w") as f:
+    f.write("x")
+e = alert_of("yamori-test-kill-protected") or {}
+t.check_eq(get(e, "process.pid"), os.getpid(), "the alert names this test process")
+t.check_eq(get(e, "yamori.response.result"), "refused", "the kill of the launcher is refused")
+t.check("launcher" in (get(e, "event.reason") or ""), "the reason names the protection (%s)"
+        % get(e, "event.reason"))
 
 # ---- a program no rule matches runs on ----
 other = subprocess.Popen(["sleep", "30"])
