@@ -135,9 +135,10 @@
   XX(YAMORI_GAP_COUNT, "yamori.gap.count", "long", YM_K_INT,                                       \
      "Gap: how many events were lost (absent when the source cannot say).")                        \
   XX(YAMORI_GAP_REASON, "yamori.gap.reason", "keyword", YM_K_STR,                                  \
-     "Gap: `queue_overflow`, `receive_overrun`, `sequence` or `in_flight_limit`.")                 \
+     "Gap: `queue_overflow`, `receive_overrun`, `sequence`, `ring_buffer_full` or "                \
+     "`in_flight_limit`.")                                                                         \
   XX(YAMORI_GAP_SOURCE, "yamori.gap.source", "keyword", YM_K_STR,                                  \
-     "Gap: `fanotify`, `proc_connector`, `scanner`, `spool` or `uplink`.")                         \
+     "Gap: `fanotify`, `proc_connector`, `ebpf`, `scanner`, `spool` or `uplink`.")                 \
   XX(YAMORI_GAP_STREAM, "yamori.gap.stream", "keyword", YM_K_STR,                                  \
      "Gap from the spool or uplink: the upload stream the lost events belonged to.")               \
   XX(YAMORI_MISSING, "yamori.missing", "keyword", YM_K_ARR,                                        \

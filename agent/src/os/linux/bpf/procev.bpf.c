@@ -23,7 +23,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 16 * 1024 * 1024);
+  __uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
 
 struct {
