@@ -30,7 +30,15 @@ typedef struct {
   uint64_t start_ticks; /* process start, clock ticks since boot */
   uint32_t uid;         /* real user id */
   uint32_t euid;        /* effective user id */
-  char comm[32];        /* kernel's short name (may be truncated to 15 bytes) */
+  /* Known only from the eBPF source (ids_ok): real group id, login uid
+   * (audit; loginuid_ok false when unset or not kept by the kernel) and
+   * audit session id. */
+  bool ids_ok;
+  bool loginuid_ok;
+  uint32_t gid;
+  uint32_t loginuid;
+  uint32_t sessionid;
+  char comm[32]; /* kernel's short name (may be truncated to 15 bytes) */
 
   bool exe_ok;      /* false: exe[] unknown */
   bool exe_deleted; /* the executable was deleted after start */

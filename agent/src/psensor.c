@@ -388,6 +388,18 @@ static void join_args(ym_event_t *ev, const os_proc_info_t *info) {
   free(line);
 }
 
+/* Group, login uid and session: known from the eBPF source only. */
+static void set_ids(ym_event_t *ev, const os_proc_info_t *info) {
+  char id[16];
+  snprintf(id, sizeof(id), "%u", info->gid);
+  ym_event_set_cstr(ev, YM_F_PROCESS_GROUP_ID, id);
+  if (info->loginuid_ok) {
+    snprintf(id, sizeof(id), "%u", info->loginuid);
+    ym_event_set_cstr(ev, YM_F_YAMORI_PROCESS_LOGIN_UID, id);
+    ym_event_set_int(ev, YM_F_YAMORI_PROCESS_SESSION_ID, info->sessionid);
+  }
+}
+
 static void on_exec(psensor_t *p, const os_procev_t *pe) {
   agent_t *a = p->a;
   const conf_t *c = a->conf;
@@ -435,6 +447,8 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
     } else {
       s->missing[s->nmissing++] = "process.args";
     }
+    if (info.ids_ok)
+      set_ids(ev, &info);
     if (info.cwd_ok)
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else

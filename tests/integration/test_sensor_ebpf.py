@@ -74,6 +74,29 @@ if sample is not None:
     t.check_eq(get(sample, "process.args_count"), 2, "args_count")
     t.check(get(sample, "process.entity_id") is not None, "entity id present")
     t.check("process.args" not in (get(sample, "yamori.missing") or []), "arguments not missing")
+    t.check_eq(get(sample, "process.group.id"), str(os.getgid()), "group id from the kernel")
+    with open("/proc/self/loginuid") as f:
+        login = f.read().strip()
+    if login == "4294967295":
+        t.check(get(sample, "yamori.process.login_uid") is None, "no login uid when unset")
+    else:
+        t.check_eq(get(sample, "yamori.process.login_uid"), login, "login uid from the kernel")
+        with open("/proc/self/sessionid") as f:
+            t.check_eq(get(sample, "yamori.process.session_id"), int(f.read().strip()),
+                       "session id from the kernel")
+# A login: a process that sets its login uid (as pam_loginuid does) and then
+# starts a program; the program's start names the login and its session.
+sess = t.path("session.txt")
+lg = subprocess.Popen(["/bin/sh", "-c", 'echo 4242 > /proc/self/loginuid && '
+                       'cat /proc/self/sessionid > "$0" && exec /bin/true ym-login', sess])
+lg.wait()
+e = ag.wait_event(lambda e: get(e, "event.action") == "exec" and get(e, "process.pid") == lg.pid
+                  and get(e, "process.args") == ["/bin/true", "ym-login"], what="start after login")
+with open(sess) as f:
+    session = int(f.read().strip())
+t.check_eq(get(e, "yamori.process.login_uid"), "4242", "login uid of the start")
+t.check_eq(get(e, "yamori.process.session_id"), session, "session id of the start")
+
 st = status(ag)
 t.check(get(st, "counters.ebpf_events", 0) >= 3 * N, "ebpf_events counts the records (%s)"
         % get(st, "counters.ebpf_events"))

@@ -97,6 +97,8 @@
   XX(PROCESS_EXECUTABLE, "process.executable", "keyword", YM_K_STR, "Path of the program.")        \
   XX(PROCESS_EXIT_CODE, "process.exit_code", "long", YM_K_INT,                                     \
      "Exit code; 128 + signal number when a signal ended the process.")                            \
+  XX(PROCESS_GROUP_ID, "process.group.id", "keyword", YM_K_STR,                                    \
+     "Real group id (eBPF process sensor).")                                                       \
   XX(PROCESS_HASH_SHA256, "process.hash.sha256", "keyword", YM_K_STR, "SHA-256 of the program.")   \
   XX(PROCESS_NAME, "process.name", "keyword", YM_K_STR, "File name of the program.")               \
   XX(PROCESS_PARENT_ENTITY_ID, "process.parent.entity_id", "keyword", YM_K_STR,                    \
@@ -147,6 +149,11 @@
      "The arguments were cut to the configured limits.")                                           \
   XX(YAMORI_PROCESS_EXIT_SIGNAL, "yamori.process.exit_signal", "long", YM_K_INT,                   \
      "Signal number that ended the process.")                                                      \
+  XX(YAMORI_PROCESS_LOGIN_UID, "yamori.process.login_uid", "keyword", YM_K_STR,                    \
+     "User id of the login the process descends from (audit login uid; eBPF process sensor, "      \
+     "absent when unset).")                                                                        \
+  XX(YAMORI_PROCESS_SESSION_ID, "yamori.process.session_id", "long", YM_K_INT,                     \
+     "Audit session id of that login (eBPF process sensor).")                                      \
   XX(YAMORI_QUARANTINE_ID, "yamori.quarantine.id", "keyword", YM_K_STR,                            \
      "Quarantine entry of a quarantined or restored file.")                                        \
   XX(YAMORI_SCAN_CACHED, "yamori.scan.cached", "boolean", YM_K_BOOL,                               \

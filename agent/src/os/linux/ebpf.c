@@ -203,6 +203,12 @@ static void on_exec_record(os_bpfwatch_t *w, const ym_bpf_procev_t *h, const cha
   info->start_ticks = ev->start_ticks;
   info->uid = h->uid;
   info->euid = h->euid;
+  info->ids_ok = true;
+  info->gid = h->gid;
+  info->loginuid = h->loginuid;
+  info->sessionid = h->sessionid;
+  /* (uid_t)-1: never logged in (a daemon), or no audit support. */
+  info->loginuid_ok = !(h->flags & YM_BPF_NO_LOGINUID) && h->loginuid != UINT32_MAX;
   const char *exe_rev = payload + h->args_len;
   const char *cwd_rev = exe_rev + h->exe_len;
   fill_exe(info, h, exe_rev, cwd_rev + h->cwd_len);
