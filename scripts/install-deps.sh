@@ -14,7 +14,7 @@ set -euo pipefail
 build_pkgs=(
   gcc make cmake pkg-config git ca-certificates clang libbpf-dev bpftool
   libuv1-dev libyara-dev libssl-dev libcjson-dev libcurl4-openssl-dev zlib1g-dev
-  libh2o-dev libsqlite3-dev
+  libh2o-dev libsqlite3-dev libyaml-dev libpcre2-dev
 )
 test_pkgs=(
   libcmocka-dev python3 libclang-rt-14-dev clang-format

@@ -7,6 +7,7 @@
  *   yamori-console settings ... a company's notification settings
  *   yamori-console notify ...   notifications: test, list, enqueue
  *   yamori-console installer    make a company's installer (dist.h)
+ *   yamori-console rules compile-sigma  Sigma rules to the agent's form (sigma_compile.h)
  *
  * Everything lives in one data directory (default /var/lib/yamori-console,
  * --data-dir to choose): the SQLite database, the certificates, and the
@@ -20,6 +21,7 @@
 #include "http.h"
 #include "incidents.h"
 #include "release.h"
+#include "sigma_compile.h"
 #include "notify.h"
 #include "web.h"
 #include "stats.h"
@@ -96,6 +98,9 @@ static void usage(FILE *f) {
         "  command list [--agent ID]   list response commands (JSON)\n"
         "  command show ID             show a command and its result (JSON)\n"
         "  command bundle ID --out FILE  save a triage bundle (gzip JSON)\n"
+        "  rules compile-sigma [--strict] IN... -o OUT.json\n"
+        "                              compile Sigma rules (files or directories) for\n"
+        "                              the agent; one line per rule, accepted or refused\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -646,6 +651,11 @@ static int maybe_release_main(int argc, char **argv, int *rc) {
         strcmp(argv[i], "rules") != 0)
       return 0;
     ym_log_init("yamori-console", YM_LOG_INFO);
+    if (strcmp(argv[i], "rules") == 0 && i + 1 < argc &&
+        strcmp(argv[i + 1], "compile-sigma") == 0) {
+      *rc = sigma_compile_main(argc - i - 1, argv + i + 1);
+      return 1;
+    }
     *rc = release_main(data_dir, argc - i, argv + i);
     if (*rc == EXIT_USAGE)
       fprintf(stderr, "yamori-console: unknown %s command or arguments (see docs/update.md)\n",

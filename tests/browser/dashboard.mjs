@@ -73,6 +73,11 @@ async function step(name, fn) {
   }
 }
 
+// The wait decides the check: a wait that times out is a failed check.
+async function seen(wait, what) {
+  ok(await wait.then(() => true, () => false), what);
+}
+
 async function visibleText(text, timeout) {
   await page.getByText(text, { exact: false }).filter({ visible: true }).first().waitFor({ state: "visible", timeout: timeout || T });
   return true;
@@ -151,11 +156,9 @@ await step("incident state and notes", async () => {
   await go("#/incidents/" + cfg.incident);
   await page.locator("#incident-file").waitFor();
   await page.click('button[data-state="acknowledged"]');
-  await page.locator(".badges .inc-acknowledged").waitFor();
-  ok(true, "the incident can be acknowledged from the dashboard");
+  await seen(page.locator(".badges .inc-acknowledged").waitFor(), "the incident can be acknowledged from the dashboard");
   await page.click("text=自分が担当する");
-  await page.waitForFunction(() => document.querySelector("#incident-owner") && document.querySelector("#incident-owner").value === "admin");
-  ok(true, "the incident can be taken by the user");
+  await seen(page.waitForFunction(() => document.querySelector("#incident-owner") && document.querySelector("#incident-owner").value === "admin"), "the incident can be taken by the user");
   await page.fill("#incident-note", "確認しました <b>note</b>");
   await page.click("text=メモを追加");
   ok(await visibleText("確認しました <b>note</b>"), "a note is added and shown as text");
@@ -220,18 +223,16 @@ await step("language", async () => {
   const nav = page.locator('nav.menu a[href="#/incidents"]');
   ok((await nav.textContent()) === "インシデント", "the menu is in Japanese");
   await page.selectOption("#lang", "en");
-  await page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "Incidents",
-    null, { timeout: T });
-  ok(true, "after switching, the menu is in English");
+  await seen(page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "Incidents",
+    null, { timeout: T }), "after switching, the menu is in English");
   ok((await page.locator("#verdict").textContent()) === "Some PCs need action now", "the verdict is in English");
   ok((await page.evaluate(() => document.documentElement.lang)) === "en", "the document language is en");
   await page.reload({ waitUntil: "load" });
   await page.locator("#verdict").waitFor({ timeout: T });
   ok((await nav.textContent()) === "Incidents", "the choice is kept over a reload");
   await page.selectOption("#lang", "ja");
-  await page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "インシデント",
-    null, { timeout: T });
-  ok(true, "switching back gives Japanese again");
+  await seen(page.waitForFunction(() => document.querySelector('nav.menu a[href="#/incidents"]').textContent === "インシデント",
+    null, { timeout: T }), "switching back gives Japanese again");
 });
 
 // ---------------------------------------------------------------- events, settings, report
@@ -245,15 +246,13 @@ await step("events", async () => {
   await page.locator("table.events").waitFor();
   ok(await visibleText(cfg.eicar_path), "the alert filter shows the EICAR alert");
   await go("#/events?agent=" + encodeURIComponent(cfg.real_agent) + "&from=" + (Date.now() + 3600 * 1000));
-  await page.locator("table.events td.empty").waitFor();
-  ok(true, "a time window in the future finds no events");
+  await seen(page.locator("table.events td.empty").waitFor(), "a time window in the future finds no events");
 
   // The incident list's state tabs (the EICAR incident was acknowledged).
   if (cfg.incident !== null) {
     await go("#/incidents?state=acknowledged");
     await page.locator('nav.tabs a.active[data-filter="acknowledged"]').waitFor();
-    await page.locator('tr[data-incident="' + cfg.incident + '"]').waitFor();
-    ok(true, "the acknowledged tab lists the acknowledged incident");
+    await seen(page.locator('tr[data-incident="' + cfg.incident + '"]').waitFor(), "the acknowledged tab lists the acknowledged incident");
     await go("#/incidents?state=resolved");
     await page.locator('nav.tabs a.active[data-filter="resolved"]').waitFor();
     await page.locator("table.incidents").waitFor();
@@ -282,8 +281,8 @@ await step("settings", async () => {
   const acme = tenants.items.find((x) => x.name === "acme");
   const get = await page.request.get(cfg.url + "/api/ui/tenants/" + acme.id + "/installer");
   ok(get.status() === 405, "a GET of the installer answers 405 (" + get.status() + ")");
-  await page.locator("#tokens td", { hasText: "インストーラー" }).first().waitFor();
-  ok(true, "the installer's token is listed as such");
+  await seen(page.locator("#tokens td", { hasText: "インストーラー" }).first().waitFor(), "the installer's token is listed as such");
+  await shot("tokens");
 });
 
 await step("report", async () => {
@@ -373,8 +372,7 @@ await step("viewer", async () => {
   await vp.fill("#login-user", cfg.viewer);
   await vp.fill("#login-password", cfg.viewer_password);
   await vp.click("#login-submit");
-  await vp.locator("#incident-file").waitFor();
-  ok(true, "the viewer lands on the page asked for before the login");
+  await seen(vp.locator("#incident-file").waitFor(), "the viewer lands on the page asked for before the login");
   ok((await vp.locator("#tenant").count()) === 0, "a customer's user has no company selector");
   ok((await vp.locator("button[data-cmd], button[data-state]").count()) === 0, "a viewer gets no response or state buttons");
   ok((await vp.locator('nav.menu a[href="#/users"]').count()) === 0, "a viewer has no users page in the menu");
@@ -399,15 +397,13 @@ await step("viewer", async () => {
   await vp.fill("#pw-new", newPassword);
   await vp.fill("#pw-again", newPassword);
   await vp.click("form button[type=submit]");
-  await vp.locator(".msg.ok").waitFor();
-  ok(true, "the viewer changed the password");
+  await seen(vp.locator(".msg.ok").waitFor(), "the viewer changed the password");
   await vp.click("#logout");
   await vp.locator("#login-user").waitFor();
   await vp.fill("#login-user", cfg.viewer);
   await vp.fill("#login-password", newPassword);
   await vp.click("#login-submit");
-  await vp.locator("#verdict").waitFor();
-  ok(true, "the new password logs in");
+  await seen(vp.locator("#verdict").waitFor(), "the new password logs in");
   await vctx.close();
 });
 
@@ -442,8 +438,7 @@ await step("logout", async () => {
   await page.locator("#login-user").waitFor({ timeout: T });
   await go("#/incidents");
   await page.reload({ waitUntil: "load" });
-  await page.locator("#login-user").waitFor({ timeout: T });
-  ok(true, "after logging out the dashboard asks for a login again");
+  await seen(page.locator("#login-user").waitFor({ timeout: T }), "after logging out the dashboard asks for a login again");
 });
 
 ok(dialogs.length === 0, "no dialog opened" + (dialogs.length ? ": " + dialogs.join(" | ") : ""));

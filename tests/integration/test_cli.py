@@ -31,4 +31,31 @@ import os
 r = t.run(["yamorid", "--config-doc"])
 with open(os.path.join(yit.SOURCE_DIR, "docs", "config.md")) as f:
     t.check(r.stdout.decode() in f.read(), "docs/config.md holds the generated key table")
+
+# Sigma rules compile through the console's command (docs/behaviour.md):
+# one line per rule, the refusal with file and line, --strict writes nothing.
+os.makedirs(t.path("sigma"))
+with open(t.path("sigma/good.yml"), "w") as f:
+    f.write("title: Good\nid: good-1\nlogsource:\n  category: process_creation\n"
+            "detection:\n  sel:\n    CommandLine|contains: '/dev/tcp/'\n  condition: sel\n")
+with open(t.path("sigma/bad.yml"), "w") as f:
+    f.write("title: Bad\nid: bad-1\nlogsource:\n  category: process_creation\n"
+            "detection:\n  sel:\n    CommandLine|nope: x\n  condition: sel\n")
+out = t.path("sigma.json")
+r = t.run(["yamori-console", "rules", "compile-sigma", t.path("sigma"), "-o", out])
+t.check_eq(r.returncode, 0, "compile-sigma exits 0 when it wrote the accepted rules")
+text = r.stdout.decode()
+t.check("accepted %s:1 good-1 Good" % t.path("sigma/good.yml") in text, "accepted rule listed")
+t.check("refused  %s:7 bad-1: unknown modifier nope" % t.path("sigma/bad.yml") in text,
+        "refused rule listed with file, line and reason")
+import json
+with open(out) as f:
+    doc = json.load(f)
+t.check_eq([x["id"] for x in doc["rules"]], ["good-1"], "only the accepted rule is written")
+os.unlink(out)
+r = t.run(["yamori-console", "rules", "compile-sigma", "--strict", t.path("sigma"), "-o", out])
+t.check_eq(r.returncode, 1, "compile-sigma --strict exits 1 on a refusal")
+t.check(not os.path.exists(out), "compile-sigma --strict writes nothing on a refusal")
+r = t.run(["yamori-console", "rules", "compile-sigma", t.path("sigma")])
+t.check_eq(r.returncode, 64, "compile-sigma without -o is a usage error")
 t.done()

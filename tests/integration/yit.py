@@ -180,6 +180,8 @@ class Test:
         if self.failures:
             for p in self.procs:
                 print("--- %s stderr (tail) ---\n%s" % (p.name, p.stderr_text()[-3000:]))
+        elif os.environ.get("YAMORI_KEEP_TEST_DIR"):
+            print("kept: %s" % self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         if self.checks == 0:
