@@ -60,7 +60,8 @@ struct os_bpfwatch {
   os_proc_info_t info; /* the exec being delivered */
 };
 
-static void say(char *why, size_t whylen, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void say(char *why, size_t whylen, const char *fmt,
+                                                      ...) {
   if (why == NULL || whylen == 0)
     return;
   va_list ap;
