@@ -20,6 +20,8 @@
 #include <uv.h>
 
 #define OS_PATH_MAX 4096
+/* Bytes of watched environment bindings kept per program start. */
+#define OS_ENV_MAX 2048
 
 /* ------------------------------------------------------------------ */
 /* Process information from the OS (/proc on Linux)                     */
@@ -38,6 +40,10 @@ typedef struct {
   uint32_t gid;
   uint32_t loginuid;
   uint32_t sessionid;
+  /* The bindings of LD_PRELOAD and LD_LIBRARY_PATH set at the exec, each
+   * followed by a NUL (eBPF source only; env_len 0: none, or unknown). */
+  size_t env_len;
+  char env[OS_ENV_MAX];
   char comm[32]; /* kernel's short name (may be truncated to 15 bytes) */
 
   bool exe_ok;      /* false: exe[] unknown */

@@ -449,6 +449,8 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
     }
     if (info.ids_ok)
       set_ids(ev, &info);
+    if (info.env_len > 0)
+      ym_event_set_nul_list(ev, YM_F_PROCESS_ENV_VARS, info.env, info.env_len);
     if (info.cwd_ok)
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else

@@ -97,6 +97,20 @@ with open(sess) as f:
 t.check_eq(get(e, "yamori.process.login_uid"), "4242", "login uid of the start")
 t.check_eq(get(e, "yamori.process.session_id"), session, "session id of the start")
 
+# The loader's environment variables are kept; the rest of the environment
+# is not.
+env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": "/nonexistent/ym-preload.so",
+       "YM_SECRET": "not-reported", "LD_LIBRARY_PATH": "/opt/ym-lib"}
+lp = subprocess.Popen(["/bin/true", "ym-env"], env=env, stderr=subprocess.DEVNULL)
+lp.wait()
+e = ag.wait_event(lambda e: get(e, "event.action") == "exec" and get(e, "process.pid") == lp.pid,
+                  what="start with LD_PRELOAD")
+t.check_eq(sorted(get(e, "process.env_vars") or []),
+           ["LD_LIBRARY_PATH=/opt/ym-lib", "LD_PRELOAD=/nonexistent/ym-preload.so"],
+           "LD_PRELOAD and LD_LIBRARY_PATH reported, nothing else")
+if sample is not None and not any(k.startswith("LD_") for k in os.environ):
+    t.check(get(sample, "process.env_vars") is None, "no env_vars without LD_ variables")
+
 st = status(ag)
 t.check(get(st, "counters.ebpf_events", 0) >= 3 * N, "ebpf_events counts the records (%s)"
         % get(st, "counters.ebpf_events"))

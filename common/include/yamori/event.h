@@ -94,6 +94,9 @@
   XX(PROCESS_END, "process.end", "date", YM_K_DATE, "When the process ended.")                     \
   XX(PROCESS_ENTITY_ID, "process.entity_id", "keyword", YM_K_STR,                                  \
      "Stable id of the process: a hash of boot id, pid and start time.")                           \
+  XX(PROCESS_ENV_VARS, "process.env_vars", "keyword", YM_K_ARR,                                    \
+     "Bindings of `LD_PRELOAD` and `LD_LIBRARY_PATH` when set at the program start (eBPF "         \
+     "process sensor).")                                                                           \
   XX(PROCESS_EXECUTABLE, "process.executable", "keyword", YM_K_STR, "Path of the program.")        \
   XX(PROCESS_EXIT_CODE, "process.exit_code", "long", YM_K_INT,                                     \
      "Exit code; 128 + signal number when a signal ended the process.")                            \

@@ -11,6 +11,11 @@
  * vector, program and working directory the kernel had at the exec (the
  * two paths from /proc when the kernel's walk was incomplete).
  *
+ * The programs wake the reader only when YM_BPF_WAKE_BYTES are waiting
+ * (waking costs more than recording), so a timer also drains the ring every
+ * YM_BPF_DRAIN_MS: events arrive at most that late, and
+ * os_bpfwatch_drain() takes what is queued at once.
+ *
  * Loss: a record that finds the ring buffer full is counted by the program
  * in a per-CPU array. After every read the counters are summed; growth is
  * delivered as OS_PROCEV_LOST with the exact count.
@@ -43,6 +48,8 @@
 
 struct os_bpfwatch {
   uv_poll_t poll;
+  uv_timer_t timer; /* drains the ring when no wakeup came (see procev.bpf.c) */
+  int open_handles; /* freed when both handles are closed */
   struct procev_bpf *skel;
   struct ring_buffer *rb;
   os_procev_cb cb;
@@ -212,8 +219,13 @@ static void on_exec_record(os_bpfwatch_t *w, const ym_bpf_procev_t *h, const cha
   info->loginuid_ok = !(h->flags & YM_BPF_NO_LOGINUID) && h->loginuid != UINT32_MAX;
   const char *exe_rev = payload + h->args_len;
   const char *cwd_rev = exe_rev + h->exe_len;
-  fill_exe(info, h, exe_rev, cwd_rev + h->cwd_len);
+  fill_exe(info, h, exe_rev, cwd_rev + h->cwd_len + h->env_len);
   fill_cwd(info, h, cwd_rev);
+  const char *env = cwd_rev + h->cwd_len;
+  if (h->env_len > 0 && h->env_len <= OS_ENV_MAX && env[h->env_len - 1] == '\0') {
+    memcpy(info->env, env, h->env_len);
+    info->env_len = h->env_len;
+  }
   if (!(h->flags & YM_BPF_ARGS_FAULT)) {
     size_t max_bytes = w->opts.max_args_bytes;
     size_t avail = h->args_len < max_bytes ? h->args_len : max_bytes;
@@ -254,8 +266,9 @@ static int on_record(void *ctx, void *data, size_t len) {
       break;
     case YM_BPF_EXEC:
       if (h.args_len > YM_BPF_ARGS_MAX || h.exe_len > YM_BPF_PATH_MAX ||
-          h.cwd_len > YM_BPF_PATH_MAX || h.fname_len > YM_BPF_FNAME_MAX ||
-          len - sizeof(h) < (size_t)h.args_len + h.exe_len + h.cwd_len + h.fname_len)
+          h.cwd_len > YM_BPF_PATH_MAX || h.env_len > YM_BPF_ENV_MAX ||
+          h.fname_len > YM_BPF_FNAME_MAX ||
+          len - sizeof(h) < (size_t)h.args_len + h.exe_len + h.cwd_len + h.env_len + h.fname_len)
         break;
       ev.kind = OS_PROCEV_EXEC;
       on_exec_record(w, &h, (const char *)data + sizeof(h), &ev);
@@ -286,6 +299,11 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   if (!w->closing)
     check_drops(w);
   w->in_read = false;
+}
+
+static void on_timer(uv_timer_t *t) {
+  os_bpfwatch_t *w = t->data;
+  on_readable(&w->poll, 0, UV_READABLE);
 }
 
 void os_bpfwatch_drain(os_bpfwatch_t *w) {
@@ -368,6 +386,9 @@ int os_bpfwatch_new(uv_loop_t *loop, const os_bpfwatch_opts_t *opts, os_procev_c
     goto out_rb;
   }
   w->poll.data = w;
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  w->open_handles = 2;
   *out = w;
   return 0;
 
@@ -389,6 +410,7 @@ int os_bpfwatch_start(os_bpfwatch_t *w) {
   int rc = uv_poll_start(&w->poll, UV_READABLE, on_readable);
   if (rc < 0)
     return ym_err_from_errno(-rc);
+  uv_timer_start(&w->timer, on_timer, YM_BPF_DRAIN_MS, YM_BPF_DRAIN_MS);
   w->polling = true;
   return 0;
 }
@@ -403,6 +425,8 @@ void os_bpfwatch_stats(const os_bpfwatch_t *w, os_bpfwatch_stats_t *out) {
 
 static void on_close(uv_handle_t *handle) {
   os_bpfwatch_t *w = handle->data;
+  if (--w->open_handles > 0)
+    return;
   ring_buffer__free(w->rb);
   procev_bpf__destroy(w->skel);
   free(w->percpu);
@@ -415,4 +439,5 @@ void os_bpfwatch_free(os_bpfwatch_t *w) {
   w->closing = true;
   procev_bpf__detach(w->skel);
   uv_close((uv_handle_t *)&w->poll, on_close);
+  uv_close((uv_handle_t *)&w->timer, on_close);
 }
