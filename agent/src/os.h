@@ -156,7 +156,8 @@ void os_procwatch_drain(os_procwatch_t *w);
  * the kernel had them at the exec (os_procev_t.info), so a process that
  * ends at once still has them. The working directory is read from /proc as
  * soon as the event arrives (cwd_ok false when the process is gone). FORK
- * and EXEC carry the start time. There are no UID events. Events the
+ * and EXEC carry the start time. UID events come where the kernel has
+ * syscall tracepoints and tracefs is mounted (stats.uid_events). Events the
  * kernel could not queue are counted there and reported as OS_PROCEV_LOST
  * with the exact count.
  */
@@ -172,6 +173,7 @@ typedef struct {
   uint64_t events;    /* records read */
   uint64_t lost;      /* records the kernel could not queue */
   uint64_t truncated; /* execs whose argument vector was cut in the kernel */
+  bool uid_events;    /* user id changes are followed (syscall tracepoints) */
 } os_bpfwatch_stats_t;
 
 /* Loads and attaches the programs. On failure returns the error and writes

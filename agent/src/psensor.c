@@ -710,5 +710,6 @@ void psensor_status_json(const psensor_t *p, cJSON *k) {
     cJSON_AddNumberToObject(k, "ebpf_events", (double)st.events);
     cJSON_AddNumberToObject(k, "ebpf_lost", (double)st.lost);
     cJSON_AddNumberToObject(k, "ebpf_args_truncated", (double)st.truncated);
+    cJSON_AddBoolToObject(k, "ebpf_uid_events", st.uid_events);
   }
 }

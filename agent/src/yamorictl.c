@@ -211,6 +211,8 @@ static int cmd_status(conn_t *c, const opts_t *o) {
     cJSON_ArrayForEach(it, k) {
       if (cJSON_IsString(it))
         printf("  %-22s %s\n", it->string, it->valuestring);
+      else if (cJSON_IsBool(it))
+        printf("  %-22s %s\n", it->string, cJSON_IsTrue(it) ? "yes" : "no");
       else
         printf("  %-22s %.0f\n", it->string, it->valuedouble);
     }

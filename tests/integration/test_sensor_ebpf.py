@@ -6,6 +6,7 @@ YAMORI_TEST_DENY_BPF=1): `auto` falls back, `ebpf` does not start."""
 import hashlib
 import os
 import subprocess
+import sys
 import time
 import yit
 from yit import get
@@ -14,6 +15,14 @@ yit.require_root()
 t = yit.Test(__file__)
 
 TRUE = os.path.realpath("/bin/true")
+
+# User id changes come from syscall tracepoints, which libbpf finds through
+# tracefs: mount it when the machine has not (systemd does at boot).
+TRACEFS = "/sys/kernel/tracing"
+if not os.path.exists(os.path.join(TRACEFS, "events")):
+    r = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS])
+    t.check_eq(r.returncode, 0, "tracefs mounted for the test")
+    t.on_cleanup(lambda: subprocess.run(["umount", TRACEFS]))
 
 
 def status(ag):
@@ -111,7 +120,15 @@ t.check_eq(sorted(get(e, "process.env_vars") or []),
 if sample is not None and not any(k.startswith("LD_") for k in os.environ):
     t.check(get(sample, "process.env_vars") is None, "no env_vars without LD_ variables")
 
+# A process that drops to another user: its end names the new user.
+dp = subprocess.Popen([sys.executable, "-c", "import os, time; os.setuid(65534); time.sleep(0.2)"])
+dp.wait()
+e = ag.wait_event(lambda e: get(e, "event.action") == "end" and get(e, "process.pid") == dp.pid,
+                  what="end after setuid")
+t.check_eq(get(e, "process.user.id"), "65534", "user id change followed (setuid)")
+
 st = status(ag)
+t.check_eq(get(st, "counters.ebpf_uid_events"), True, "status: user id changes followed")
 t.check(get(st, "counters.ebpf_events", 0) >= 3 * N, "ebpf_events counts the records (%s)"
         % get(st, "counters.ebpf_events"))
 

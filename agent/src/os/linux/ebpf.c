@@ -278,6 +278,12 @@ static int on_record(void *ctx, void *data, size_t len) {
       ev.exit_code = h.exit_code;
       deliver(w, &ev);
       break;
+    case YM_BPF_UID:
+      ev.kind = OS_PROCEV_UID;
+      ev.uid = h.uid;
+      ev.euid = h.euid;
+      deliver(w, &ev);
+      break;
     default:
       break;
     }
@@ -320,6 +326,41 @@ void os_bpfwatch_drain(os_bpfwatch_t *w) {
   }
   if (!w->closing)
     check_drops(w);
+}
+
+/* Attaches the fork, exec and exit programs (required) and the user id
+ * programs (optional: they need syscall tracepoints and tracefs). The
+ * links are the skeleton's, destroyed with it. */
+static int attach(os_bpfwatch_t *w, char *why, size_t whylen) {
+  struct procev_bpf *s = w->skel;
+  struct {
+    struct bpf_program *prog;
+    struct bpf_link **link;
+    bool required;
+  } progs[] = {
+      {s->progs.ym_fork, &s->links.ym_fork, true},
+      {s->progs.ym_exec, &s->links.ym_exec, true},
+      {s->progs.ym_exit, &s->links.ym_exit, true},
+      {s->progs.ym_setuid, &s->links.ym_setuid, false},
+      {s->progs.ym_setreuid, &s->links.ym_setreuid, false},
+      {s->progs.ym_setresuid, &s->links.ym_setresuid, false},
+  };
+  size_t uid_links = 0;
+  for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+    *progs[i].link = bpf_program__attach(progs[i].prog);
+    if (*progs[i].link != NULL) {
+      uid_links += progs[i].required ? 0 : 1;
+      continue;
+    }
+    int e = errno;
+    if (progs[i].required) {
+      say(why, whylen, "cannot attach to the scheduler tracepoint of %s: %s",
+          bpf_program__name(progs[i].prog), strerror(e));
+      return ym_err_from_errno(e);
+    }
+  }
+  w->stats.uid_events = uid_links == 3;
+  return 0;
 }
 
 int os_bpfwatch_new(uv_loop_t *loop, const os_bpfwatch_opts_t *opts, os_procev_cb cb, void *data,
@@ -367,12 +408,9 @@ int os_bpfwatch_new(uv_loop_t *loop, const os_bpfwatch_opts_t *opts, os_procev_c
     say(why, whylen, "the kernel refused the BPF programs: %s", strerror(-err));
     goto out_destroy;
   }
-  err = procev_bpf__attach(w->skel);
-  if (err != 0) {
-    rc = ym_err_from_errno(-err);
-    say(why, whylen, "cannot attach to the scheduler tracepoints: %s", strerror(-err));
+  rc = attach(w, why, whylen);
+  if (rc != 0)
     goto out_destroy;
-  }
   w->rb = ring_buffer__new(bpf_map__fd(w->skel->maps.events), on_record, w, NULL);
   if (w->rb == NULL) {
     rc = ym_err_from_errno(errno);

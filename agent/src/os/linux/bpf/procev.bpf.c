@@ -1,8 +1,9 @@
 /*
  * Process events for the agent's eBPF sensor: a new process (fork), a
  * program start (exec) with its complete argument vector, and a process end
- * (exit), read at BTF-typed tracepoints and sent through one ring buffer in
- * the order they were reserved.
+ * (exit), read at BTF-typed tracepoints, and a change of user id (at the
+ * exit of the set*uid system calls, syscall tracepoints), sent through one
+ * ring buffer in the order they were reserved.
  *
  * Only tracepoints are used (no kprobes), and every kernel structure is read
  * through CO-RE relocations, so one object runs on any kernel with BTF.
@@ -341,4 +342,40 @@ int BPF_PROG(ym_exit, struct task_struct *p) {
   h->exit_code = BPF_CORE_READ(p, exit_code);
   bpf_ringbuf_submit(h, wakeup());
   return 0;
+}
+
+/* A successful set*uid(): the process's new users. These programs are
+ * attached only where the kernel has syscall tracepoints and tracefs is
+ * mounted; the reader attaches them one by one and goes on without them. */
+static __always_inline int uid_changed(long ret) {
+  if (ret != 0)
+    return 0;
+  struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+  if (BPF_CORE_READ(t, tgid) == self_tgid && self_tgid != 0)
+    return 0;
+  ym_bpf_procev_t *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+  if (h == 0) {
+    count_drop();
+    return 0;
+  }
+  __builtin_memset(h, 0, sizeof(*h));
+  h->kind = YM_BPF_UID;
+  fill_task(h, t);
+  bpf_ringbuf_submit(h, wakeup());
+  return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_setuid")
+int ym_setuid(struct trace_event_raw_sys_exit *ctx) {
+  return uid_changed(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setreuid")
+int ym_setreuid(struct trace_event_raw_sys_exit *ctx) {
+  return uid_changed(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setresuid")
+int ym_setresuid(struct trace_event_raw_sys_exit *ctx) {
+  return uid_changed(ctx->ret);
 }

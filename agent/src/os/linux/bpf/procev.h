@@ -36,6 +36,7 @@ enum {
   YM_BPF_FORK = 1,
   YM_BPF_EXEC = 2,
   YM_BPF_EXIT = 3,
+  YM_BPF_UID = 4, /* a set*uid() call succeeded: uid and euid are the new ones */
 };
 
 /* flags */
