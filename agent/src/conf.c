@@ -46,7 +46,7 @@ static const ym_cfg_field_t table[] = {
     F("sensors.file", YM_CFG_BOOL, 0, 0, "true", file_sensor, NULL, NULL,
       "Watch file creation, change, deletion and rename on every real filesystem (fanotify)."),
     F("sensors.process", YM_CFG_BOOL, 0, 0, "true", process_sensor, NULL, NULL,
-      "Watch process start and end (netlink proc connector, enriched from /proc)."),
+      "Watch process start and end (from eBPF or the proc connector: `process.sensor`)."),
     F("process.sensor", YM_CFG_ENUM, 0, 0, "\"auto\"", process_source, process_sources, NULL,
       "Where process events come from: `ebpf` (BPF programs at the kernel's scheduler "
       "tracepoints: every program start with its arguments as the kernel had them), `proc` "
