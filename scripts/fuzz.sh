@@ -15,8 +15,10 @@ for f in "$dir"/tests/fuzz/fuzz_*; do
   work=$(mktemp -d)
   [ -d "$corpus_seed" ] && cp -r "$corpus_seed"/. "$work"/
   echo "fuzz: $name for ${secs}s"
+  # A crashing input is kept as $dir/<name>-crash-<sha1> (add it to the
+  # seed corpus with the fix).
   if ! "$f" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
-       "$work" >"$dir/$name.log" 2>&1; then
+       -artifact_prefix="$dir/$name-" "$work" >"$dir/$name.log" 2>&1; then
     echo "fuzz: $name FOUND A PROBLEM:" >&2
     tail -40 "$dir/$name.log" >&2
     status=1

@@ -144,7 +144,9 @@ void agent_post(agent_t *a, agent_post_fn fn, void *arg) {
 }
 
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
-                          bool count_known, void *data);
+                          bool count_known, int64_t first_ns, int64_t last_ns, void *data);
+static void emit_gap(agent_t *a, const char *source, const char *reason, int stream, uint64_t count,
+                     bool known, int64_t first_ns, int64_t last_ns);
 
 static void on_spool_ready(void *data) {
   agent_t *a = data;
@@ -215,9 +217,16 @@ void agent_counters_json(agent_t *a, cJSON *k) {
     cJSON_AddNumberToObject(k, "spool_shed", (double)ss.events_shed);
     cJSON_AddNumberToObject(k, "spool_corrupt", (double)ss.records_corrupt);
     cJSON_AddNumberToObject(k, "spool_bytes", (double)ss.bytes_on_disk);
+    cJSON_AddNumberToObject(k, "spool_write_errors", (double)ss.write_errors);
+    cJSON_AddNumberToObject(k, "spool_unwritten", (double)ss.events_unwritten);
+    cJSON_AddNumberToObject(k, "spool_waiting_bytes", (double)ss.bytes_waiting);
+    cJSON_AddBoolToObject(k, "spool_failing", ss.failing);
     cJSON_AddNumberToObject(
         k, "spool_pending",
         (double)(spool_pending(a->spool, SPOOL_ALERTS) + spool_pending(a->spool, SPOOL_BULK)));
+    cJSON_AddNumberToObject(k, "spool_last_seq_alerts",
+                            (double)spool_last_seq(a->spool, SPOOL_ALERTS));
+    cJSON_AddNumberToObject(k, "spool_last_seq_bulk", (double)spool_last_seq(a->spool, SPOOL_BULK));
   }
   if (a->up != NULL) {
     uplink_stats_t us;
@@ -333,9 +342,9 @@ void agent_emit(agent_t *a, ym_event_t *ev) {
 }
 
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
-                          bool count_known, void *data) {
+                          bool count_known, int64_t first_ns, int64_t last_ns, void *data) {
   agent_t *a = data;
-  agent_emit_stream_gap(a, "spool", reason, (int)stream, count, count_known);
+  emit_gap(a, "spool", reason, (int)stream, count, count_known, first_ns, last_ns);
 }
 
 void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t count,
@@ -345,6 +354,13 @@ void agent_emit_gap(agent_t *a, const char *source, const char *reason, uint64_t
 
 void agent_emit_stream_gap(agent_t *a, const char *source, const char *reason, int stream,
                            uint64_t count, bool known) {
+  emit_gap(a, source, reason, stream, count, known, 0, 0);
+}
+
+/* A gap record; first_ns and last_ns (0: unknown) bound when the lost
+ * events happened. */
+static void emit_gap(agent_t *a, const char *source, const char *reason, int stream, uint64_t count,
+                     bool known, int64_t first_ns, int64_t last_ns) {
   ym_event_t *ev = agent_event(a);
   if (stream >= 0)
     ym_event_set_cstr(ev, YM_F_YAMORI_GAP_STREAM, stream == SPOOL_ALERTS ? "alerts" : "bulk");
@@ -357,6 +373,10 @@ void agent_emit_stream_gap(agent_t *a, const char *source, const char *reason, i
   ym_event_set_cstr(ev, YM_F_YAMORI_GAP_REASON, reason);
   if (known)
     ym_event_set_int(ev, YM_F_YAMORI_GAP_COUNT, (int64_t)count);
+  if (first_ns > 0 && last_ns > 0) {
+    ym_event_set_time(ev, YM_F_EVENT_START, first_ns);
+    ym_event_set_time(ev, YM_F_EVENT_END, last_ns);
+  }
   a->counters.gaps++;
   agent_emit(a, ev);
   ym_log(YM_LOG_WARN, 0, "events lost: source %s, reason %s, count %s", source, reason,
@@ -383,6 +403,7 @@ static void reload(agent_t *a) {
   }
   if (a->det != NULL)
     detect_apply_conf(a->det);
+  respond_reload(a->resp);
   conf_free(old);
   ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");
 }

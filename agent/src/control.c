@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_SCAN_PATHS 64
-
 struct control {
   agent_t *a;
   uv_pipe_t server;
@@ -162,26 +160,11 @@ static void on_scan_finished(uint64_t files, uint64_t errors, void *data) {
   client_unref(cl);
 }
 
-static void cmd_scan(client_t *cl, const cJSON *req) {
-  const cJSON *paths = cJSON_GetObjectItemCaseSensitive(req, "paths");
-  int n = cJSON_GetArraySize(paths);
-  if (!cJSON_IsArray(paths) || n < 1 || n > MAX_SCAN_PATHS) {
-    send_error(cl, "scan needs \"paths\": 1 to 64 absolute paths");
-    return;
-  }
-  const char *v[MAX_SCAN_PATHS];
-  int i = 0;
-  const cJSON *it;
-  cJSON_ArrayForEach(it, paths) {
-    if (!cJSON_IsString(it) || it->valuestring[0] != '/' || strlen(it->valuestring) > 4095) {
-      send_error(cl, "scan paths must be absolute");
-      return;
-    }
-    v[i++] = it->valuestring;
-  }
+static void cmd_scan(client_t *cl, const control_req_t *req) {
   cl->found = cl->scanned = 0;
   cl->refs++;
-  if (detect_scan(cl->c->a->det, v, (size_t)n, on_scan_result, on_scan_finished, cl) != 0) {
+  if (detect_scan(cl->c->a->det, req->paths, req->n_paths, on_scan_result, on_scan_finished, cl) !=
+      0) {
     cl->refs--;
     send_error(cl, "cannot start the scan");
   }
@@ -265,21 +248,14 @@ static void qop_done(uv_work_t *w, int status) {
   free(q);
 }
 
-static void cmd_quarantine(client_t *cl, const char *op, const cJSON *req) {
+static void cmd_quarantine(client_t *cl, const char *op, const control_req_t *req) {
   qop_t *q = calloc(1, sizeof(*q));
   if (q == NULL) {
     send_error(cl, "out of memory");
     return;
   }
-  const char *id = ym_json_get_str(req, "id");
-  if (strcmp(op, "list") != 0) {
-    if (id == NULL || strlen(id) != QUARANTINE_ID_LEN) {
-      free(q);
-      send_error(cl, "a quarantine id (32 hex characters) is needed");
-      return;
-    }
-    snprintf(q->id, sizeof(q->id), "%s", id);
-  }
+  if (req->id != NULL)
+    snprintf(q->id, sizeof(q->id), "%s", req->id);
   snprintf(q->op, sizeof(q->op), "%s", op);
   snprintf(q->qdir, sizeof(q->qdir), "%s", detect_quarantine_dir(cl->c->a->det));
   q->cl = cl;
@@ -324,51 +300,118 @@ static void add_alert(uint64_t seq, const char *path, const char *rule, const ch
   cJSON_AddItemToArray(x->arr, o);
 }
 
-static void cmd_alerts(client_t *cl, const cJSON *req) {
-  long long since = 0;
-  ym_json_get_int(req, "since", &since);
+static void cmd_alerts(client_t *cl, const control_req_t *req) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddTrueToObject(j, "ok");
   cJSON_AddNumberToObject(j, "seq", (double)cl->c->a->seq);
   alerts_ctx_t x = {cJSON_AddArrayToObject(j, "alerts")};
-  detect_recent_alerts(cl->c->a->det, since < 0 ? 0 : (uint64_t)since, add_alert, &x);
+  detect_recent_alerts(cl->c->a->det, req->since, add_alert, &x);
   send_json(cl, j);
   cl->busy = false;
 }
 
+/* ---------------------------------------------------------------- */
+/* Requests                                                           */
+
+static const struct {
+  const char *name;
+  control_cmd_t cmd;
+} commands[] = {
+    {"status", CONTROL_STATUS},
+    {"scan", CONTROL_SCAN},
+    {"quarantine_list", CONTROL_QUARANTINE_LIST},
+    {"quarantine_restore", CONTROL_QUARANTINE_RESTORE},
+    {"quarantine_delete", CONTROL_QUARANTINE_DELETE},
+    {"rules_reload", CONTROL_RULES_RELOAD},
+    {"alerts", CONTROL_ALERTS},
+};
+
+static int refuse(control_req_t *r, const char **why, const char *msg) {
+  control_req_free(r);
+  *why = msg;
+  return YM_EINVAL;
+}
+
+int control_parse(const char *line, size_t len, control_req_t *out, const char **why) {
+  memset(out, 0, sizeof(*out));
+  if (len > CONTROL_LINE_MAX || ym_json_parse(line, len, CONTROL_LINE_MAX, &out->json, NULL) != 0 ||
+      !cJSON_IsObject(out->json))
+    return refuse(out, why, "malformed request: one JSON object per line");
+  const char *cmd = ym_json_get_str(out->json, "cmd");
+  if (cmd == NULL)
+    return refuse(out, why, "missing \"cmd\"");
+  size_t i = 0;
+  while (i < sizeof(commands) / sizeof(commands[0]) && strcmp(commands[i].name, cmd) != 0)
+    i++;
+  if (i == sizeof(commands) / sizeof(commands[0]))
+    return refuse(out, why, "unknown command");
+  out->cmd = commands[i].cmd;
+  if (out->cmd == CONTROL_SCAN) {
+    const cJSON *paths = cJSON_GetObjectItemCaseSensitive(out->json, "paths");
+    int n = cJSON_GetArraySize(paths);
+    if (!cJSON_IsArray(paths) || n < 1 || n > CONTROL_SCAN_PATHS_MAX)
+      return refuse(out, why, "scan needs \"paths\": 1 to 64 absolute paths");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, paths) {
+      if (!cJSON_IsString(it) || it->valuestring[0] != '/' ||
+          strlen(it->valuestring) > CONTROL_PATH_MAX)
+        return refuse(out, why, "scan paths must be absolute");
+      out->paths[out->n_paths++] = it->valuestring;
+    }
+  } else if (out->cmd == CONTROL_QUARANTINE_RESTORE || out->cmd == CONTROL_QUARANTINE_DELETE) {
+    out->id = ym_json_get_str(out->json, "id");
+    if (out->id == NULL || strlen(out->id) != CONTROL_ID_LEN)
+      return refuse(out, why, "a quarantine id (32 hex characters) is needed");
+  } else if (out->cmd == CONTROL_ALERTS) {
+    long long since = 0;
+    ym_json_get_int(out->json, "since", &since);
+    out->since = since < 0 ? 0 : (uint64_t)since;
+  }
+  return 0;
+}
+
+void control_req_free(control_req_t *r) {
+  cJSON_Delete(r->json);
+  memset(r, 0, sizeof(*r));
+}
+
 static void handle_line(client_t *cl, const char *line, size_t len) {
-  cJSON *req = NULL;
   if (cl->busy) {
     send_error(cl, "one request at a time");
     return;
   }
-  if (ym_json_parse(line, len, CONTROL_LINE_MAX, &req, NULL) != 0 || !cJSON_IsObject(req)) {
-    cJSON_Delete(req);
-    send_error(cl, "malformed request: one JSON object per line");
+  control_req_t req;
+  const char *why;
+  if (control_parse(line, len, &req, &why) != 0) {
+    send_error(cl, why);
     return;
   }
-  const char *cmd = ym_json_get_str(req, "cmd");
   cl->busy = true;
-  if (cmd == NULL)
-    send_error(cl, "missing \"cmd\"");
-  else if (strcmp(cmd, "status") == 0)
+  switch (req.cmd) {
+  case CONTROL_STATUS:
     cmd_status(cl);
-  else if (strcmp(cmd, "scan") == 0)
-    cmd_scan(cl, req);
-  else if (strcmp(cmd, "quarantine_list") == 0)
-    cmd_quarantine(cl, "list", req);
-  else if (strcmp(cmd, "quarantine_restore") == 0)
-    cmd_quarantine(cl, "restore", req);
-  else if (strcmp(cmd, "quarantine_delete") == 0)
-    cmd_quarantine(cl, "delete", req);
-  else if (strcmp(cmd, "rules_reload") == 0) {
+    break;
+  case CONTROL_SCAN:
+    cmd_scan(cl, &req);
+    break;
+  case CONTROL_QUARANTINE_LIST:
+    cmd_quarantine(cl, "list", &req);
+    break;
+  case CONTROL_QUARANTINE_RESTORE:
+    cmd_quarantine(cl, "restore", &req);
+    break;
+  case CONTROL_QUARANTINE_DELETE:
+    cmd_quarantine(cl, "delete", &req);
+    break;
+  case CONTROL_RULES_RELOAD:
     cl->refs++;
     detect_reload_rules(cl->c->a->det, on_rules_reloaded, cl);
-  } else if (strcmp(cmd, "alerts") == 0)
-    cmd_alerts(cl, req);
-  else
-    send_error(cl, "unknown command");
-  cJSON_Delete(req);
+    break;
+  case CONTROL_ALERTS:
+    cmd_alerts(cl, &req);
+    break;
+  }
+  control_req_free(&req);
 }
 
 /* ---------------------------------------------------------------- */

@@ -57,7 +57,9 @@ typedef struct {
 
   /* Arguments as read: NUL-separated, args_len bytes, argc items, cut to the
    * limits given to os_proc_read() (then args_truncated is set). NULL when
-   * not read (args_ok false). Owned by the struct: os_proc_info_free(). */
+   * not read (args_ok false), which includes a command line that reads
+   * empty: a process exiting or a zombie, or a kernel thread. Owned by the
+   * struct: os_proc_info_free(). */
   bool args_ok;
   bool args_truncated;
   int argc;

@@ -400,6 +400,21 @@ static void set_ids(ym_event_t *ev, const os_proc_info_t *info) {
   }
 }
 
+/* The program of a process whose /proc entry could not tell it (gone, or
+ * a zombie already): the one the file sensor saw it open for execution,
+ * else none. What the entry knew before (the parent's program, copied at
+ * the fork, or the program before this exec) is not this program, and
+ * reporting it would hide that the field is missing. */
+static void forget_exe(proc_entry_t *e) {
+  if (e->exec_open != NULL) {
+    proctab_set_exe(e, e->exec_open, e->exec_open_len);
+  } else if (e->exe != NULL) {
+    free(e->exe);
+    e->exe = NULL;
+    e->exe_len = 0;
+  }
+}
+
 static void on_exec(psensor_t *p, const os_procev_t *pe) {
   agent_t *a = p->a;
   const conf_t *c = a->conf;
@@ -455,18 +470,12 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else
       s->missing[s->nmissing++] = "process.working_directory";
-    if (!info.exe_ok && e->exec_open != NULL)
-      proctab_set_exe(e, e->exec_open, e->exec_open_len);
+    if (!info.exe_ok)
+      forget_exe(e);
   } else {
     /* Gone before /proc could be read: the program the file sensor saw
      * it open for execution, and what the fork told us. */
-    if (e->exec_open != NULL) {
-      proctab_set_exe(e, e->exec_open, e->exec_open_len);
-    } else if (e->exe != NULL) {
-      free(e->exe); /* only the parent's program is known: do not report it */
-      e->exe = NULL;
-      e->exe_len = 0;
-    }
+    forget_exe(e);
     if (e->start_ticks == 0)
       proctab_set_start(&a->procs, e, ns_to_ticks(a, pe->ts_ns));
     s->missing[s->nmissing++] = "process.args";

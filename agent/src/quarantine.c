@@ -39,6 +39,8 @@
  */
 #include "quarantine.h"
 
+#include "protect.h"
+
 #include "yamori/err.h"
 #include "yamori/json.h"
 #include "yamori/sha256.h"
@@ -770,6 +772,11 @@ out_discard:
 /* The order of the steps is described in quarantine.h. */
 int quarantine_file(const char *qdir, int fd, const char *path, const char *rule,
                     quarantine_entry_t *out) {
+  return quarantine_file_protected(qdir, fd, path, rule, NULL, out);
+}
+
+int quarantine_file_protected(const char *qdir, int fd, const char *path, const char *rule,
+                              const protect_t *prot, quarantine_entry_t *out) {
   quarantine_entry_t e;
   struct stat st, dst, qst, est;
   struct timespec now;
@@ -809,6 +816,17 @@ int quarantine_file(const char *qdir, int fd, const char *path, const char *rule
   if (dst.st_dev == qst.st_dev && dst.st_ino == qst.st_ino) {
     rc = YM_EINVAL; /* never quarantine the quarantine */
     goto out_close;
+  }
+  /* The agent's own files: the directory actually reached, and those
+   * above it, by identity (whatever the path's spelling). */
+  if (prot != NULL) {
+    if (protect_has_file(prot, (uint64_t)st.st_dev, (uint64_t)st.st_ino)) {
+      rc = YM_EPERM;
+      goto out_close;
+    }
+    rc = protect_check_dir(prot, dirfd);
+    if (rc != 0)
+      goto out_close;
   }
   /* Step 2: the entry must be the inode that was scanned. */
   if (fstatat(dirfd, name, &est, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -947,6 +965,11 @@ out_unlink:
  * that the name is free, then restores (restore_into()) and finally removes
  * the .gz and the sidecar. */
 int quarantine_restore(const char *qdir, const char *id, quarantine_entry_t *out) {
+  return quarantine_restore_protected(qdir, id, NULL, out);
+}
+
+int quarantine_restore_protected(const char *qdir, const char *id, const protect_t *prot,
+                                 quarantine_entry_t *out) {
   quarantine_entry_t e;
   char gz[NAME_BUF], js[NAME_BUF];
   struct stat gst, dst, cur;
@@ -990,6 +1013,8 @@ int quarantine_restore(const char *qdir, const char *id, quarantine_entry_t *out
     rc = YM_ESTALE; /* the original location changed */
     goto out_free;
   }
+  if (prot != NULL && (rc = protect_check_dir(prot, dirfd)) != 0)
+    goto out_free;
   /* Checked early to avoid needless work; the rename checks again. */
   if (fstatat(dirfd, name, &cur, AT_SYMLINK_NOFOLLOW) == 0) {
     rc = YM_EEXIST;

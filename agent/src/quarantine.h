@@ -32,6 +32,8 @@
 #ifndef YAMORI_AGENT_QUARANTINE_H
 #define YAMORI_AGENT_QUARANTINE_H
 
+#include "protect.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -102,6 +104,13 @@ void quarantine_entry_free(quarantine_entry_t *e);
 int quarantine_file(const char *qdir, int fd, const char *path, const char *rule,
                     quarantine_entry_t *out);
 
+/* quarantine_file() that also refuses, with YM_EPERM, a file recorded in
+ * prot or one whose directory (the one reached by the walk of step 2), or
+ * a directory above it, is recorded in prot (protect.h); an error of that
+ * walk up is returned too. Nothing is changed then. */
+int quarantine_file_protected(const char *qdir, int fd, const char *path, const char *rule,
+                              const protect_t *prot, quarantine_entry_t *out);
+
 /* Puts the quarantined file id back at its original path with its content,
  * owner, group, permission bits and mtime, then removes it from qdir. The
  * original directory is opened by the same walk as for quarantine_file() and
@@ -121,6 +130,11 @@ int quarantine_file(const char *qdir, int fd, const char *path, const char *rule
  *   other codes for I/O errors. On error the entry stays in qdir.
  */
 int quarantine_restore(const char *qdir, const char *id, quarantine_entry_t *out);
+
+/* quarantine_restore() that refuses with YM_EPERM (the entry stays) when
+ * the original directory, or one above it, is recorded in prot. */
+int quarantine_restore_protected(const char *qdir, const char *id, const protect_t *prot,
+                                 quarantine_entry_t *out);
 
 /* Reads every sidecar in qdir into a new array sorted by quarantine time
  * (oldest first, ties by id). Sidecars that cannot be read or are not valid

@@ -6,6 +6,7 @@
 
 #include "detect.h"
 #include "os.h"
+#include "protect.h"
 #include "quarantine.h"
 #include "triage.h"
 #include "uplink.h"
@@ -72,6 +73,7 @@ struct respond {
   uint64_t nstarts;
   char *files[RESPOND_RING];
   uint64_t nfiles;
+  protect_t prot; /* what commands never touch; copied into each job */
 };
 
 static void start_saved(respond_t *r, uint64_t gen);
@@ -476,8 +478,8 @@ typedef struct {
   int op; /* 0 quarantine, 1 restore, 2 kill */
   char path[PATH_ARG_MAX + 1];
   char qdir[1100];
-  char state_dir[1100];
   char qid[QUARANTINE_ID_LEN + 1];
+  protect_t prot;
   quarantine_entry_t entry;
   /* kill */
   int pid, self_pid;
@@ -490,20 +492,38 @@ typedef struct {
   const char *why;
 } job_t;
 
-/* Is path inside dir (whole components)? */
-static bool under(const char *path, const char *dir) {
-  size_t n = strlen(dir);
-  while (n > 1 && dir[n - 1] == '/')
-    n--;
-  return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+#define WHY_OWN_FILES                                                                              \
+  "refused: the agent's own files are not quarantined (its state, spool, update, versions, "       \
+  "keys, configuration or quarantine directory)"
+
+#define WHY_NOT_KILLED "refused: the agent, its launcher and PID 1 are not killed"
+
+/* Would the quarantine of the file open as fd at path touch the agent's
+ * own files? A first look, for a clear error: it follows symbolic links
+ * above the file as open() did. quarantine_file_protected() decides, on
+ * the directory its walk without links reaches. */
+static bool own_file(const job_t *j, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) == 0 && protect_has_file(&j->prot, (uint64_t)st.st_dev, (uint64_t)st.st_ino))
+    return true;
+  char dir[PATH_ARG_MAX + 1];
+  snprintf(dir, sizeof(dir), "%s", j->path);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL)
+    return false;
+  if (slash == dir)
+    slash[1] = '\0';
+  else
+    *slash = '\0';
+  int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return false;
+  bool own = protect_check_dir(&j->prot, dfd) == YM_EPERM;
+  close(dfd);
+  return own;
 }
 
 static void do_quarantine(job_t *j) {
-  if (under(j->path, j->state_dir)) {
-    j->rc = YM_EPERM;
-    j->why = "the agent's own files are not quarantined";
-    return;
-  }
   int fd = open(j->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     j->rc = ym_err_from_errno(errno);
@@ -517,14 +537,24 @@ static void do_quarantine(job_t *j) {
     j->why = "not a regular file";
     return;
   }
-  j->rc = quarantine_file(j->qdir, fd, j->path, "console-command", &j->entry);
+  if (own_file(j, fd)) {
+    close(fd);
+    j->rc = YM_EPERM;
+    j->why = WHY_OWN_FILES;
+    return;
+  }
+  j->rc = quarantine_file_protected(j->qdir, fd, j->path, "console-command", &j->prot, &j->entry);
   close(fd);
+  if (j->rc == YM_EPERM)
+    j->why = WHY_OWN_FILES;
 }
 
 static void do_kill(job_t *j) {
+  /* The agent's own pid cannot belong to another process while it runs;
+   * the others are checked by identity below. */
   if (j->pid <= 1 || j->pid == j->self_pid) {
     j->rc = YM_EPERM;
-    j->why = "this process may not be killed";
+    j->why = WHY_NOT_KILLED;
     return;
   }
   /* The pidfd pins the process: whatever is checked below is the process
@@ -544,6 +574,12 @@ static void do_kill(job_t *j) {
     return;
   }
   proctab_entity_id(j->boot_id, j->pid, ticks, j->entity);
+  if (protect_has_proc(&j->prot, j->pid, ticks)) {
+    close(pfd);
+    j->rc = YM_EPERM;
+    j->why = WHY_NOT_KILLED;
+    return;
+  }
   /* The stat read above describes the pidfd's process only if that process
    * has not ended (a pid is reused only after its process ended). */
   struct pollfd alive = {pfd, POLLIN, 0};
@@ -584,9 +620,11 @@ static void job_work(uv_work_t *w) {
   job_t *j = w->data;
   if (j->op == 0)
     do_quarantine(j);
-  else if (j->op == 1)
-    j->rc = quarantine_restore(j->qdir, j->qid, &j->entry);
-  else
+  else if (j->op == 1) {
+    j->rc = quarantine_restore_protected(j->qdir, j->qid, &j->prot, &j->entry);
+    if (j->rc == YM_EPERM)
+      j->why = "refused: the original directory is one of the agent's own";
+  } else
     do_kill(j);
 }
 
@@ -629,6 +667,13 @@ static void job_done(uv_work_t *w, int status) {
   free(j);
 }
 
+static void quarantine_dir(agent_t *a, char *out, size_t size) {
+  if (a->det != NULL)
+    snprintf(out, size, "%s", detect_quarantine_dir(a->det));
+  else
+    snprintf(out, size, "%s/quarantine", a->conf->state_dir);
+}
+
 static void run_job(rec_t *rec, int op) {
   agent_t *a = rec->r->a;
   job_t *j = calloc(1, sizeof(*j));
@@ -638,11 +683,8 @@ static void run_job(rec_t *rec, int op) {
   }
   j->rec = rec;
   j->op = op;
-  snprintf(j->state_dir, sizeof(j->state_dir), "%s", a->conf->state_dir);
-  if (a->det != NULL)
-    snprintf(j->qdir, sizeof(j->qdir), "%s", detect_quarantine_dir(a->det));
-  else
-    snprintf(j->qdir, sizeof(j->qdir), "%s/quarantine", a->conf->state_dir);
+  quarantine_dir(a, j->qdir, sizeof(j->qdir));
+  j->prot = rec->r->prot;
   const char *s;
   if ((s = ym_json_get_str(rec->args, "path")) != NULL)
     snprintf(j->path, sizeof(j->path), "%s", s);
@@ -1011,12 +1053,82 @@ void respond_note_event(respond_t *r, const ym_event_t *ev, const char *json, si
 /* ---------------------------------------------------------------- */
 /* Life cycle                                                         */
 
+static void protect_dir(protect_t *p, const char *path) {
+  int rc = protect_add_dir(p, path);
+  if (rc != 0 && rc != YM_ENOENT)
+    ym_log(YM_LOG_WARN, rc, "cannot protect %s from remote commands", path);
+}
+
+/* Records what remote commands never touch (protect.h): the agent's
+ * directories as configured now, its configuration, the agent, its parent
+ * (the launcher, or the service manager), the launcher it was told of and
+ * PID 1. A directory that does not exist yet cannot be recorded; it is
+ * again at the next reload. */
+static void protect_build(respond_t *r) {
+  agent_t *a = r->a;
+  const conf_t *c = a->conf;
+  protect_t *p = &r->prot;
+  char path[1200];
+  const char *e;
+  protect_init(p);
+  protect_dir(p, c->state_dir);
+  snprintf(path, sizeof(path), "%s/spool", c->state_dir);
+  protect_dir(p, path);
+  /* The update and versions directories as update.c and the launcher
+   * choose them. */
+  if ((e = getenv("YAMORI_UPDATE_DIR")) != NULL && e[0] == '/')
+    snprintf(path, sizeof(path), "%s", e);
+  else if (c->update_dir[0] != '\0')
+    snprintf(path, sizeof(path), "%s", c->update_dir);
+  else
+    snprintf(path, sizeof(path), "%s/update", c->state_dir);
+  protect_dir(p, path);
+  if ((e = getenv("YAMORI_VERSIONS_DIR")) != NULL && e[0] == '/')
+    snprintf(path, sizeof(path), "%s", e);
+  else
+    snprintf(path, sizeof(path), "%s", c->update_versions_dir);
+  protect_dir(p, path);
+  /* Its parent is the installation (/opt/yamori: current, bin, rules). */
+  char *slash = strrchr(path, '/');
+  if (slash != NULL && slash != path) {
+    *slash = '\0';
+    protect_dir(p, path);
+  }
+  protect_dir(p, c->update_keys_dir);
+  quarantine_dir(a, path, sizeof(path));
+  protect_dir(p, path);
+  /* The configuration: the installed directory, and the file in use
+   * wherever it is. */
+  snprintf(path, sizeof(path), "%s", CONF_DEFAULT_PATH);
+  *strrchr(path, '/') = '\0';
+  protect_dir(p, path);
+  if (a->config_path != NULL) {
+    int rc = protect_add_file(p, a->config_path);
+    if (rc != 0 && rc != YM_ENOENT)
+      ym_log(YM_LOG_WARN, rc, "cannot protect %s from remote commands", a->config_path);
+  }
+  protect_add_proc(p, a->self_pid);
+  protect_add_proc(p, (int)getppid());
+  if ((e = getenv("YAMORI_LAUNCHER_PID")) != NULL) {
+    long pid = strtol(e, NULL, 10);
+    if (pid > 1 && pid < 4194304)
+      protect_add_proc(p, (int)pid);
+  }
+  protect_add_proc(p, 1);
+}
+
+void respond_reload(respond_t *r) {
+  if (r != NULL)
+    protect_build(r);
+}
+
 int respond_new(agent_t *a, respond_t **out) {
   respond_t *r = calloc(1, sizeof(*r));
   if (r == NULL)
     return YM_ENOMEM;
   r->a = a;
   snprintf(r->path, sizeof(r->path), "%s/commands.json", a->conf->state_dir);
+  protect_build(r);
   load(r);
   if (a->up != NULL) {
     int rc = uplink_on_checkin(a->up, on_checkin, r);

@@ -11,9 +11,12 @@
  *      is on disk: a crash never makes it run twice. A command found running
  *      at start was interrupted: it is reported failed.
  *   3. It runs: scan (detect_scan, as `yamorictl scan`), quarantine
- *      (quarantine_file on the descriptor opened with O_NOFOLLOW), restore
- *      (quarantine_restore), kill (pidfd; refused when the pid's entity id
- *      is not the one given), triage (triage_collect, gzip, uploaded to
+ *      (quarantine_file_protected on the descriptor opened with
+ *      O_NOFOLLOW), restore (quarantine_restore_protected), kill (pidfd;
+ *      refused when the pid's entity id is not the one given). The
+ *      agent's own directories and files, the agent, its launcher and PID 1
+ *      are refused by identity (protect.h), recorded at start and at each
+ *      reload; triage (triage_collect, gzip, uploaded to
  *      /api/v1/commands/{id}/bundle first). Slow work runs off the loop.
  *   4. The outcome becomes a response event (dataset yamori.response, in
  *      the alerts stream) and is recorded, then posted to
@@ -41,6 +44,9 @@ typedef struct respond respond_t;
 /* Loads state_dir/commands.json and hooks into the uplink's check-ins
  * (a->up may be NULL: no console, commands never arrive). */
 int respond_new(agent_t *a, respond_t **out);
+/* The configuration was reloaded: what commands never touch (protect.h)
+ * is recorded again. respond_reload(NULL) does nothing. */
+void respond_reload(respond_t *r);
 /* No new commands start after this; running ones finish. */
 void respond_stop(respond_t *r);
 /* Frees the module after the loop has finished (agent_close).

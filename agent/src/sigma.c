@@ -1905,3 +1905,28 @@ void sigma_source_event(sigma_source_t *src, sigma_event_src_t *ctx, const sigma
   src->get = event_get;
   src->ctx = ctx;
 }
+
+size_t sigma_event_categories(const char *dataset, const char *action, const char **out,
+                              size_t max) {
+  static const struct {
+    const char *dataset, *action, *cats[SIGMA_EVENT_MAX_CATEGORIES];
+  } map[] = {
+      {"yamori.process", "exec", {"process_creation", NULL}},
+      {"yamori.process", "end", {"process_termination", NULL}},
+      {"yamori.file", "creation", {"file_event", NULL}},
+      {"yamori.file", "modification", {"file_event", "file_change"}},
+      {"yamori.file", "rename", {"file_event", "file_rename"}},
+      {"yamori.file", "deletion", {"file_delete", NULL}},
+  };
+  if (dataset == NULL || action == NULL)
+    return 0;
+  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+    if (strcmp(map[i].dataset, dataset) != 0 || strcmp(map[i].action, action) != 0)
+      continue;
+    size_t n = 0;
+    for (size_t k = 0; k < SIGMA_EVENT_MAX_CATEGORIES && map[i].cats[k] != NULL && n < max; k++)
+      out[n++] = map[i].cats[k];
+    return n;
+  }
+  return 0;
+}

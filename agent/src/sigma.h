@@ -160,4 +160,16 @@ typedef struct {
 void sigma_source_event(sigma_source_t *src, sigma_event_src_t *ctx, const sigma_ruleset_t *rs,
                         const ym_event_t *ev);
 
+/* The log source categories under which an agent event is evaluated
+ * (docs/behaviour.md, "Log sources"), from its event.dataset and
+ * event.action: a program start is process_creation, its end
+ * process_termination; a file created, written or renamed into place is
+ * file_event (the new content at file.path), and also file_change
+ * (written) or file_rename (renamed); a deletion is file_delete. Stores at
+ * most max category names (static strings) in out and returns how many
+ * (0 for events that no rule looks at, such as alerts and gaps). */
+#define SIGMA_EVENT_MAX_CATEGORIES 2
+size_t sigma_event_categories(const char *dataset, const char *action, const char **out,
+                              size_t max);
+
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -127,13 +128,26 @@ typedef struct seg {
   uint64_t size;
   rec_t *recs;
   size_t nrecs, cap;
+  bool sealed; /* a write to it failed: new records go to a new segment */
 } seg_t;
+
+/* Events that could not be written: how many, and the wall-clock times
+ * their batches were closed (the first and the last). */
+typedef struct {
+  uint64_t count;
+  int64_t first_ns, last_ns;
+} loss_t;
 
 typedef struct pending_batch {
   struct pending_batch *next;
   ym_buf_t raw;
   uint64_t first_seq, last_seq;
   uint32_t count;
+  int64_t closed_ns;
+  /* The batch holds the report of this loss (carry_stream >= 0): if the
+   * batch is lost too, the loss is reported again. */
+  int carry_stream;
+  loss_t carry;
 } pending_batch_t;
 
 typedef struct {
@@ -151,7 +165,6 @@ typedef struct {
   /* closed batches waiting for the writer, oldest first */
   pending_batch_t *wq_head, *wq_tail;
   bool writing;
-  int fd; /* the tail segment, open for appending (writer only) */
 } stream_t;
 
 struct spool {
@@ -166,6 +179,16 @@ struct spool {
   spool_stats_t stats;
   uint64_t seg_max; /* segment size: an eighth of the cap, so shedding is fine-grained */
   bool closing;
+  /* Writing failed (see spool.h): batches wait in memory; one write is
+   * tried when the retry timer has fired (retry_due). */
+  bool failing, retry_due;
+  unsigned backoff_ms;
+  uv_timer_t retry;
+  uint64_t waiting_bytes;
+  loss_t loss[SPOOL_NSTREAMS];
+  /* A loss being reported: the next alerts batch closed carries it. */
+  int carry_stream;
+  loss_t carry;
   /* damage found while opening, reported by spool_report_recovery */
   struct {
     spool_stream_t stream;
@@ -185,6 +208,22 @@ static void note_recovery(spool_t *s, spool_stream_t stream, uint64_t count, boo
   } else {
     s->recovered_more += count;
   }
+}
+
+static int64_t wall_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void loss_add(loss_t *l, uint64_t count, int64_t first_ns, int64_t last_ns) {
+  if (count == 0)
+    return;
+  if (l->count == 0 || first_ns < l->first_ns)
+    l->first_ns = first_ns;
+  if (l->count == 0 || last_ns > l->last_ns)
+    l->last_ns = last_ns;
+  l->count += count;
 }
 
 static int seg_add_rec(seg_t *g, const rec_t *r) {
@@ -319,6 +358,7 @@ static void recover_segment(spool_t *s, spool_stream_t id, const char *name) {
   free(buf);
   close(fd);
   g->size = good;
+  g->sealed = true; /* new records go to new segments */
   if (g->nrecs == 0) {
     unlink(g->path);
     seg_free(g);
@@ -405,6 +445,29 @@ static int gzip_buf(const ym_buf_t *raw, ym_buf_t *out) {
   return rc;
 }
 
+/* Creates again the directories above a segment path (state_dir, the
+ * spool, the stream), mode 0700, as spool_new() made them: they may have
+ * been removed while the agent ran. Returns 0 or an error code. */
+static int make_dirs(const char *seg_path) {
+  char dir[1200];
+  snprintf(dir, sizeof(dir), "%s", seg_path);
+  /* cut[0] ends the stream directory, cut[1] the spool, cut[2] state_dir. */
+  char *cut[3];
+  for (int i = 0; i < 3; i++) {
+    cut[i] = strrchr(dir, '/');
+    if (cut[i] == NULL || cut[i] == dir)
+      return YM_EINVAL;
+    *cut[i] = '\0';
+  }
+  for (int i = 2; i >= 0; i--) {
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+      return ym_err_from_errno(errno);
+    if (i > 0)
+      *cut[i] = '/'; /* one level down */
+  }
+  return 0;
+}
+
 static void write_work(uv_work_t *w) {
   write_job_t *j = w->data;
   ym_buf_t gz;
@@ -412,16 +475,34 @@ static void write_work(uv_work_t *w) {
   j->rc = gzip_buf(&j->b->raw, &gz);
   if (j->rc != 0)
     goto out;
+  /* The segment is opened for each write and closed after it: no
+   * descriptor stays open between writes, so the filesystem can be
+   * remounted read-only or unmounted meanwhile. A new segment's name is
+   * its first sequence, higher than every segment known, so a file of that
+   * name is only the remains of a failed attempt at this very batch. */
+  if (j->new_seg != NULL) {
+    int flags = O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+    j->fd = open(j->path, flags, 0600);
+    if (j->fd < 0 && errno == ENOENT && make_dirs(j->path) == 0)
+      j->fd = open(j->path, flags, 0600);
+  } else {
+    j->fd = open(j->path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+    if (j->fd < 0 && errno == ENOENT)
+      errno = ESTALE; /* the segment was removed */
+  }
   if (j->fd < 0) {
-    j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (j->fd < 0) {
-      j->rc = ym_err_from_errno(errno);
-      goto out;
-    }
+    j->rc = ym_err_from_errno(errno);
+    goto out;
   }
   struct stat sb;
   if (fstat(j->fd, &sb) != 0) {
     j->rc = ym_err_from_errno(errno);
+    goto out;
+  }
+  if (sb.st_nlink == 0) {
+    /* The segment was removed (its directory deleted): what is written
+     * there would be lost. The batch goes to a new segment instead. */
+    j->rc = YM_ESTALE;
     goto out;
   }
   j->off = (uint64_t)sb.st_size;
@@ -467,11 +548,119 @@ static void write_work(uv_work_t *w) {
   j->len = (uint32_t)want;
   j->gz_len = (uint32_t)gz.len;
 out:
+  if (j->fd >= 0)
+    close(j->fd);
+  j->fd = -1;
   ym_buf_free(&gz);
 }
 
 static void start_write(spool_t *s, spool_stream_t id);
 static void enforce_cap(spool_t *s);
+
+/* A batch that will never be written: its events (and a loss report it
+ * carried) are counted for the next report. */
+static void drop_batch(spool_t *s, spool_stream_t id, pending_batch_t *b) {
+  loss_add(&s->loss[id], b->count, b->closed_ns, b->closed_ns);
+  if (b->carry_stream >= 0)
+    loss_add(&s->loss[b->carry_stream], b->carry.count, b->carry.first_ns, b->carry.last_ns);
+  s->stats.events_unwritten += b->count;
+  s->waiting_bytes -= b->raw.len;
+  ym_buf_free(&b->raw);
+  free(b);
+}
+
+static pending_batch_t *pop_waiting(stream_t *st) {
+  pending_batch_t *b = st->wq_head;
+  if (b != NULL) {
+    st->wq_head = b->next;
+    if (st->wq_head == NULL)
+      st->wq_tail = NULL;
+    b->next = NULL;
+  }
+  return b;
+}
+
+/* Keeps the batches waiting in memory under SPOOL_MEM_MAX: the oldest
+ * bulk batches go first, alerts only when no bulk is left. */
+static void trim_waiting(spool_t *s) {
+  while (s->waiting_bytes > SPOOL_MEM_MAX) {
+    spool_stream_t id = s->st[SPOOL_BULK].wq_head != NULL ? SPOOL_BULK : SPOOL_ALERTS;
+    pending_batch_t *b = pop_waiting(&s->st[id]);
+    if (b == NULL)
+      break;
+    drop_batch(s, id, b);
+  }
+}
+
+/* Drops every batch waiting (stopping while the disk cannot be written). */
+static void drop_waiting(spool_t *s) {
+  uint64_t before = s->stats.events_unwritten;
+  for (int i = 0; i < SPOOL_NSTREAMS; i++) {
+    pending_batch_t *b;
+    while ((b = pop_waiting(&s->st[i])) != NULL)
+      drop_batch(s, (spool_stream_t)i, b);
+  }
+  if (s->stats.events_unwritten > before)
+    ym_log(YM_LOG_ERROR, 0, "stopping: %" PRIu64 " events could not be written to the spool in %s",
+           s->stats.events_unwritten - before, s->dir);
+}
+
+static void on_retry(uv_timer_t *t) {
+  spool_t *s = t->data;
+  s->retry_due = true;
+  start_write(s, SPOOL_ALERTS);
+  start_write(s, SPOOL_BULK);
+}
+
+/* Reports each stream's loss once (see spool.h). The report, an alert
+ * appended from inside the lost callback, carries the loss with it. */
+static void report_losses(spool_t *s) {
+  for (int i = 0; i < SPOOL_NSTREAMS; i++) {
+    loss_t l = s->loss[i];
+    if (l.count == 0)
+      continue;
+    memset(&s->loss[i], 0, sizeof(s->loss[i]));
+    if (s->lost == NULL)
+      continue;
+    s->carry = l;
+    s->carry_stream = i;
+    s->lost((spool_stream_t)i, "spool_write_failed", l.count, true, l.first_ns, l.last_ns, s->data);
+    if (s->carry_stream >= 0) {
+      /* The report was not queued: it waits for the next success. */
+      loss_add(&s->loss[i], l.count, l.first_ns, l.last_ns);
+      s->carry_stream = -1;
+    }
+  }
+}
+
+/* A write failed: the batch waits (or is lost when stopping) and the next
+ * attempt is due after the backoff. Logs once per outage. */
+static void write_failed(spool_t *s, spool_stream_t id, pending_batch_t *b, int rc) {
+  stream_t *st = &s->st[id];
+  s->stats.write_errors++;
+  if (!s->failing)
+    ym_log(YM_LOG_ERROR, rc,
+           "cannot write the spool in %s; events wait in memory (up to %d MiB) and writing is "
+           "tried again",
+           s->dir, SPOOL_MEM_MAX / (1024 * 1024));
+  s->failing = true;
+  s->retry_due = false;
+  if (s->closing) {
+    drop_batch(s, id, b);
+    drop_waiting(s);
+    return;
+  }
+  /* Back at the head of its queue: the oldest is written first. */
+  b->next = st->wq_head;
+  st->wq_head = b;
+  if (st->wq_tail == NULL)
+    st->wq_tail = b;
+  trim_waiting(s);
+  s->backoff_ms = s->backoff_ms == 0 ? SPOOL_RETRY_MIN_MS : s->backoff_ms * 2;
+  if (s->backoff_ms > SPOOL_RETRY_MAX_MS)
+    s->backoff_ms = SPOOL_RETRY_MAX_MS;
+  uv_timer_start(&s->retry, on_retry, s->backoff_ms, 0);
+}
 
 static void write_done(uv_work_t *w, int status) {
   write_job_t *j = w->data;
@@ -479,49 +668,63 @@ static void write_done(uv_work_t *w, int status) {
   stream_t *st = &s->st[j->id];
   (void)status;
   st->writing = false;
-  st->fd = j->fd;
-  if (j->rc == 0) {
-    seg_t *g = j->new_seg;
-    if (g != NULL) {
-      if (st->tail != NULL)
-        st->tail->next = g;
-      else
-        st->head = g;
-      st->tail = g;
-    } else {
-      g = st->tail;
-    }
-    rec_t r = {j->off, j->len, j->b->first_seq, j->b->last_seq, j->b->count, false};
-    seg_add_rec(g, &r);
-    g->size += j->len;
-    st->bytes += j->len;
-    s->stats.bytes_on_disk += j->len;
-    s->stats.events_spooled += j->b->count;
-    if (j->b->last_seq > st->spooled)
-      st->spooled = j->b->last_seq;
-    s->stats.batches_spooled++;
-  } else {
-    /* The batch could not be written (disk full, I/O error): its events
-     * are lost, and a gap says so. */
-    ym_log(YM_LOG_ERROR, j->rc, "spool write failed; %u events lost", j->b->count);
+  if (j->rc != 0) {
+    /* A segment a write failed on (removed, read-only, full) takes no more
+     * records: the next attempt starts a new one. */
     if (j->new_seg != NULL)
       seg_free(j->new_seg);
-    if (s->lost != NULL)
-      s->lost(j->id, "spool_write_failed", j->b->count, true, s->data);
+    else if (st->tail != NULL)
+      st->tail->sealed = true;
+    write_failed(s, j->id, j->b, j->rc);
+    free(j);
+    return;
   }
+  seg_t *g = j->new_seg;
+  if (g != NULL) {
+    if (st->tail != NULL)
+      st->tail->next = g;
+    else
+      st->head = g;
+    st->tail = g;
+  } else {
+    g = st->tail;
+  }
+  rec_t r = {j->off, j->len, j->b->first_seq, j->b->last_seq, j->b->count, false};
+  seg_add_rec(g, &r);
+  g->size += j->len;
+  st->bytes += j->len;
+  s->stats.bytes_on_disk += j->len;
+  s->stats.events_spooled += j->b->count;
+  if (j->b->last_seq > st->spooled)
+    st->spooled = j->b->last_seq;
+  s->stats.batches_spooled++;
+  s->waiting_bytes -= j->b->raw.len;
   ym_buf_free(&j->b->raw);
   free(j->b);
   free(j);
+  if (s->failing) {
+    s->failing = false;
+    s->retry_due = false;
+    s->backoff_ms = 0;
+    uv_timer_stop(&s->retry);
+    ym_log(YM_LOG_NOTICE, 0, "the spool in %s can be written again", s->dir);
+    report_losses(s);
+  }
   enforce_cap(s);
   if (s->ready != NULL)
     s->ready(s->data);
-  start_write(s, (spool_stream_t)(st - s->st));
+  start_write(s, SPOOL_ALERTS);
+  start_write(s, SPOOL_BULK);
 }
 
 static void start_write(spool_t *s, spool_stream_t id) {
   stream_t *st = &s->st[id];
   if (st->writing || st->wq_head == NULL)
     return;
+  /* While the disk cannot be written, one attempt per retry delay. */
+  if (s->failing && (!s->retry_due || s->closing))
+    return;
+  s->retry_due = false;
   pending_batch_t *b = st->wq_head;
   write_job_t *j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -534,14 +737,10 @@ static void start_write(spool_t *s, spool_stream_t id) {
   j->b = b;
   j->fd = -1;
   /* Append to the tail segment while it has room, else start a new one. */
-  if (st->tail != NULL && st->tail->size + SPOOL_RECORD_HEADER + b->raw.len / 2 < s->seg_max &&
-      st->fd >= 0) {
-    j->fd = st->fd;
+  if (st->tail != NULL && !st->tail->sealed &&
+      st->tail->size + SPOOL_RECORD_HEADER + b->raw.len / 2 < s->seg_max) {
     snprintf(j->path, sizeof(j->path), "%s", st->tail->path);
   } else {
-    if (st->fd >= 0)
-      close(st->fd);
-    st->fd = -1;
     j->new_seg = calloc(1, sizeof(seg_t));
     if (j->new_seg == NULL) {
       free(j);
@@ -571,6 +770,14 @@ static void close_batch(spool_t *s, spool_stream_t id) {
   b->first_seq = st->batch_first;
   b->last_seq = st->batch_first + st->batch_count - 1;
   b->count = st->batch_count;
+  b->closed_ns = wall_ns();
+  b->carry_stream = -1;
+  if (id == SPOOL_ALERTS && s->carry_stream >= 0) {
+    b->carry = s->carry;
+    b->carry_stream = s->carry_stream;
+    s->carry_stream = -1;
+  }
+  s->waiting_bytes += b->raw.len;
   ym_buf_init(&st->batch, SPOOL_BATCH_MAX_RAW + EVENT_MAX);
   st->batch_count = 0;
   if (st->wq_tail != NULL)
@@ -578,6 +785,8 @@ static void close_batch(spool_t *s, spool_stream_t id) {
   else
     st->wq_head = b;
   st->wq_tail = b;
+  if (s->failing)
+    trim_waiting(s);
   start_write(s, id);
 }
 
@@ -631,7 +840,7 @@ static void enforce_cap(spool_t *s) {
       break;
     s->stats.events_shed += n;
     if (n > 0 && s->lost != NULL)
-      s->lost(SPOOL_BULK, "spool_full", n, true, s->data);
+      s->lost(SPOOL_BULK, "spool_full", n, true, 0, 0, s->data);
   }
   /* Alerts only when no bulk is left to shed. */
   while (s->st[SPOOL_BULK].bytes + s->st[SPOOL_ALERTS].bytes > cap) {
@@ -640,7 +849,7 @@ static void enforce_cap(spool_t *s) {
       break;
     s->stats.events_shed += n;
     if (n > 0 && s->lost != NULL)
-      s->lost(SPOOL_ALERTS, "spool_full", n, true, s->data);
+      s->lost(SPOOL_ALERTS, "spool_full", n, true, 0, 0, s->data);
   }
 }
 
@@ -675,7 +884,6 @@ int spool_new(uv_loop_t *loop, const spool_opts_t *opts, spool_ready_cb ready, s
   }
   for (int i = 0; i < SPOOL_NSTREAMS; i++) {
     stream_t *st = &s->st[i];
-    st->fd = -1;
     ym_buf_init(&st->batch, SPOOL_BATCH_MAX_RAW + EVENT_MAX);
     snprintf(st->dir, sizeof(st->dir), "%s/%s", s->dir, stream_names[i]);
     if (mkdir(st->dir, 0700) != 0 && errno != EEXIST) {
@@ -685,6 +893,10 @@ int spool_new(uv_loop_t *loop, const spool_opts_t *opts, spool_ready_cb ready, s
     }
     recover_stream(s, (spool_stream_t)i);
   }
+  s->carry_stream = -1;
+  uv_timer_init(loop, &s->retry);
+  s->retry.data = s;
+  uv_unref((uv_handle_t *)&s->retry);
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   unsigned ms = opts->bulk_flush_ms ? opts->bulk_flush_ms : 2000;
@@ -721,9 +933,9 @@ int spool_append(spool_t *s, spool_stream_t stream, const char *line, size_t len
 void spool_report_recovery(spool_t *s) {
   for (size_t i = 0; i < s->nrecovered && s->lost != NULL; i++)
     s->lost(s->recovered[i].stream, "spool_corrupt", s->recovered[i].count, s->recovered[i].known,
-            s->data);
+            0, 0, s->data);
   if (s->recovered_more > 0 && s->lost != NULL)
-    s->lost(SPOOL_BULK, "spool_corrupt", s->recovered_more, true, s->data);
+    s->lost(SPOOL_BULK, "spool_corrupt", s->recovered_more, true, 0, 0, s->data);
   s->nrecovered = 0;
   s->recovered_more = 0;
 }
@@ -745,10 +957,22 @@ typedef struct {
   int rc;
   spool_read_cb cb;
   void *data;
+  bool mem;     /* a batch waiting in memory, not a record on disk */
+  ym_buf_t raw; /* mem: a copy of its events */
 } read_job_t;
 
 static void read_work(uv_work_t *w) {
   read_job_t *j = w->data;
+  if (j->mem) {
+    /* Compressed here as the writer would: the same payload. */
+    j->rc = gzip_buf(&j->raw, &j->b->payload);
+    if (j->rc == 0) {
+      j->b->first_seq = j->rec.first_seq;
+      j->b->last_seq = j->rec.last_seq;
+      j->b->count = j->rec.count;
+    }
+    return;
+  }
   int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     j->rc = ym_err_from_errno(errno);
@@ -776,7 +1000,30 @@ static void read_work(uv_work_t *w) {
 static void read_done(uv_work_t *w, int status) {
   read_job_t *j = w->data;
   (void)status;
-  if (j->rc == YM_ECORRUPT) {
+  ym_buf_free(&j->raw);
+  if (j->mem) {
+    j->cb(j->rc, j->rc == 0 ? j->b : NULL, j->data);
+    if (j->rc != 0)
+      spool_batch_free(j->b);
+    free(j);
+    return;
+  }
+  if (j->rc == YM_ENOENT) {
+    /* The segment file is gone (its directory was removed): none of its
+     * records can be sent. One gap says how many events went with it. */
+    stream_t *st = &j->s->st[j->id];
+    for (seg_t *g = st->head; g != NULL; g = g->next) {
+      if (strcmp(g->path, j->path) != 0)
+        continue;
+      uint64_t n = unacked_events(st, g);
+      for (size_t i = 0; i < g->nrecs; i++)
+        g->recs[i].corrupt = true;
+      if (n > 0 && j->s->lost != NULL)
+        j->s->lost(j->id, "spool_removed", n, true, 0, 0, j->s->data);
+      j->rc = YM_ECORRUPT; /* the uplink moves on to the next record */
+      break;
+    }
+  } else if (j->rc == YM_ECORRUPT) {
     /* Damaged since it was written: never sent; a gap says so. */
     stream_t *st = &j->s->st[j->id];
     for (seg_t *g = st->head; g != NULL; g = g->next)
@@ -785,7 +1032,7 @@ static void read_done(uv_work_t *w, int status) {
           g->recs[i].corrupt = true;
           j->s->stats.records_corrupt++;
           if (j->s->lost != NULL)
-            j->s->lost(j->id, "spool_corrupt", g->recs[i].count, true, j->s->data);
+            j->s->lost(j->id, "spool_corrupt", g->recs[i].count, true, 0, 0, j->s->data);
         }
   }
   j->cb(j->rc, j->rc == 0 ? j->b : NULL, j->data);
@@ -805,9 +1052,63 @@ static const rec_t *oldest(const stream_t *st, const seg_t **gout) {
   return NULL;
 }
 
+/* While writing fails, the oldest batch waiting in memory that the console
+ * has not acknowledged, when everything before it has been sent from disk
+ * and no write of the stream is in flight (that batch would come first).
+ * The uplink sends it from memory: alerts reach the console even while the
+ * disk cannot be written. */
+static const pending_batch_t *waiting_unsent(const spool_t *s, const stream_t *st) {
+  const seg_t *g;
+  if (!s->failing || st->writing || oldest(st, &g) != NULL)
+    return NULL;
+  for (const pending_batch_t *b = st->wq_head; b != NULL; b = b->next)
+    if (b->last_seq > st->acked)
+      return b;
+  return NULL;
+}
+
+/* Reads a batch waiting in memory for the uplink (see waiting_unsent). */
+static void read_waiting(spool_t *s, spool_stream_t stream, const pending_batch_t *pb,
+                         spool_read_cb cb, void *data) {
+  read_job_t *j = calloc(1, sizeof(*j));
+  spool_batch_t *b = j ? calloc(1, sizeof(*b)) : NULL;
+  if (b != NULL) {
+    ym_buf_init(&j->raw, SPOOL_BATCH_MAX_RAW + EVENT_MAX);
+    if (ym_buf_append(&j->raw, pb->raw.data, pb->raw.len) != 0) {
+      ym_buf_free(&j->raw);
+      free(b);
+      b = NULL;
+    }
+  }
+  if (b == NULL) {
+    free(j);
+    cb(YM_ENOMEM, NULL, data);
+    return;
+  }
+  ym_buf_init(&b->payload, SPOOL_SEGMENT_MAX);
+  b->stream = stream;
+  j->b = b;
+  j->s = s;
+  j->id = stream;
+  j->mem = true;
+  j->rec.first_seq = pb->first_seq;
+  j->rec.last_seq = pb->last_seq;
+  j->rec.count = pb->count;
+  s->st[stream].sending = pb->first_seq;
+  j->cb = cb;
+  j->data = data;
+  j->req.data = j;
+  uv_queue_work(s->loop, &j->req, read_work, read_done);
+}
+
 void spool_read_async(spool_t *s, spool_stream_t stream, spool_read_cb cb, void *data) {
   const seg_t *g = NULL;
   const rec_t *r = oldest(&s->st[stream], &g);
+  const pending_batch_t *pb = r == NULL ? waiting_unsent(s, &s->st[stream]) : NULL;
+  if (pb != NULL) {
+    read_waiting(s, stream, pb, cb, data);
+    return;
+  }
   read_job_t *j = r ? calloc(1, sizeof(*j)) : NULL;
   spool_batch_t *b = j ? calloc(1, sizeof(*b)) : NULL;
   if (b == NULL) {
@@ -848,6 +1149,23 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
       if (g->recs[i].last_seq > st->acked && g->recs[i].last_seq <= seq && !g->recs[i].corrupt)
         s->stats.events_acked += g->recs[i].count;
   st->acked = seq;
+  /* Batches sent from memory while the disk could not be written: the
+   * console has them, they need not be written any more. */
+  pending_batch_t **pp = &st->wq_head, *last = NULL;
+  while (*pp != NULL) {
+    pending_batch_t *b = *pp;
+    if (b->last_seq <= seq) {
+      *pp = b->next;
+      s->stats.events_acked += b->count;
+      s->waiting_bytes -= b->raw.len;
+      ym_buf_free(&b->raw);
+      free(b);
+    } else {
+      last = b;
+      pp = &b->next;
+    }
+  }
+  st->wq_tail = last;
   while (st->head != NULL) {
     seg_t *g = st->head;
     if (g->nrecs == 0 || g->recs[g->nrecs - 1].last_seq > st->acked)
@@ -855,9 +1173,6 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
     if (g == st->tail) {
       if (st->writing)
         break;
-      if (st->fd >= 0)
-        close(st->fd);
-      st->fd = -1;
       st->tail = NULL;
     }
     write_head(st, st->spooled);
@@ -871,11 +1186,17 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq) {
 
 bool spool_pending(const spool_t *s, spool_stream_t stream) {
   const seg_t *g;
-  return oldest(&s->st[stream], &g) != NULL;
+  return oldest(&s->st[stream], &g) != NULL || waiting_unsent(s, &s->st[stream]) != NULL;
+}
+
+uint64_t spool_last_seq(const spool_t *s, spool_stream_t stream) {
+  return s->st[stream].next_seq - 1;
 }
 
 void spool_stats(const spool_t *s, spool_stats_t *out) {
   *out = s->stats;
+  out->bytes_waiting = s->waiting_bytes;
+  out->failing = s->failing;
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -885,16 +1206,19 @@ static void on_timer_closed(uv_handle_t *h) {
 void spool_free(spool_t *s) {
   if (s == NULL)
     return;
+  s->closing = true;
   spool_flush(s);
-  /* Let the writes in flight (and those queued behind them) finish. */
+  /* Let the writes in flight (and those queued behind them) finish; once
+   * a write fails nothing more is tried (write_failed drops the rest). */
+  if (s->failing)
+    drop_waiting(s);
   while (s->st[0].writing || s->st[1].writing || s->st[0].wq_head || s->st[1].wq_head)
     uv_run(s->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&s->retry, on_timer_closed);
   uv_close((uv_handle_t *)&s->timer, on_timer_closed);
   uv_run(s->loop, UV_RUN_NOWAIT);
   for (int i = 0; i < SPOOL_NSTREAMS; i++) {
     stream_t *st = &s->st[i];
-    if (st->fd >= 0)
-      close(st->fd);
     ym_buf_free(&st->batch);
     seg_t *g = st->head;
     while (g != NULL) {

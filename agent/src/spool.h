@@ -25,6 +25,23 @@
  * segments are shed and a gap event in the bulk stream says exactly how many
  * events were shed.
  *
+ * When a batch cannot be written (a full disk, a read-only remount, the
+ * directory removed), the spool does not lose it at once and does not retry
+ * at once: closed batches wait in memory, at most SPOOL_MEM_MAX bytes of
+ * them (bulk telemetry goes first when that is exceeded, alerts last), and
+ * one write is tried again after a delay that starts at SPOOL_RETRY_MIN_MS
+ * and doubles up to SPOOL_RETRY_MAX_MS. Events that had to go are counted
+ * per stream with the time range of their batches, and reported once,
+ * through the lost callback (reason "spool_write_failed"), when a write
+ * succeeds again; if the batch holding that report is itself lost, its
+ * count goes back into the next report. So a failing disk costs a few
+ * system calls per retry, never an event (or a log line) per failed write.
+ * A missing stream directory is created again before a new segment.
+ * Meanwhile spool_read_async() hands the uplink the batches waiting in
+ * memory once everything on disk was sent, and spool_ack() drops those the
+ * console acknowledged: alerts reach the console while the disk cannot be
+ * written.
+ *
  * Loop-thread handle (init/start/close), caller-owned storage.
  */
 #ifndef YAMORI_AGENT_SPOOL_H
@@ -43,6 +60,11 @@ typedef enum { SPOOL_ALERTS = 0, SPOOL_BULK = 1 } spool_stream_t;
 #define SPOOL_SEGMENT_MAX (4 * 1024 * 1024)
 #define SPOOL_BATCH_MAX_EVENTS 2000
 #define SPOOL_BATCH_MAX_RAW (1024 * 1024)
+/* Batches waiting in memory while the disk cannot be written, in bytes. */
+#define SPOOL_MEM_MAX (8 * 1024 * 1024)
+/* Delays between write attempts while the disk cannot be written. */
+#define SPOOL_RETRY_MIN_MS 1000
+#define SPOOL_RETRY_MAX_MS 10000
 
 typedef struct {
   uint64_t events_queued;  /* accepted into a batch */
@@ -53,6 +75,10 @@ typedef struct {
   uint64_t segments_corrupt;
   uint64_t bytes_on_disk;
   uint64_t batches_spooled;
+  uint64_t write_errors;     /* writes that failed (each is retried or lost) */
+  uint64_t events_unwritten; /* lost because they could not be written */
+  uint64_t bytes_waiting;    /* closed batches in memory, not written yet */
+  bool failing;              /* the last write failed; retrying with backoff */
 } spool_stats_t;
 
 /* One record ready to send: its sequence range and payload (gzip of the
@@ -76,11 +102,13 @@ typedef struct {
 /* Called (loop thread) when a batch has been spooled: the uplink may have
  * something new to send. */
 typedef void (*spool_ready_cb)(void *data);
-/* Called (loop thread) when events were shed (cap) or found corrupt:
- * the agent writes a gap event saying so. count_known false: a broken
- * segment whose event count could not be read. */
+/* Called (loop thread) when events were shed (cap), found corrupt or
+ * missing, or could not be written: the agent writes a gap event saying
+ * so. count_known false: a broken segment whose event count could not be
+ * read. first_ns and last_ns (wall clock; 0 when not known) bound when the
+ * lost events were batched (reason "spool_write_failed"). */
 typedef void (*spool_lost_cb)(spool_stream_t stream, const char *reason, uint64_t count,
-                              bool count_known, void *data);
+                              bool count_known, int64_t first_ns, int64_t last_ns, void *data);
 
 /* Opens dir (created 0700), recovers existing segments (see above) and
  * continues their sequences. */
@@ -91,7 +119,9 @@ int spool_new(uv_loop_t *loop, const spool_opts_t *opts, spool_ready_cb ready, s
 void spool_report_recovery(spool_t *s);
 
 /* Writes what is batched, waits for writes in flight, frees. Loop thread;
- * runs the loop until the writes are done. */
+ * runs the loop until the writes are done. While the disk cannot be
+ * written it makes no new attempt: what waits in memory is lost (and
+ * logged with its count), so stopping never waits for a disk. */
 void spool_free(spool_t *s);
 
 /* Appending an event is two steps: the caller takes the event's number in
@@ -119,6 +149,12 @@ void spool_ack(spool_t *s, spool_stream_t stream, uint64_t seq);
 
 /* True when stream has spooled records not acknowledged yet. */
 bool spool_pending(const spool_t *s, spool_stream_t stream);
+
+/* The last number stream has given to an event (0 before the first). It
+ * survives restarts as the numbering does; once the spool is drained, the
+ * console holds every number up to it except those a gap event accounts
+ * for. */
+uint64_t spool_last_seq(const spool_t *s, spool_stream_t stream);
 
 void spool_stats(const spool_t *s, spool_stats_t *out);
 

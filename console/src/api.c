@@ -199,15 +199,65 @@ static void on_enrolled(int rc, const char *reason, const char *agent_id, const 
   free(c);
 }
 
+static int refuse(const char **why, const char *msg) {
+  *why = msg;
+  return YM_EINVAL;
+}
+
+int api_parse_enroll(const char *body, size_t len, api_enroll_body_t *out, const char **why) {
+  memset(out, 0, sizeof(*out));
+  if (len > ENROLL_MAX_BODY || ym_json_parse_lenient(body, len, ENROLL_MAX_BODY, &out->json) != 0 ||
+      !cJSON_IsObject(out->json)) {
+    api_enroll_body_free(out);
+    return refuse(why, "the body must be a JSON object");
+  }
+  const cJSON *tokj = cJSON_GetObjectItemCaseSensitive(out->json, "token");
+  const char *tok = ym_json_get_str(out->json, "token");
+  const cJSON *host = cJSON_GetObjectItemCaseSensitive(out->json, "host");
+  const char *dot = tok ? strchr(tok, '.') : NULL;
+  if ((tokj != NULL && (dot == NULL || dot - tok != 16 || strlen(dot + 1) != 43)) ||
+      !cJSON_IsObject(host)) {
+    api_enroll_body_free(out);
+    return refuse(why, "token and host are required");
+  }
+  if (tok != NULL) {
+    out->has_token = true;
+    memcpy(out->token_id, tok, 16);
+    out->token_secret = dot + 1;
+  }
+  out->host_id = ym_json_get_str(host, "id");
+  out->host_name = ym_json_get_str(host, "name");
+  out->version = ym_json_get_str(cJSON_GetObjectItemCaseSensitive(out->json, "agent"), "version");
+  out->host_json = cJSON_PrintUnformatted(host);
+  if ((out->host_id && strlen(out->host_id) > 128) ||
+      (out->host_name && strlen(out->host_name) > 255) || out->host_json == NULL ||
+      strlen(out->host_json) > 16384) {
+    api_enroll_body_free(out);
+    return refuse(why, "host facts too large");
+  }
+  if (out->host_id == NULL)
+    out->host_id = "";
+  if (out->host_name == NULL)
+    out->host_name = "";
+  if (out->version == NULL)
+    out->version = "";
+  return 0;
+}
+
+void api_enroll_body_free(api_enroll_body_t *b) {
+  cJSON_Delete(b->json);
+  free(b->host_json);
+  memset(b, 0, sizeof(*b));
+}
+
 static void on_enroll(http_req_t *r, void *data) {
   api_t *a = data;
   size_t len;
   const char *body = http_req_body(r, &len);
-  cJSON *j = NULL;
-  if (len > ENROLL_MAX_BODY || ym_json_parse_lenient(body, len, ENROLL_MAX_BODY, &j) != 0 ||
-      !cJSON_IsObject(j)) {
-    cJSON_Delete(j);
-    http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
+  api_enroll_body_t e;
+  const char *why;
+  if (api_parse_enroll(body, len, &e, &why) != 0) {
+    http_reply_error(r, 400, "bad_request", why);
     return;
   }
   /* An agent that enrolls again proves it holds its current secret with
@@ -218,60 +268,37 @@ static void on_enroll(http_req_t *r, void *data) {
   char agent_id[40] = "";
   if (auth != NULL &&
       (adot == NULL || adot - (auth + 7) < 1 || adot - (auth + 7) > 39 || strlen(adot + 1) > 128)) {
-    cJSON_Delete(j);
+    api_enroll_body_free(&e);
     http_reply_error(r, 400, "bad_request", "malformed Authorization header");
     return;
   }
   if (adot != NULL)
     memcpy(agent_id, auth + 7, (size_t)(adot - (auth + 7)));
-  const char *tok = ym_json_get_str(j, "token");
-  const cJSON *host = cJSON_GetObjectItemCaseSensitive(j, "host");
-  const char *dot = tok ? strchr(tok, '.') : NULL;
-  if ((tok == NULL && adot == NULL) ||
-      (tok != NULL && (dot == NULL || dot - tok != 16 || strlen(dot + 1) != 43)) ||
-      !cJSON_IsObject(host)) {
-    cJSON_Delete(j);
+  if (!e.has_token && adot == NULL) {
+    api_enroll_body_free(&e);
     http_reply_error(r, 400, "bad_request",
                      "a token (or the agent's Authorization) and host are required");
     return;
   }
-  char token_id[17] = "";
-  if (tok != NULL) {
-    memcpy(token_id, tok, 16);
-    token_id[16] = '\0';
-  }
-  const char *host_id = ym_json_get_str(host, "id");
-  const char *host_name = ym_json_get_str(host, "name");
-  const char *version = ym_json_get_str(cJSON_GetObjectItemCaseSensitive(j, "agent"), "version");
-  char *host_json = cJSON_PrintUnformatted(host);
-  if ((host_id && strlen(host_id) > 128) || (host_name && strlen(host_name) > 255) ||
-      host_json == NULL || strlen(host_json) > 16384) {
-    free(host_json);
-    cJSON_Delete(j);
-    http_reply_error(r, 400, "bad_request", "host facts too large");
-    return;
-  }
   enroll_ctx_t *c = calloc(1, sizeof(*c));
   if (c == NULL) {
-    free(host_json);
-    cJSON_Delete(j);
+    api_enroll_body_free(&e);
     http_reply_error(r, 500, "internal", "out of memory");
     return;
   }
   c->a = a;
   c->r = r;
-  store_enroll_t req = {.token_id = token_id,
-                        .token_secret = dot != NULL ? dot + 1 : "",
+  store_enroll_t req = {.token_id = e.token_id,
+                        .token_secret = e.has_token ? e.token_secret : "",
                         .agent_id = agent_id,
                         .agent_secret = adot != NULL ? adot + 1 : "",
-                        .host_id = host_id ? host_id : "",
-                        .host_name = host_name ? host_name : "",
-                        .host_json = host_json,
-                        .version = version ? version : "",
+                        .host_id = e.host_id,
+                        .host_name = e.host_name,
+                        .host_json = e.host_json,
+                        .version = e.version,
                         .peer = http_req_peer(r)};
   store_enroll(a->store, &req, on_enrolled, c);
-  free(host_json);
-  cJSON_Delete(j);
+  api_enroll_body_free(&e);
 }
 
 /* ---------------------------------------------------------------- */
@@ -448,52 +475,74 @@ static void on_checked_in(int rc, void *data) {
   checkin_free(c);
 }
 
+int api_parse_checkin(const char *body, size_t len, api_checkin_body_t *out, const char **why) {
+  memset(out, 0, sizeof(*out));
+  if (len > CHECKIN_MAX_BODY ||
+      ym_json_parse_lenient(body, len, CHECKIN_MAX_BODY, &out->json) != 0 ||
+      !cJSON_IsObject(out->json)) {
+    api_checkin_body_free(out);
+    return refuse(why, "the body must be a JSON object");
+  }
+  out->agent_id = ym_json_get_str(out->json, "agent_id");
+  out->version = ym_json_get_str(out->json, "version");
+  out->rules_version = ym_json_get_str(out->json, "rules_version");
+  cJSON *status = cJSON_CreateObject();
+  cJSON *s = cJSON_GetObjectItemCaseSensitive(out->json, "status");
+  cJSON *k = cJSON_GetObjectItemCaseSensitive(out->json, "counters");
+  if (cJSON_IsObject(s))
+    cJSON_AddItemToObject(status, "status", cJSON_Duplicate(s, true));
+  if (cJSON_IsObject(k))
+    cJSON_AddItemToObject(status, "counters", cJSON_Duplicate(k, true));
+  out->status_json = cJSON_PrintUnformatted(status);
+  cJSON_Delete(status);
+  if (out->status_json == NULL || (out->version && strlen(out->version) > 64) ||
+      (out->rules_version && strlen(out->rules_version) > 64)) {
+    api_checkin_body_free(out);
+    return refuse(why, "check-in fields too large");
+  }
+  if (out->version == NULL)
+    out->version = "";
+  if (out->rules_version == NULL)
+    out->rules_version = "";
+  return 0;
+}
+
+void api_checkin_body_free(api_checkin_body_t *b) {
+  cJSON_Delete(b->json);
+  free(b->status_json);
+  memset(b, 0, sizeof(*b));
+}
+
 static void checkin_authed(api_t *a, http_req_t *r, const char *agent_id, int64_t tenant,
                            void *extra) {
   (void)extra;
   size_t len;
   const char *body = http_req_body(r, &len);
-  cJSON *j = NULL;
-  if (len > CHECKIN_MAX_BODY || ym_json_parse_lenient(body, len, CHECKIN_MAX_BODY, &j) != 0 ||
-      !cJSON_IsObject(j)) {
-    cJSON_Delete(j);
-    http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
+  api_checkin_body_t b;
+  const char *why;
+  if (api_parse_checkin(body, len, &b, &why) != 0) {
+    http_reply_error(r, 400, "bad_request", why);
     return;
   }
-  const char *claimed = ym_json_get_str(j, "agent_id");
-  if (claimed != NULL && strcmp(claimed, agent_id) != 0) {
-    cJSON_Delete(j);
+  if (b.agent_id != NULL && strcmp(b.agent_id, agent_id) != 0) {
+    api_checkin_body_free(&b);
     http_reply_error(r, 403, "agent_mismatch", "the check-in names another agent");
     return;
   }
-  const char *version = ym_json_get_str(j, "version");
-  const char *rules = ym_json_get_str(j, "rules_version");
-  cJSON *status = cJSON_CreateObject();
-  cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "status");
-  cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "counters");
-  if (cJSON_IsObject(s))
-    cJSON_AddItemToObject(status, "status", cJSON_Duplicate(s, true));
-  if (cJSON_IsObject(k))
-    cJSON_AddItemToObject(status, "counters", cJSON_Duplicate(k, true));
-  char *status_json = cJSON_PrintUnformatted(status);
-  cJSON_Delete(status);
   checkin_ctx_t *c = calloc(1, sizeof(*c));
-  if (c == NULL || status_json == NULL || (version && strlen(version) > 64) ||
-      (rules && strlen(rules) > 64)) {
-    free(c);
-    free(status_json);
-    cJSON_Delete(j);
-    http_reply_error(r, 400, "bad_request", "check-in fields too large");
+  if (c == NULL) {
+    api_checkin_body_free(&b);
+    http_reply_error(r, 500, "internal", "out of memory");
     return;
   }
   c->a = a;
   c->r = r;
-  c->req = j;
   c->tenant_id = tenant;
   snprintf(c->agent_id, sizeof(c->agent_id), "%s", agent_id);
-  c->version = strdup(version ? version : "");
-  c->rules_version = strdup(rules ? rules : "");
-  c->status_json = status_json;
+  c->version = strdup(b.version);
+  c->rules_version = strdup(b.rules_version);
+  c->req = b.json; /* the strings above are copied: the context owns the rest */
+  c->status_json = b.status_json;
   c->answer = cJSON_CreateObject();
   if (c->version == NULL || c->rules_version == NULL || c->answer == NULL) {
     checkin_free(c);

@@ -12,6 +12,7 @@
 #include "store.h"
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 
 #define API_MAX_CONTRIBUTORS 8
 #define API_MAX_ROUTES 16
@@ -42,6 +43,42 @@ typedef void (*api_agent_handler_t)(http_req_t *r, const char *agent_id, int64_t
  * as http_route() does, at most API_MAX_ROUTES. */
 int api_route_agent(api_t *a, const char *method, const char *prefix, api_agent_handler_t fn,
                     void *data);
+
+/* An enrollment request's body (docs/protocol.md), parsed and bounded. */
+typedef struct {
+  cJSON *json;              /* owns the strings below */
+  bool has_token;           /* the body carries a token */
+  char token_id[17];        /* when has_token: the token's id (16 characters) */
+  const char *token_secret; /* when has_token: its secret (43 characters) */
+  const char *host_id;      /* "" when absent; at most 128 bytes */
+  const char *host_name;    /* "" when absent; at most 255 bytes */
+  const char *version;      /* agent.version, "" when absent */
+  char *host_json;          /* the host object, compact, at most 16 KiB (malloc'd) */
+} api_enroll_body_t;
+
+/* Parses an enrollment body of len bytes: a JSON object with "host" (an
+ * object) and, when present, "token" of the form <16 characters>.<43
+ * characters>. A pure function, also the fuzzed parser. Returns 0 and
+ * fills *out (freed with api_enroll_body_free), or YM_EINVAL with *why set
+ * to the reply's message (a static string) and nothing in *out to free. */
+int api_parse_enroll(const char *body, size_t len, api_enroll_body_t *out, const char **why);
+void api_enroll_body_free(api_enroll_body_t *b);
+
+/* A check-in request's body, parsed and bounded. */
+typedef struct {
+  cJSON *json;               /* the whole check-in (contributors read it) */
+  const char *agent_id;      /* as the body names it; NULL when absent */
+  const char *version;       /* "" when absent; at most 64 bytes */
+  const char *rules_version; /* "" when absent; at most 64 bytes */
+  char *status_json;         /* {"status":..,"counters":..} as sent, compact (malloc'd) */
+} api_checkin_body_t;
+
+/* Parses a check-in body of len bytes, as api_parse_enroll does; the body
+ * must be a JSON object, "status" and "counters" are kept when they are
+ * objects. Returns 0 (free with api_checkin_body_free) or YM_EINVAL with
+ * *why set. */
+int api_parse_checkin(const char *body, size_t len, api_checkin_body_t *out, const char **why);
+void api_checkin_body_free(api_checkin_body_t *b);
 
 int api_new(uv_loop_t *loop, http_t *http, store_t *store, const api_opts_t *opts, api_t **out);
 void api_free(api_t *a);

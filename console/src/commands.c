@@ -132,9 +132,8 @@ int commands_validate(const char *kind, const cJSON *args, char *msg, size_t msg
   }
   if (strcmp(kind, "kill") == 0) {
     static const char *const m[] = {"pid", "entity_id"};
-    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(args, "pid");
-    if (!cJSON_IsNumber(pid) || pid->valuedouble != (double)(long long)pid->valuedouble ||
-        pid->valuedouble < 2 || pid->valuedouble > 4194304)
+    long long pid;
+    if (!ym_json_get_int(args, "pid", &pid) || pid < 2 || pid > 4194304)
       return bad(msg, msglen, "args.pid must be an integer from 2 to 4194304");
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(args, "entity_id");
     if (e != NULL && !(cJSON_IsString(e) && is_hex32(e->valuestring)))

@@ -1511,10 +1511,8 @@ int dash_user_check(sqlite3 *db, web_req_t *q) {
     return web_fail(q, 400, "bad_request", "name: 2 to 64 of letters, digits, - _ . @");
   if (auth_role_rank(role) == 0)
     return web_fail(q, 400, "bad_request", "role: admin, operator or viewer");
-  int64_t t = 0;
-  if (cJSON_IsNumber(tj) && tj->valuedouble >= 1)
-    t = (int64_t)tj->valuedouble;
-  else if (tj != NULL && !cJSON_IsNull(tj))
+  long long t = 0;
+  if (tj != NULL && !cJSON_IsNull(tj) && (!ym_json_get_int(q->body, "tenant_id", &t) || t < 1))
     return web_fail(q, 400, "bad_request", "tenant_id: a tenant id or null");
   if (q->scope != 0 && t != q->scope)
     return web_fail(q, 403, "forbidden", "you can add people of your own company only");

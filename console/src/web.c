@@ -363,6 +363,56 @@ static bool parse_query(web_req_t *q, const char *qs) {
   return true;
 }
 
+int web_parse(web_req_t *q, const char *method, const char *sub, const char *query,
+              const char *body, size_t blen, const char **code, const char **why) {
+  bool path_known = false;
+  for (size_t i = 0; i < N_ROUTES; i++) {
+    web_req_t probe;
+    if (!route_match(routes[i].pattern, sub, &probe))
+      continue;
+    path_known = true;
+    if (strcmp(routes[i].method, method) == 0 ||
+        (strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0)) {
+      q->route = &routes[i];
+      route_match(routes[i].pattern, sub, q);
+      break;
+    }
+  }
+  if (q->route == NULL) {
+    *code = path_known ? "method_not_allowed" : "not_found";
+    *why = path_known ? "method not allowed" : "no such route";
+    return path_known ? 405 : 404;
+  }
+  if (!parse_query(q, query)) {
+    *code = "bad_request";
+    *why = "malformed query string";
+    return 400;
+  }
+  if (strcmp(q->route->method, "POST") != 0)
+    return 0;
+  if (blen > WEB_BODY_MAX) {
+    *code = "too_large";
+    *why = "the request body is too large";
+    return 413;
+  }
+  if (blen == 0) {
+    q->body = cJSON_CreateObject();
+  } else if (ym_json_parse(body, blen, WEB_BODY_MAX, &q->body, NULL) != 0 ||
+             !cJSON_IsObject(q->body)) {
+    cJSON_Delete(q->body);
+    q->body = NULL;
+    *code = "bad_request";
+    *why = "the body must be a JSON object";
+    return 400;
+  }
+  if (q->body == NULL) {
+    *code = "internal";
+    *why = "out of memory";
+    return 500;
+  }
+  return 0;
+}
+
 const char *web_param(const web_req_t *q, const char *key) {
   for (size_t i = 0; i < q->n_params; i++)
     if (strcmp(q->params[i].key, key) == 0)
@@ -679,62 +729,32 @@ static void on_api(http_req_t *r, void *data) {
   q->r = r;
   q->now_ms = now_ms();
   snprintf(q->peer, sizeof(q->peer), "%s", http_req_peer(r));
-  const char *sub = path + strlen("/api/ui/");
   if (plen < strlen("/api/ui/")) {
     free(q);
     http_reply_error(r, 404, "not_found", "no such route");
     return;
   }
-  bool path_known = false;
-  for (size_t i = 0; i < N_ROUTES; i++) {
-    web_req_t probe;
-    if (!route_match(routes[i].pattern, sub, &probe))
-      continue;
-    path_known = true;
-    if (strcmp(routes[i].method, method) == 0 ||
-        (strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0)) {
-      q->route = &routes[i];
-      route_match(routes[i].pattern, sub, q);
-      break;
-    }
-  }
-  if (q->route == NULL) {
+  size_t blen;
+  const char *body = http_req_body(r, &blen);
+  const char *code, *why;
+  int status =
+      web_parse(q, method, path + strlen("/api/ui/"), http_req_query(r), body, blen, &code, &why);
+  if (status != 0) {
     free(q);
-    http_reply_error(r, path_known ? 405 : 404, path_known ? "method_not_allowed" : "not_found",
-                     path_known ? "method not allowed" : "no such route");
-    return;
-  }
-  if (!parse_query(q, http_req_query(r))) {
-    free(q);
-    http_reply_error(r, 400, "bad_request", "malformed query string");
+    http_reply_error(r, status, code, why);
     return;
   }
   if (q->route->flags & R_ORIGIN) {
-    const char *code = NULL, *msg = NULL;
-    int status = check_same_origin(w, r, &code, &msg);
-    if (status != 0) {
+    const char *ocode = NULL, *msg = NULL;
+    int ostatus = check_same_origin(w, r, &ocode, &msg);
+    if (ostatus != 0) {
+      cJSON_Delete(q->body);
       free(q);
-      http_reply_error(r, status, code, msg);
+      http_reply_error(r, ostatus, ocode, msg);
       return;
     }
   }
   if (strcmp(q->route->method, "POST") == 0) {
-    size_t blen;
-    const char *body = http_req_body(r, &blen);
-    if (blen > WEB_BODY_MAX) {
-      free(q);
-      http_reply_error(r, 413, "too_large", "the request body is too large");
-      return;
-    }
-    if (blen == 0) {
-      q->body = cJSON_CreateObject();
-    } else if (ym_json_parse(body, blen, WEB_BODY_MAX, &q->body, NULL) != 0 ||
-               !cJSON_IsObject(q->body)) {
-      cJSON_Delete(q->body);
-      free(q);
-      http_reply_error(r, 400, "bad_request", "the body must be a JSON object");
-      return;
-    }
     const char *csrf = http_req_header(r, "x-csrf-token");
     if (csrf != NULL)
       snprintf(q->csrf_header, sizeof(q->csrf_header), "%s", csrf);

@@ -89,6 +89,17 @@ typedef int (*web_step_fn)(sqlite3 *db, web_req_t *q);
 int web_new(uv_loop_t *loop, http_t *http, store_t *store, const web_opts_t *opts, web_t **out);
 void web_free(web_t *w);
 
+/* Parses a request of the dashboard API, a pure function and the fuzzed
+ * parser: finds the route of method and sub (the path below /api/ui/,
+ * NUL-terminated) with its :id segments into q->route and q->id, the
+ * query string (NUL-terminated, without '?') into q->params and, for a
+ * POST, the body of blen bytes into q->body (a JSON object; an empty body
+ * is {}; the caller frees it with cJSON_Delete). Returns 0, or the HTTP
+ * status of the refusal (400, 404, 405, 413, 500 when out of memory) with
+ * *code and *why set to static strings and q->body NULL. */
+int web_parse(web_req_t *q, const char *method, const char *sub, const char *query,
+              const char *body, size_t blen, const char **code, const char **why);
+
 /* Helpers for steps. */
 int web_fail(web_req_t *q, int status, const char *code, const char *msg);
 /* A query parameter, or NULL. */

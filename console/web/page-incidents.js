@@ -6,7 +6,7 @@ import { h, fill, pre } from "./dom.js";
 import { t } from "./i18n.js";
 import * as api from "./api.js";
 import { session, isProvider, canOperate, tenantParam, table, section, facts, fmtTime, fmtNum, incStateBadge,
-  severityBadge, tenantName, link, field, errorBox } from "./ui.js";
+  severityBadge, tenantName, link, field, errorBox, incidentTitle } from "./ui.js";
 import { commandPanel } from "./page-commands.js";
 
 const PAGE = 50;
@@ -27,7 +27,7 @@ export async function render(main, args, ctx) {
     h("a", { href: "#/incidents?state=" + f, class: f === state ? "active" : null, dataset: { filter: f || "all" } },
       f ? t("filter." + f) : t("filter.all"))));
   const cols = [
-    { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), i.title || i.rule || "#" + i.id,
+    { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), incidentTitle(i),
       "incident-link") },
     { label: t("col.pc"), cell: (i) => (i.agent ? link("#/pcs/" + api.seg(i.agent.id), i.agent.host_name || i.agent.id) : "") },
   ];
@@ -171,7 +171,7 @@ async function renderDetail(main, id, ctx) {
     const procs = Array.isArray(inc.process) ? inc.process : [];
     const parts = [
       h("p", { class: "crumbs" }, link("#/incidents", t("nav.incidents")), " / #" + str(inc.id)),
-      h("h1", { id: "incident-title" }, inc.title || inc.rule || "#" + inc.id),
+      h("h1", { id: "incident-title" }, incidentTitle(inc)),
       h("div", { class: "badges" }, incStateBadge(inc.state), severityBadge(inc.severity),
         h("span", { class: "badge" }, kindText(inc.kind))),
       section(t("inc.summary"), facts([

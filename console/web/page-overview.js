@@ -5,7 +5,7 @@ import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
 import * as api from "./api.js";
 import { session, isProvider, tenantParam, table, section, fmtNum, fmtTime, incStateBadge, severityBadge,
-  tenantName, link } from "./ui.js";
+  tenantName, link, incidentTitle } from "./ui.js";
 
 function verdict(tot) {
   if (!tot || !tot.pcs) return ["verdict-none", t("ov.verdict.none")];
@@ -38,7 +38,7 @@ export async function render(main, args, ctx) {
   const items = Array.isArray(inc.items) ? inc.items : [];
   parts.push(section(t("ov.open_incidents"),
     table([
-      { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), i.title || i.rule || "#" + i.id) },
+      { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), incidentTitle(i)) },
       { label: t("col.pc"), cell: (i) => (i.agent ? i.agent.host_name : "") },
       { label: t("col.severity"), cell: (i) => severityBadge(i.severity) },
       { label: t("col.state"), cell: (i) => incStateBadge(i.state) },

@@ -6,7 +6,7 @@ import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
 import * as api from "./api.js";
 import { isProvider, isAdmin, tenantParam, table, section, facts, fmtTime, fmtAgo, fmtNum, stateBadge, incStateBadge,
-  severityBadge, tenantName, link, field, actionButton } from "./ui.js";
+  severityBadge, tenantName, link, field, actionButton, incidentTitle } from "./ui.js";
 import { commandPanel } from "./page-commands.js";
 
 const PAGE = 50;
@@ -104,7 +104,7 @@ async function renderDetail(main, id, ctx) {
       { label: t("pc.gap.reason"), cell: (g) => gapField(g, "reason") },
     ], Array.isArray(a.gaps) ? a.gaps : [], { empty: t("pc.gaps.none") })),
     section(t("nav.incidents"), table([
-      { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), i.title || i.rule || "#" + i.id) },
+      { label: t("col.incident"), cell: (i) => link("#/incidents/" + api.seg(i.id), incidentTitle(i)) },
       { label: t("col.severity"), cell: (i) => severityBadge(i.severity) },
       { label: t("col.state"), cell: (i) => incStateBadge(i.state) },
       { label: t("col.last"), cell: (i) => fmtTime(i.last_ms) },

@@ -6,7 +6,7 @@
 import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
 import * as api from "./api.js";
-import { currentTenantId, table, fmtTime, fmtDate, fmtNum, tenantName, field, incStateBadge } from "./ui.js";
+import { currentTenantId, table, fmtTime, fmtDate, fmtNum, tenantName, field, incStateBadge, incidentTitle } from "./ui.js";
 
 function lastMonth() {
   const d = new Date();
@@ -79,7 +79,7 @@ function reportView(r) {
         { label: t("col.count"), cell: (d) => fmtNum(d.count), cls: "num" },
       ], Array.isArray(det.by_rule) ? det.by_rule : [], { empty: t("rep.no_detections") })),
     h("section", null, h("h2", null, t("rep.incidents")), table([
-      { label: t("col.incident"), cell: (i) => i.title || "#" + i.id },
+      { label: t("col.incident"), cell: (i) => incidentTitle(i) },
       { label: t("col.pc"), cell: (i) => i.host_name || "" },
       { label: t("inc.first"), cell: (i) => fmtTime(i.first_ms) },
       { label: t("rep.notified"), cell: (i) => (i.notified_ms ? fmtTime(i.notified_ms) : "—") },

@@ -76,6 +76,14 @@ export function fmtNum(n) {
 const STATES = ["safe", "check", "danger", "offline"];
 
 // A PC state badge: the colour is a class, the word comes from the dictionary.
+// An incident's title for people: the kinds the console makes itself (an
+// agent gone silent, a duplicate PC record) are named in the reader's
+// language; a detection keeps the rule's own title.
+export function incidentTitle(i) {
+  if (i.kind === "silent" || i.kind === "duplicate") return t("kind." + i.kind);
+  return i.title || i.rule || "#" + i.id;
+}
+
 export function stateBadge(state) {
   const s = STATES.includes(state) ? state : "unknown";
   return h("span", { class: ["badge", "st-" + s] }, t("state." + s));

@@ -338,6 +338,23 @@ await step("hostile", async () => {
   ok(await visibleText(host), "the hostile host name is literal in the overview's incident list");
 });
 
+// ---------------------------------------------------------------- a duplicate host
+await step("duplicate host", async () => {
+  if (!ok(cfg.dup_incident !== null, "the shared machine id opened a duplicate-host incident")) return;
+  await go("#/incidents/" + cfg.dup_incident);
+  await seen(page.getByText("dup-machine-id", { exact: true }).first().waitFor(), "the incident names the machine id");
+  for (const id of cfg.dup_agents)
+    ok((await page.locator('a[href="#/pcs/' + id + '"]').count()) >= 1, "the incident links record " + id);
+  ok((await page.locator("#incident-title").textContent()) === "PCの重複登録", "the incident's title is in Japanese");
+  await shot("duplicate-incident");
+  await go("#/pcs/" + cfg.dup_agents[0]);
+  await page.locator("h1.host").waitFor();
+  ok(await visibleText("要確認"), "a record of a duplicate host is in state 要確認 (check)");
+  ok((await page.locator('a[href^="#/incidents/"]', { hasText: "PCの重複登録" }).count()) === 1,
+    "the PC page lists its own duplicate-host incident by its Japanese title");
+  await shot("duplicate-pc");
+});
+
 // ---------------------------------------------------------------- a phone
 await step("phone", async () => {
   await page.setViewportSize({ width: 390, height: 844 });

@@ -24,5 +24,5 @@ t.wait_for(lambda: con.query("SELECT count(*) FROM events WHERE agent_id = ? AND
 got = linkutil.stored_paths(con, ag.agent_id, d + "/")
 t.check_eq(len(got), 3 * N, "every (file, action) stored")
 t.check(all(v == 1 for v in got.values()), "each stored once")
-linkutil.stream_check(t, con, ag.agent_id, "after outage")
+linkutil.stream_check(t, con, ag, "after outage")
 t.done()

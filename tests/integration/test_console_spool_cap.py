@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import signal
+import struct
 import yit
 import linkutil
 from yit import get
@@ -40,18 +41,34 @@ linkutil.drained(t, ag, timeout=300)
 n_alerts = con.query("SELECT count(*) FROM events WHERE agent_id = ? AND kind = 'alert' AND json LIKE ?",
                      ag.agent_id, "%/cap/eicar%")[0][0]
 t.check_eq(n_alerts, alerts_made, "every alert delivered")
-linkutil.stream_check(t, con, ag.agent_id, "after the cap")
+linkutil.stream_check(t, con, ag, "after the cap")
 
 # A flipped byte in a spool segment.
 con.stop(signal.SIGKILL)
 linkutil.storm(d, 3000, tag="flip")
 ag.proc.stop()
 segs = sorted(glob.glob(os.path.join(ag.conf["state_dir"], "spool", "bulk", "*.seg")))
-t.check(len(segs) > 0, "segments waiting while the console is down")
-with open(segs[0], "r+b") as f:
-    f.seek(100)
+t.need(len(segs) > 0, "segments waiting while the console is down")
+# The damage goes into a record the console cannot have: one numbered after
+# the last it stored. (A record it already committed, damaged, is reported
+# lost all the same: the agent cannot know it arrived.)
+delivered = con.query("SELECT max(seq) FROM events WHERE agent_id = ? AND stream = 'bulk'",
+                      ag.agent_id)[0][0]
+target = None
+for seg in segs:
+    data = open(seg, "rb").read()
+    off = 0
+    while target is None and off + 48 <= len(data) and data[off:off + 4] == b"YMB1":
+        first = struct.unpack_from("<Q", data, off + 8)[0]
+        gz_len = struct.unpack_from("<I", data, off + 32)[0]
+        if first > delivered and gz_len > 20:
+            target = (seg, off + 48 + 10)
+        off += 48 + gz_len
+t.need(target is not None, "a record not delivered yet (after %d) to damage" % delivered)
+with open(target[0], "r+b") as f:
+    f.seek(target[1])
     b = f.read(1)
-    f.seek(100)
+    f.seek(target[1])
     f.write(bytes([b[0] ^ 0xFF]))
 ag.proc = t.start([yit.binary("yamorid"), "--config", ag.conf_path], name="agent-after-flip")
 t.wait_for(lambda: "sensors armed" in ag.proc.stderr_text(), what="agent restarted")
@@ -64,5 +81,5 @@ t.check(any(get(g, "yamori.gap.reason") == "spool_corrupt" for g in gaps),
 r = ag.ctl("--json", "status")
 k = json.loads(r.stdout)["counters"]
 t.check(k.get("spool_corrupt", 0) >= 1, "status counts the damaged record")
-linkutil.stream_check(t, con, ag.agent_id, "after the flipped byte")
+linkutil.stream_check(t, con, ag, "after the flipped byte")
 t.done()

@@ -25,6 +25,11 @@ t.check_eq(st, 200, "tenant created with CSRF")
 acme = body["id"]
 st, _ = yit.UiSession(con).get("/api/ui/overview")
 t.check_eq(st, 401, "no session: 401")
+# A tenant id beyond any integer is refused as malformed, not looked up.
+for bad in (1e300, -1e300, 1.5):
+    st, _ = admin.post("/api/ui/users", {"name": "odd-tenant", "password": "correct horse battery",
+                                         "role": "viewer", "tenant_id": bad})
+    t.check_eq(st, 400, "tenant_id %r is refused" % bad)
 
 # People of the customer, with roles.
 for name, role in (("acme-viewer", "viewer"), ("acme-op", "operator"), ("acme-admin", "admin")):

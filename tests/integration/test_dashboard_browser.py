@@ -202,6 +202,26 @@ if hostile_id:
     if api_ok:
         hostile_inc = t.wait_for(find_hostile, timeout=60, interval=1.0, what="the hostile incident")
 
+# ---- a duplicate host: two records enrolled with one machine id ----
+dup_ids = []
+for name in ("pc-dup-a", "pc-dup-b"):
+    body = {"token": raw["tok"], "host": {"id": "dup-machine-id", "name": name,
+                                          "os": {"name": "Debian", "version": "12"}},
+            "agent": {"version": "0.1.0"}}
+    s, _, b = con.request("POST", "/api/v1/enroll", json.dumps(body).encode(),
+                          {"Content-Type": "application/json"})
+    t.check_eq(s, 200, "record %s enrolls with a shared machine id" % name)
+    if s == 200:
+        dup_ids.append(json.loads(b)["agent_id"])
+t.check(len(set(dup_ids)) == 2, "two records, never merged: %r" % dup_ids)
+dup_inc = None
+if len(dup_ids) == 2:
+    def find_dup():
+        s, j = ui.call("GET", "incidents?state=open&limit=50&agent=" + urllib.parse.quote(dup_ids[1]))
+        items = (j or {}).get("items", []) if s == 200 else []
+        return next((i for i in items if i.get("kind") == "duplicate"), None)
+    dup_inc = t.wait_for(find_dup, timeout=30, interval=0.5, what="the duplicate-host incident")
+
 s, j = ui.call("GET", "agents?limit=50")
 real_host = None
 for it in (j or {}).get("items", []) if s == 200 else []:
@@ -240,6 +260,8 @@ cfg = {
     "hostile_host": hostile_host,
     "hostile_agent": hostile_id,
     "hostile_incident": hostile_inc["id"] if hostile_inc else None,
+    "dup_agents": dup_ids,
+    "dup_incident": dup_inc["id"] if dup_inc else None,
     "hostile_path": hostile_path,
     "hostile_proc": hostile_proc,
     "real_hostile_path": real_hostile,

@@ -31,7 +31,8 @@ for line in r.stdout.decode("utf-8", "surrogatepass").splitlines():
     if o.get("rule") and o["rule"] not in rules:
         rules.append(o["rule"])
     results[o["path"]] = rules
-rules_text = "".join(open(os.path.join(rules_dir, f)).read() for f in os.listdir(rules_dir))
+rules_text = "".join(open(os.path.join(rules_dir, f)).read() for f in os.listdir(rules_dir)
+                     if f.endswith((".yar", ".yara")))
 for c, path in sample_dirs:
     got = results.get(path)
     if got is None:

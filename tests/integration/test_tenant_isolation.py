@@ -17,14 +17,15 @@ admin = con.ui()
 ids = {}
 for name in ("acme", "beta"):
     st, body = admin.post("/api/ui/tenants", {"name": name, "display": name.upper()})
-    t.check_eq(st, 200, "tenant %s" % name)
+    t.need_eq(st, 200, "tenant %s" % name)
     ids[name] = body["id"]
     st, _ = admin.post("/api/ui/users", {"name": name + "-admin", "password": "correct horse battery",
                                          "role": "admin", "tenant_id": body["id"]})
-    t.check_eq(st, 200, "%s admin created" % name)
+    t.need_eq(st, 200, "%s admin created" % name)
 
 # Beta's things: a PC with an incident and events, a token, a command.
 st, btok = admin.post("/api/ui/tenants/%d/tokens" % ids["beta"], {})
+t.need_eq(st, 200, "beta token made")
 bpc = agentsim.SimAgent(con, btok["token"], host_name="beta-secret-pc")
 now = int(time.time() * 1000)
 bpc.send("alerts", [agentsim.alert(now, rule="BETA_RULE", path="/beta/secret.doc")])
@@ -32,14 +33,24 @@ bpc.send("bulk", [agentsim.process_event(now, 500, 1, "beta-proc"),
                   agentsim.file_event(now, "/beta/file")])
 bpc.checkin()
 st, inc = admin.get("/api/ui/incidents?tenant=%d" % ids["beta"])
+t.need(st == 200 and len(inc["items"]) == 1, "beta has one incident (%d)" % st)
 beta_incident = inc["items"][0]["id"]
 st, toks = admin.get("/api/ui/tenants/%d/tokens" % ids["beta"])
+t.need(st == 200 and len(toks["items"]) == 1, "beta has one token (%d)" % st)
 beta_token = toks["items"][0]["id"]
 st, cmd = admin.post("/api/ui/agents/%s/commands" % bpc.agent_id,
                      {"kind": "scan", "args": {"path": "/home"}})
-beta_command = cmd["id"] if st == 200 else 999999
+t.need_eq(st, 200, "beta command made")
+beta_command = cmd["id"]
+# Each fixture exists for its owner, so a 403 or 404 below is the isolation
+# at work and not an id that exists nowhere.
+for path in ("agents/%s" % bpc.agent_id, "incidents/%d" % beta_incident,
+             "commands/%d" % beta_command):
+    st, _ = admin.get("/api/ui/" + path)
+    t.need_eq(st, 200, "the provider sees beta's %s" % path)
 # Acme has its own PC too, so that lists are not empty by accident.
 st, atok = admin.post("/api/ui/tenants/%d/tokens" % ids["acme"], {})
+t.need_eq(st, 200, "acme token made")
 apc = agentsim.SimAgent(con, atok["token"], host_name="acme-pc")
 apc.send("alerts", [agentsim.alert(now, rule="ACME_RULE", path="/acme/x")])
 

@@ -150,6 +150,18 @@ class Test:
     def check_eq(self, got, want, what):
         return self.check(got == want, "%s (got %r, want %r)" % (what, got, want))
 
+    def need(self, ok, what):
+        """A check the rest of the test stands on, such as a fixture being
+        made: when it fails, the test ends here as failed, so that later
+        checks never run against something that does not exist."""
+        if not self.check(ok, what):
+            print("FAIL - the test cannot go on without this", flush=True)
+            self.done()
+        return ok
+
+    def need_eq(self, got, want, what):
+        return self.need(got == want, "%s (got %r, want %r)" % (what, got, want))
+
     def on_cleanup(self, fn):
         self.cleanups.append(fn)
 

@@ -152,6 +152,8 @@ static void test_validate(void **state) {
       {"kill", "{\"pid\": 12.5}", 0},
       {"kill", "{\"pid\": \"12\"}", 0},
       {"kill", "{\"pid\": 99999999}", 0},
+      {"kill", "{\"pid\": 1e300}", 0},
+      {"kill", "{\"pid\": -3.3e56}", 0},
       {"kill", "{\"pid\": 12, \"entity_id\": \"x\"}", 0},
       {"triage", "{}", 1},
       {"triage", "{\"x\": 1}", 0},

@@ -658,6 +658,35 @@ static void test_loader_accepts_correlations(void **state) {
   sigma_ruleset_free(rs);
 }
 
+/* The log source categories of the agent's events (docs/behaviour.md). */
+static void test_event_categories(void **state) {
+  (void)state;
+  const char *c[SIGMA_EVENT_MAX_CATEGORIES];
+  assert_int_equal(sigma_event_categories("yamori.process", "exec", c, 2), 1);
+  assert_string_equal(c[0], "process_creation");
+  assert_int_equal(sigma_event_categories("yamori.process", "end", c, 2), 1);
+  assert_string_equal(c[0], "process_termination");
+  assert_int_equal(sigma_event_categories("yamori.file", "creation", c, 2), 1);
+  assert_string_equal(c[0], "file_event");
+  assert_int_equal(sigma_event_categories("yamori.file", "modification", c, 2), 2);
+  assert_string_equal(c[0], "file_event");
+  assert_string_equal(c[1], "file_change");
+  assert_int_equal(sigma_event_categories("yamori.file", "rename", c, 2), 2);
+  assert_string_equal(c[0], "file_event");
+  assert_string_equal(c[1], "file_rename");
+  assert_int_equal(sigma_event_categories("yamori.file", "deletion", c, 2), 1);
+  assert_string_equal(c[0], "file_delete");
+  /* Room for one: the first only. */
+  assert_int_equal(sigma_event_categories("yamori.file", "rename", c, 1), 1);
+  assert_string_equal(c[0], "file_event");
+  /* Alerts, responses, gaps and unknown actions are not evaluated. */
+  assert_int_equal(sigma_event_categories("yamori.malware", "malware-detected", c, 2), 0);
+  assert_int_equal(sigma_event_categories("yamori.agent", "gap", c, 2), 0);
+  assert_int_equal(sigma_event_categories("yamori.file", "exec", c, 2), 0);
+  assert_int_equal(sigma_event_categories(NULL, "exec", c, 2), 0);
+  assert_int_equal(sigma_event_categories("yamori.process", NULL, c, 2), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exact_case_insensitive),
@@ -685,6 +714,7 @@ int main(void) {
       cmocka_unit_test(test_correlation_temporal),
       cmocka_unit_test(test_loader_refusals),
       cmocka_unit_test(test_loader_accepts_correlations),
+      cmocka_unit_test(test_event_categories),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

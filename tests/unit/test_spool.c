@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 #include <zlib.h>
@@ -29,9 +30,11 @@ typedef struct {
 } ctx_t;
 
 static void on_lost(spool_stream_t stream, const char *reason, uint64_t count, bool known,
-                    void *data) {
+                    int64_t first_ns, int64_t last_ns, void *data) {
   ctx_t *c = data;
   (void)reason;
+  (void)first_ns;
+  (void)last_ns;
   if (known)
     c->lost[stream] += count;
   else
@@ -119,8 +122,11 @@ static void write_recover_ack(void **state) {
   ctx_t c = {0};
   spool_t *s = open_spool(&loop, dir, 64 << 20, 1 << 20, &c);
   assert_int_equal(spool_next_seq(s, SPOOL_BULK), 1);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 0);
   append_n(s, SPOOL_BULK, 5000, 50);
   append_n(s, SPOOL_ALERTS, 3, 10);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 5000);
+  assert_int_equal(spool_last_seq(s, SPOOL_ALERTS), 3);
   settle(&loop, s);
   spool_stats_t st;
   spool_stats(s, &st);
@@ -153,6 +159,8 @@ static void write_recover_ack(void **state) {
   s = open_spool(&loop, dir, 64 << 20, 1 << 20, &c);
   assert_false(spool_pending(s, SPOOL_BULK));
   assert_int_equal(spool_next_seq(s, SPOOL_BULK), 5001);
+  assert_int_equal(spool_last_seq(s, SPOOL_BULK), 5000);
+  assert_int_equal(spool_last_seq(s, SPOOL_ALERTS), 3);
   assert_true(spool_pending(s, SPOOL_ALERTS));
   spool_free(s);
   uv_loop_close(&loop);
@@ -278,6 +286,157 @@ static void cap_sheds_bulk_first_exactly(void **state) {
   free(dir);
 }
 
+/* A lost callback that does what the agent does: it writes a gap record,
+ * an alert, into the same spool. */
+typedef struct {
+  spool_t *s;
+  int reports;
+  uint64_t count;
+  spool_stream_t stream;
+  int64_t first_ns, last_ns;
+  char reason[32];
+} feed_t;
+
+static void on_lost_feed(spool_stream_t stream, const char *reason, uint64_t count, bool known,
+                         int64_t first_ns, int64_t last_ns, void *data) {
+  feed_t *f = data;
+  assert_true(known);
+  f->reports++;
+  f->count += count;
+  f->stream = stream;
+  f->first_ns = first_ns;
+  f->last_ns = last_ns;
+  snprintf(f->reason, sizeof(f->reason), "%s", reason);
+  append_n(f->s, SPOOL_ALERTS, 1, 10);
+}
+
+static void tick(uv_timer_t *t) {
+  (void)t;
+}
+
+/* Runs the loop for about ms milliseconds. The spool's own timers do not
+ * keep a loop alive (the agent's handles do): a ticking timer stands in. */
+static void run_for(uv_loop_t *loop, int ms) {
+  uv_timer_t keep;
+  uv_timer_init(loop, &keep);
+  uv_timer_start(&keep, tick, 5, 5);
+  for (int i = 0; i < ms / 5; i++)
+    uv_run(loop, UV_RUN_NOWAIT), usleep(5000);
+  uv_close((uv_handle_t *)&keep, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* Makes a stream directory unusable: a regular file takes its place. */
+static void block_stream(const char *dir, const char *stream) {
+  char p[1200];
+  static int n;
+  char away[1300];
+  snprintf(p, sizeof(p), "%s/spool/%s", dir, stream);
+  snprintf(away, sizeof(away), "%s.away-%d", p, n++);
+  assert_int_equal(rename(p, away), 0);
+  int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  assert_true(fd >= 0);
+  close(fd);
+}
+
+static void unblock_stream(const char *dir, const char *stream) {
+  char p[1200];
+  snprintf(p, sizeof(p), "%s/spool/%s", dir, stream);
+  assert_int_equal(unlink(p), 0);
+}
+
+/* While the spool cannot be written: no gap record per failed write (the
+ * record would itself fail, and so on), one attempt per retry delay,
+ * batches kept in memory up to the bound and the rest counted; once
+ * writing works again, one report with the count and its time range, and
+ * what waited in memory is written. Stopping never waits for the disk. */
+static void unwritable_reports_once(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char *dir = make_dir();
+  char sdir[1100];
+  snprintf(sdir, sizeof(sdir), "%s/spool", dir);
+  feed_t f;
+  memset(&f, 0, sizeof(f));
+  spool_opts_t o = {sdir, 256ull << 20, 16ull << 20, 60000};
+  assert_int_equal(spool_new(&loop, &o, NULL, on_lost_feed, &f, &f.s), 0);
+  block_stream(dir, "alerts");
+  block_stream(dir, "bulk");
+
+  append_n(f.s, SPOOL_ALERTS, 5, 10);
+  run_for(&loop, 300);
+  spool_stats_t st;
+  spool_stats(f.s, &st);
+  assert_int_equal(f.reports, 0);
+  assert_true(st.failing);
+  assert_int_equal(st.write_errors, 1); /* the others wait for the retry */
+  assert_int_equal(st.events_unwritten, 0);
+
+  /* The alerts waiting in memory are sent from there, oldest first; what
+   * the console acknowledged is not written any more. */
+  assert_true(spool_pending(f.s, SPOOL_ALERTS));
+  ctx_t c;
+  memset(&c, 0, sizeof(c));
+  spool_batch_t *b = read_oldest(&loop, f.s, SPOOL_ALERTS, &c);
+  assert_int_equal(c.rc, 0);
+  assert_non_null(b);
+  uint64_t first = 0;
+  assert_int_equal(b->first_seq, 1);
+  assert_int_equal(count_lines(b, &first), 1);
+  assert_int_equal(first, 1);
+  spool_batch_free(b);
+  uint64_t waiting = st.bytes_waiting;
+  spool_ack(f.s, SPOOL_ALERTS, 1);
+  spool_stats(f.s, &st);
+  assert_true(st.bytes_waiting < waiting);
+  assert_int_equal(st.events_acked, 1);
+  assert_true(spool_pending(f.s, SPOOL_ALERTS)); /* four more */
+
+  /* More than SPOOL_MEM_MAX of bulk: the oldest bulk batches go. */
+  append_n(f.s, SPOOL_BULK, 1500, 8000);
+  spool_flush(f.s);
+  run_for(&loop, 1300); /* one retry (after 1 s), failing again */
+  spool_stats(f.s, &st);
+  assert_int_equal(f.reports, 0);
+  assert_int_equal(st.write_errors, 2);
+  assert_true(st.events_unwritten > 0);
+  assert_true(st.bytes_waiting <= SPOOL_MEM_MAX);
+  uint64_t unwritten = st.events_unwritten;
+
+  unblock_stream(dir, "alerts");
+  unblock_stream(dir, "bulk");
+  for (int i = 0; i < 1000 && f.reports == 0; i++)
+    run_for(&loop, 10);
+  run_for(&loop, 1000);
+  spool_stats(f.s, &st);
+  assert_int_equal(f.reports, 1);
+  assert_string_equal(f.reason, "spool_write_failed");
+  assert_int_equal(f.stream, SPOOL_BULK);
+  assert_int_equal(f.count, unwritten);
+  assert_int_equal(st.events_unwritten, unwritten);
+  assert_true(f.first_ns > 0 && f.first_ns <= f.last_ns);
+  assert_false(st.failing);
+  /* Everything else was written: 4 alerts, the report, the bulk kept. */
+  assert_int_equal(st.events_spooled, st.events_queued - unwritten - 1);
+  assert_int_equal(st.bytes_waiting, 0);
+
+  /* Unwritable again, with batches waiting: stopping is immediate. */
+  block_stream(dir, "alerts");
+  append_n(f.s, SPOOL_ALERTS, 3, 10);
+  run_for(&loop, 100);
+  spool_stats(f.s, &st);
+  assert_true(st.failing);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  spool_free(f.s);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 500);
+  assert_int_equal(f.reports, 1);
+  uv_loop_close(&loop);
+  free(dir);
+}
+
 static void parse_rejects_garbage(void **state) {
   (void)state;
   uint8_t buf[256];
@@ -303,6 +462,7 @@ int main(void) {
       cmocka_unit_test(flipped_byte_and_torn_tail),
       cmocka_unit_test(cap_sheds_bulk_first_exactly),
       cmocka_unit_test(parse_rejects_garbage),
+      cmocka_unit_test(unwritable_reports_once),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,6 +53,8 @@
      "`yamori.file`, `yamori.process` or `yamori.agent`.")                                         \
   XX(EVENT_DURATION, "event.duration", "long", YM_K_INT,                                           \
      "Nanoseconds: how long a program start waited for its verdict, or a scan took.")              \
+  XX(EVENT_END, "event.end", "date", YM_K_DATE,                                                    \
+     "Gap of unwritten events: when the last of them was batched.")                                \
   XX(EVENT_KIND, "event.kind", "keyword", YM_K_STR, "`event` for activity and gap records.")       \
   XX(EVENT_MODULE, "event.module", "keyword", YM_K_STR, "Always `yamori`.")                        \
   XX(EVENT_OUTCOME, "event.outcome", "keyword", YM_K_STR, "Responses: `success` or `failure`.")    \
@@ -62,6 +64,8 @@
      "Per-agent sequence number, increasing by one per event written.")                            \
   XX(EVENT_SEVERITY, "event.severity", "long", YM_K_INT,                                           \
      "Alerts: 21 low, 47 medium, 73 high, 99 critical (from the rule's severity).")                \
+  XX(EVENT_START, "event.start", "date", YM_K_DATE,                                                \
+     "Gap of unwritten events: when the first of them was batched.")                               \
   XX(EVENT_TYPE, "event.type", "keyword", YM_K_ARR,                                                \
      "`creation`, `change`, `deletion`, `start`, `end` or `info`.")                                \
   XX(FILE_DIRECTORY, "file.directory", "keyword", YM_K_STR, "Directory of the file.")              \
@@ -140,8 +144,9 @@
   XX(YAMORI_GAP_COUNT, "yamori.gap.count", "long", YM_K_INT,                                       \
      "Gap: how many events were lost (absent when the source cannot say).")                        \
   XX(YAMORI_GAP_REASON, "yamori.gap.reason", "keyword", YM_K_STR,                                  \
-     "Gap: `queue_overflow`, `receive_overrun`, `sequence`, `ring_buffer_full` or "                \
-     "`in_flight_limit`.")                                                                         \
+     "Gap: `queue_overflow`, `receive_overrun`, `sequence`, `ring_buffer_full`, "                  \
+     "`in_flight_limit`; from the spool `spool_full`, `spool_corrupt`, `spool_removed`, "          \
+     "`spool_write_failed`.")                                                                      \
   XX(YAMORI_GAP_SOURCE, "yamori.gap.source", "keyword", YM_K_STR,                                  \
      "Gap: `fanotify`, `proc_connector`, `ebpf`, `scanner`, `spool` or `uplink`.")                 \
   XX(YAMORI_GAP_STREAM, "yamori.gap.stream", "keyword", YM_K_STR,                                  \

@@ -233,9 +233,9 @@ void os_proc_args_keep(char *buf, size_t avail, bool more, size_t max_args, size
   out->args_ok = true;
 }
 
-/* Fills the args fields from dirfd/cmdline. At most max_bytes + 1 bytes are
- * read: the extra byte only tells whether the command line is longer than
- * the limit. */
+/* Fills the args fields from dirfd/cmdline (os_proc_args_keep() says what
+ * is kept). At most max_bytes + 1 bytes are read: the extra byte only tells
+ * whether the command line is longer than the limit. */
 static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info_t *out) {
   if (max_bytes > ARGS_HARD_MAX)
     max_bytes = ARGS_HARD_MAX;
@@ -243,7 +243,12 @@ static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info
   if (buf == NULL)
     return;
   size_t n;
-  if (read_at(dirfd, "cmdline", buf, max_bytes + 1, &n) < 0) {
+  /* An empty command line is not an empty argument list: the kernel shows
+   * nothing once the process has released its memory (it is exiting or a
+   * zombie) and for kernel threads, while every program it started has at
+   * least one byte there (an execve() without arguments gets an empty
+   * argv[0]). So nothing read means the arguments are unknown. */
+  if (read_at(dirfd, "cmdline", buf, max_bytes + 1, &n) < 0 || n == 0) {
     free(buf);
     return;
   }
@@ -283,8 +288,8 @@ int os_proc_read(int pid, size_t max_args, size_t max_args_bytes, os_proc_info_t
   if (rc < 0)
     goto out_close_dir;
 
-  /* These may fail for kernel threads, zombies or lack of permission; the
-   * *_ok flags say so. */
+  /* These may fail for kernel threads, zombies (and processes exiting) or
+   * lack of permission; the *_ok flags say so. */
   read_exe(dirfd, out);
   read_cwd(dirfd, out);
   read_args(dirfd, max_args, max_args_bytes, out);
