@@ -1118,14 +1118,15 @@ static bool sigma_compiled_ok(const char *text, size_t len) {
 }
 
 /* Compiles the Sigma YAML at path (a file or a directory tree) with the
- * strict compiler into bundle entry sigma/<group>.json. A refused rule
- * refuses the publish: every refusal is printed with its file and line. */
-static int pack_sigma_yaml(const char *path, const char *group, packlist_t *l) {
+ * strict compiler into bundle entry sigma/<group>.json, the rules' files
+ * named relative to dir. A refused rule refuses the publish: every refusal
+ * is printed with its file and line. */
+static int pack_sigma_yaml(const char *dir, const char *path, const char *group, packlist_t *l) {
   sigma_compiler_t *c = sigma_compiler_new(SIGMA_STRICT);
   if (c == NULL)
     return YM_ENOMEM;
   size_t files = 0;
-  int rc = sigma_compile_tree(c, path, &files);
+  int rc = sigma_compile_tree(c, path, dir, &files);
   char *text = rc == YM_ENOMEM ? NULL : sigma_compiler_output(c);
   if (rc != YM_ENOMEM && text == NULL)
     rc = YM_ENOMEM;
@@ -1220,7 +1221,7 @@ static int pack_sigma(const char *dir, packlist_t *l) {
           rc = YM_EPERM;
           break;
         }
-        rc = pack_sigma_yaml(path, names[i], l);
+        rc = pack_sigma_yaml(dir, path, names[i], l);
       } else if (pass == 1 && S_ISREG(st.st_mode) && yaml) {
         loose_yaml = true;
       }
@@ -1234,8 +1235,9 @@ static int pack_sigma(const char *dir, packlist_t *l) {
     for (size_t i = 0; i < n && rc == 0; i++) {
       char path[4400];
       snprintf(path, sizeof(path), "%s/%s", sdir, names[i]);
+      size_t found = 0;
       if ((ends_with(names[i], ".yml") || ends_with(names[i], ".yaml")) && lstat(path, &st) == 0 &&
-          S_ISREG(st.st_mode) && sigma_compile_file(c, path) == YM_ENOMEM)
+          S_ISREG(st.st_mode) && sigma_compile_tree(c, path, dir, &found) == YM_ENOMEM)
         rc = YM_ENOMEM;
     }
     char *text = rc == 0 ? sigma_compiler_output(c) : NULL;

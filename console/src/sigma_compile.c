@@ -1942,19 +1942,21 @@ int sigma_compile_text(sigma_compiler_t *c, const char *name, const char *text, 
   return result;
 }
 
-int sigma_compile_file(sigma_compiler_t *c, const char *path) {
+/* sigma_compile_file() with name as the file's name in the report and in
+ * the rules' source. */
+static int compile_file_named(sigma_compiler_t *c, const char *path, const char *name) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     int rc = ym_err_from_errno(errno);
     char msg[128];
     snprintf(msg, sizeof msg, "cannot open: %s", strerror(errno));
-    add_report(c, path, 0, NULL, NULL, false, false, msg);
+    add_report(c, name, 0, NULL, NULL, false, false, msg);
     return rc;
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SIGMA_MAX_FILE_BYTES) {
     close(fd);
-    add_report(c, path, 0, NULL, NULL, false, false,
+    add_report(c, name, 0, NULL, NULL, false, false,
                "not a regular file, or larger than the file size cap");
     return YM_ETOOBIG;
   }
@@ -1976,13 +1978,17 @@ int sigma_compile_file(sigma_compiler_t *c, const char *path) {
   close(fd);
   if (got != size) {
     free(buf);
-    add_report(c, path, 0, NULL, NULL, false, false, "read error");
+    add_report(c, name, 0, NULL, NULL, false, false, "read error");
     return YM_EIO;
   }
   buf[size] = '\0';
-  int rc = sigma_compile_text(c, path, buf, size);
+  int rc = sigma_compile_text(c, name, buf, size);
   free(buf);
   return rc;
+}
+
+int sigma_compile_file(sigma_compiler_t *c, const char *path) {
+  return compile_file_named(c, path, path);
 }
 
 size_t sigma_compiler_report_count(const sigma_compiler_t *c) {
@@ -2156,13 +2162,17 @@ static size_t print_report(const sigma_compiler_t *c) {
   return refused;
 }
 
-int sigma_compile_tree(sigma_compiler_t *c, const char *path, size_t *files) {
+int sigma_compile_tree(sigma_compiler_t *c, const char *path, const char *base, size_t *files) {
   strlist_t list = {0};
   *files = 0;
   int rc = collect(path, 0, &list);
   int result = 0;
+  size_t bl = base != NULL ? strlen(base) : 0;
   for (size_t i = 0; i < list.n && rc == 0; i++) {
-    int r = sigma_compile_file(c, list.v[i]);
+    const char *name = list.v[i];
+    if (bl > 0 && strncmp(name, base, bl) == 0 && name[bl] == '/' && name[bl + 1] != '\0')
+      name += bl + 1;
+    int r = compile_file_named(c, list.v[i], name);
     if (r == YM_ENOMEM)
       rc = r;
     else if (r != 0)
@@ -2318,7 +2328,7 @@ int sigma_import_main(const char *data_dir, int argc, char **argv) {
   }
   sigma_compiler_t *c = sigma_compiler_new(0);
   size_t files = 0;
-  rc = c ? sigma_compile_tree(c, in, &files) : YM_ENOMEM;
+  rc = c ? sigma_compile_tree(c, in, NULL, &files) : YM_ENOMEM;
   char *text = rc == YM_ENOMEM ? NULL : sigma_compiler_output(c);
   if (text == NULL) {
     fprintf(stderr, "yamori-console: out of memory\n");

@@ -81,10 +81,13 @@ int sigma_compile_text(sigma_compiler_t *c, const char *name, const char *text, 
 int sigma_compile_file(sigma_compiler_t *c, const char *path);
 
 /* Compiles path: a rule file, or every .yml/.yaml file below a directory
- * (sorted, at most 8 levels, symbolic links not followed). *files receives
- * the number of rule files found. Returns 0 when every rule was accepted,
- * YM_EPARSE when one was refused, YM_ENOMEM. */
-int sigma_compile_tree(sigma_compiler_t *c, const char *path, size_t *files);
+ * (sorted, at most 8 levels, symbolic links not followed). Files below
+ * base (NULL: none) are named relative to it in the report and in the
+ * rules' source, so that a compiled set does not carry the publishing
+ * machine's directories. *files receives the number of rule files found.
+ * Returns 0 when every rule was accepted, YM_EPARSE when one was refused,
+ * YM_ENOMEM. */
+int sigma_compile_tree(sigma_compiler_t *c, const char *path, const char *base, size_t *files);
 
 size_t sigma_compiler_report_count(const sigma_compiler_t *c);
 const sigma_report_t *sigma_compiler_report(const sigma_compiler_t *c, size_t i);

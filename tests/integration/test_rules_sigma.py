@@ -111,6 +111,8 @@ t.check_eq(sorted(b), ["base.yar", "sigma/import-linux.json", "sigma/own.json",
 own = json.loads(b["sigma/own.json"])
 t.check_eq([x["id"] for x in own["rules"]], ["0b7d3a52-3c1e-4f7e-9a11-5e0f2d7c4a03"],
            "sigma/own/ compiled into sigma/own.json, replacing the stale file")
+t.check_eq(own["rules"][0].get("source"), "sigma/own/sub/cron.yml:1",
+           "the rule's source is named relative to the rules directory")
 loose = json.loads(b["sigma/rules.json"])
 t.check_eq([x["id"] for x in loose["rules"]], ["0b7d3a52-3c1e-4f7e-9a11-5e0f2d7c4a13"],
            "YAML directly in sigma/ compiled into sigma/rules.json")
