@@ -1467,6 +1467,9 @@ static int cmd_publish(const cli_t *c, int argc, char **argv) {
     packlist_free(&files);
     return 1;
   }
+  if (c->tenant == NULL && files.sigma == 0)
+    fprintf(stderr, "yamori-console: warning: this default set holds no behaviour rules (sigma/); "
+                    "agents that accept it no longer load the installed default behaviour rules\n");
   printf("rules %s (serial %llu, %zu files: %u YARA, %u behaviour) published for %s\n", p.version,
          (unsigned long long)p.serial, files.n, files.yara, files.sigma,
          c->tenant ? c->tenant : "every tenant");

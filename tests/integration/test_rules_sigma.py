@@ -144,6 +144,14 @@ os.symlink("/etc/passwd", os.path.join(d, "sigma", "link.json"))
 r = t.run(C + ["rules", "publish", "--key", KEY, "--version", "d2", d])
 t.check_eq(r.returncode, 0, "a symbolic link is not followed: %s" % r.stderr.decode())
 t.check("sigma/link.json" not in bundle("d2"), "nor packed")
+# A default set without behaviour rules is published, with a warning.
+yar_only = t.path("yar-only")
+os.makedirs(yar_only)
+with open(os.path.join(yar_only, "base.yar"), "w") as f:
+    f.write("rule Base2 { strings: $a = \"yamori-sigma-test-2\" condition: $a }\n")
+r = t.run(C + ["rules", "publish", "--key", KEY, "--version", "d5", yar_only])
+t.check_eq(r.returncode, 0, "a default set of YARA rules only is published")
+t.check("holds no behaviour rules" in r.stderr.decode(), "with a warning: %s" % r.stderr.decode())
 # A default set without YARA rules would empty the agents' YARA set.
 r = t.run(C + ["rules", "publish", "--key", KEY, "--version", "d3",
                os.path.join(data, "rules", "acme")])
