@@ -1033,8 +1033,16 @@ static void packlist_free(packlist_t *l) {
 }
 
 /* Adds name (or replaces the entry of that name); takes ownership of data,
- * even on error. */
+ * even on error. A file over the agent's per-file limit
+ * (PACK_MAX_FILE_BYTES, RULES_MAX_FILE_BYTES on the agent) is refused
+ * here rather than by every agent. */
 static int pack_put(packlist_t *l, const char *name, char *data, size_t len) {
+  if (len > PACK_MAX_FILE_BYTES) {
+    fprintf(stderr, "yamori-console: %s would be %zu bytes, over the %d bytes an agent accepts\n",
+            name, len, PACK_MAX_FILE_BYTES);
+    free(data);
+    return YM_ETOOBIG;
+  }
   for (size_t i = 0; i < l->n; i++) {
     if (strcmp(l->v[i].name, name) == 0) {
       free(l->v[i].data);

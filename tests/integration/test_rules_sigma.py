@@ -144,6 +144,20 @@ os.symlink("/etc/passwd", os.path.join(d, "sigma", "link.json"))
 r = t.run(C + ["rules", "publish", "--key", KEY, "--version", "d2", d])
 t.check_eq(r.returncode, 0, "a symbolic link is not followed: %s" % r.stderr.decode())
 t.check("sigma/link.json" not in bundle("d2"), "nor packed")
+# A compiled set over the agent's per-file limit (4 MiB) is refused at
+# publish, not by every agent.
+big = t.path("big")
+os.makedirs(os.path.join(big, "sigma", "many"))
+for i in range(600):
+    with open(os.path.join(big, "sigma", "many", "r%03d.yml" % i), "w") as f:
+        f.write("title: Big %d\nid: big-%d\ndescription: %s\nlogsource:\n  product: linux\n"
+                "  category: process_creation\ndetection:\n  sel:\n    CommandLine|contains: 'x%d'\n"
+                "  condition: sel\nlevel: low\n" % (i, i, "d" * 8000, i))
+r = t.run(C + ["rules", "publish", "--key", KEY, "--tenant", "acme", "--version", "big1", big])
+t.check_eq(r.returncode, 1, "a compiled set over 4 MiB is refused")
+t.check("sigma/many.json would be" in r.stderr.decode() and "over the 4194304 bytes" in
+        r.stderr.decode(), "naming the file and the limit: %s" % r.stderr.decode()[-300:])
+
 # A default set without behaviour rules is published, with a warning.
 yar_only = t.path("yar-only")
 os.makedirs(yar_only)
