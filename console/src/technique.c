@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Sorted by id (technique_find searches it in order). Written for people
- * in a small company: what happened in plain words, then what to do. */
+/* Sorted by id. Written for people in a small company: what happened in
+ * plain words, then what to do. Every technique of the default behaviour
+ * rules, and the common ones of the community's Linux rules that a
+ * provider imports. */
 static const technique_t table[] = {
     {"T1003.008",
      {"パスワードのハッシュの読み取り", "Password hashes read"},
@@ -20,6 +22,29 @@ static const technique_t table[] = {
       "ドを変更し、管理者に連絡してください。",
       "Find out who ran it and why. If nobody expected it, change the passwords of every account "
       "on this PC and tell your administrator."}},
+    {"T1005",
+     {"PC内のデータの収集", "Data collected from the PC"},
+     {"PCに保存されているデータがまとめて集められました。外部へ持ち出す前の準備の可能性があります"
+      "。",
+      "Data stored on the PC was gathered, possibly to be taken out."},
+     {"誰が何のために行ったか確認し、心当たりがなければ管理者に連絡してください。",
+      "Find out who did it and why; if nobody expected it, tell your administrator."}},
+    {"T1007",
+     {"サービスの調査", "Service discovery"},
+     {"PCで動いているサービスの一覧が調べられました。侵入者が次の手を決めるための調査でよく見られま"
+      "す。",
+      "The services running on the PC were listed, a common step when an intruder plans the next "
+      "move."},
+     {"単独では管理作業の場合も多いので、誰が実行したか確認してください。他の警告と一緒なら管理者に"
+      "連絡してください。",
+      "Often routine on its own: check who ran it. If it comes with other alerts, tell your "
+      "administrator."}},
+    {"T1014",
+     {"ルートキット", "Rootkit"},
+     {"OSの奥深くに入り込んで自分の存在を隠す仕組み（ルートキット）が仕込まれた疑いがあります。",
+      "Something that hides itself deep inside the system (a rootkit) may have been installed."},
+     {"PCをネットワークから外し、すぐに管理者に連絡してください。",
+      "Disconnect the PC from the network and tell your administrator at once."}},
     {"T1016",
      {"ネットワーク設定の調査", "Network configuration discovery"},
      {"IPアドレスや経路などネットワークの設定を調べるコマンドが実行されました。侵入者が最初に周りの"
@@ -30,6 +55,19 @@ static const technique_t table[] = {
       "ば、侵入を疑って管理者に連絡してください。",
       "On its own this is often routine administration: check who ran it. If other alerts appear "
       "around the same time, treat it as an intrusion and tell your administrator."}},
+    {"T1018",
+     {"ネットワーク上の他のPCの調査", "Other machines discovered"},
+     {"同じネットワークにある他のPCやサーバーが調べられました。侵入を広げる相手を探す動きです。",
+      "Other computers on the network were looked up, the way an intruder looks for the next "
+      "target."},
+     {"誰が実行したか確認し、心当たりがなければ管理者に連絡してください。",
+      "Check who ran it; if nobody expected it, tell your administrator."}},
+    {"T1027",
+     {"内容の難読化", "Obfuscated content"},
+     {"プログラムやコマンドの中身が読みにくく加工されていました。何をするかを隠すための手口です。",
+      "A program or command was made hard to read on purpose, to hide what it does."},
+     {"誰が実行したか確認し、心当たりがなければ管理者に連絡してください。",
+      "Check who ran it; if nobody expected it, tell your administrator."}},
     {"T1033",
      {"ログイン中のユーザーの調査", "User discovery"},
      {"誰がログインしているか、自分がどのユーザーで動いているかを調べるコマンドが実行されました。侵"
@@ -67,6 +105,30 @@ static const technique_t table[] = {
       "い。",
       "Look at the changed file. If it holds lines nobody added on purpose, remove them and tell "
       "your administrator."}},
+    {"T1046",
+     {"ネットワークのポートスキャン", "Network port scan"},
+     {"他のPCやサーバーで開いている通信の入口（ポート）が調べられました。攻撃できる相手を探す動きで"
+      "す。",
+      "Other machines were scanned for open ports, the way attackers look for something to "
+      "attack."},
+     {"誰が実行したか確認し、心当たりがなければPCをネットワークから外して管理者に連絡してください"
+      "。",
+      "Check who ran it. If nobody expected it, disconnect the PC from the network and tell your "
+      "administrator."}},
+    {"T1048.003",
+     {"暗号化されていない通信でのデータ持ち出し", "Data sent out unencrypted"},
+     {"データが暗号化されていない通信（FTP など）で外部に送られた疑いがあります。",
+      "Data may have been sent out over an unencrypted protocol such as FTP."},
+     {"送り先と内容を確認し、心当たりがなければPCをネットワークから外して管理者に連絡してください"
+      "。",
+      "Check where it went and what it was. If nobody expected it, disconnect the PC from the "
+      "network and tell your administrator."}},
+    {"T1049",
+     {"通信中の接続の調査", "Network connections listed"},
+     {"PCがいまどこと通信しているかが調べられました。侵入者が周りの様子を調べる動きです。",
+      "The PC's current network connections were listed, a way of learning the surroundings."},
+     {"誰が実行したか確認し、他の警告と一緒なら管理者に連絡してください。",
+      "Check who ran it; if it comes with other alerts, tell your administrator."}},
     {"T1053.003",
      {"cron による自動実行の設定", "Scheduled job added with cron"},
      {"定期的にコマンドを自動実行する設定（cron）が追加・変更されました。侵入者が不正なプログラムを"
@@ -115,6 +177,27 @@ static const technique_t table[] = {
       "。",
       "Check who ran it. If nobody expected it, disconnect the PC from the network and tell your "
       "administrator."}},
+    {"T1068",
+     {"弱点を突いた権限の取得", "Privileges gained through a flaw"},
+     {"ソフトウェアの弱点を突いて管理者の権限を得ようとした疑いがあります。",
+      "A software flaw may have been used to gain root rights."},
+     {"PCをネットワークから外し、管理者に連絡してください。ソフトウェアを最新の状態に更新してくださ"
+      "い。",
+      "Disconnect the PC from the network and tell your administrator. Bring the software up to "
+      "date."}},
+    {"T1069.001",
+     {"グループの調査", "Group discovery"},
+     {"PCのユーザーグループ（誰が管理者か など）が調べられました。",
+      "The PC's user groups (who is an administrator, ...) were listed."},
+     {"誰が実行したか確認し、他の警告と一緒なら管理者に連絡してください。",
+      "Check who ran it; if it comes with other alerts, tell your administrator."}},
+    {"T1070",
+     {"痕跡の消去", "Traces removed"},
+     {"ログやファイルなど、行動の痕跡が消されました。侵入者が見つからないようにするための手口です"
+      "。",
+      "Logs, files or other traces were removed so that actions go unnoticed."},
+     {"誰が行ったか確認し、心当たりがなければ管理者に連絡してください。",
+      "Check who did it; if nobody expected it, tell your administrator."}},
     {"T1070.002",
      {"システムログの削除", "System logs cleared"},
      {"システムのログ（記録）が削除または空にされました。侵入者が自分の行動の痕跡を消すための手口で"
@@ -132,6 +215,12 @@ static const technique_t table[] = {
       "typed."},
      {"誰が行ったか確認し、心当たりがなければ管理者に連絡してください。",
       "Check who did it; if nobody expected it, tell your administrator."}},
+    {"T1070.004",
+     {"ファイルの削除による痕跡の消去", "Files deleted to hide traces"},
+     {"使い終わったプログラムや記録のファイルが削除されました。侵入者が痕跡を消す手口です。",
+      "Tools or records were deleted after use, a way to remove traces."},
+     {"削除されたファイルと実行した人を確認し、心当たりがなければ管理者に連絡してください。",
+      "Check what was deleted and by whom; if nobody expected it, tell your administrator."}},
     {"T1070.006",
      {"ファイルの日時の改ざん", "File times changed"},
      {"ファイルの作成・更新日時が手作業で書き換えられました。不正に置いたファイルを古いファイルに見"
@@ -139,6 +228,13 @@ static const technique_t table[] = {
       "The dates of a file were set by hand, a way to make a planted file look old and harmless."},
      {"対象のファイルを確認し、心当たりがなければ管理者に連絡してください。",
       "Check the file; if nobody expected it, tell your administrator."}},
+    {"T1071.001",
+     {"Web の通信を使った遠隔操作", "Remote control over web traffic"},
+     {"Web と同じ種類の通信で外部のサーバーとやりとりし、遠隔操作されている疑いがあります。",
+      "The PC may be controlled from outside over web-like traffic."},
+     {"通信先を確認し、心当たりがなければPCをネットワークから外して管理者に連絡してください。",
+      "Check where it connects. If nobody expected it, disconnect the PC from the network and tell "
+      "your administrator."}},
     {"T1082",
      {"システム情報の調査", "System information discovery"},
      {"OSの種類やバージョンなどPCの情報を調べるコマンドが実行されました。侵入者が次の手を決めるため"
@@ -163,6 +259,14 @@ static const technique_t table[] = {
       "Commands listed the user accounts of the PC."},
      {"誰が実行したか確認し、他の警告と一緒に出ている場合は管理者に連絡してください。",
       "Check who ran them; if they come with other alerts, tell your administrator."}},
+    {"T1090",
+     {"通信の中継（プロキシ）", "Traffic relayed (proxy)"},
+     {"通信を別の場所へ中継する仕組みが動かされました。侵入者が通信先を隠したり、内部へ入り込むため"
+      "に使います。",
+      "Something was set up to relay traffic elsewhere, which intruders use to hide or to reach "
+      "inside."},
+     {"誰が設定したか確認し、心当たりがなければ停止して管理者に連絡してください。",
+      "Check who set it up; if nobody expected it, stop it and tell your administrator."}},
     {"T1095",
      {"外部への不審な通信経路", "Shell wired to the network"},
      {"シェルがネットワークに直接つながれました（/dev/tcp や nc など）。外部から PC "
@@ -195,6 +299,12 @@ static const technique_t table[] = {
       "絡してください。",
       "Check where it came from and what it did. If nobody expected it, disconnect the PC from the "
       "network and tell your administrator."}},
+    {"T1136",
+     {"アカウントの作成", "Account created"},
+     {"新しいユーザーアカウントが作られました。侵入者が後から使う入口を作る手口です。",
+      "A new account was created, possibly a door kept open for later."},
+     {"作られたアカウントに心当たりがなければ無効にし、管理者に連絡してください。",
+      "If you do not recognise the account, disable it and tell your administrator."}},
     {"T1136.001",
      {"アカウントの不正な作成", "Account created"},
      {"ユーザーアカウントが作られたか、アカウントの設定ファイルが直接書き換えられました。侵入者が後"
@@ -223,6 +333,19 @@ static const technique_t table[] = {
       "malware is often put there."},
      {"プログラムの中身を確認し、心当たりがなければ隔離して管理者に連絡してください。",
       "Check the program; if you do not recognise it, quarantine it and tell your administrator."}},
+    {"T1222.002",
+     {"ファイルの権限の変更", "File permissions changed"},
+     {"ファイルやフォルダーの権限（誰が読み書き・実行できるか）が変更されました。不正なプログラムを"
+      "動かすための準備のことがあります。",
+      "The permissions of a file or folder were changed, sometimes to prepare running a malicious "
+      "program."},
+     {"変更されたファイルを確認し、心当たりがなければ元に戻して管理者に連絡してください。",
+      "Check the file; if nobody expected the change, undo it and tell your administrator."}},
+    {"T1485",
+     {"データの破壊", "Data destroyed"},
+     {"ファイルやデータが消去・破壊されました。", "Files or data were wiped or destroyed."},
+     {"すぐに管理者に連絡してください。データの復旧にはバックアップが必要です。",
+      "Tell your administrator at once; restoring the data needs a backup."}},
     {"T1486",
      {"ランサムウェアによる暗号化の疑い", "Files encrypted for ransom (suspected)"},
      {"多くのファイルが短時間に別の拡張子に変えられたか、身代金を要求する文書が書かれました。ランサ"
@@ -233,6 +356,20 @@ static const technique_t table[] = {
       "しないでください。",
       "Disconnect the PC from the network at once (do not switch it off) and tell your "
       "administrator. Do not connect backups to it."}},
+    {"T1489",
+     {"サービスの停止", "Service stopped"},
+     {"業務やデータベースなどのサービスが停止されました。ランサムウェアが暗号化の前に行うことがあり"
+      "ます。",
+      "Services such as databases were stopped, something ransomware does before encrypting."},
+     {"止められたサービスを確認し、心当たりがなければ管理者に連絡してください。",
+      "Check which services stopped; if nobody expected it, tell your administrator."}},
+    {"T1496",
+     {"PCの処理能力の不正利用（マイニング）", "Computing power abused (mining)"},
+     {"PCの処理能力が暗号資産の採掘（マイニング）などに勝手に使われている疑いがあります。",
+      "The PC's computing power may be used without permission, for example to mine "
+      "cryptocurrency."},
+     {"そのプロセスを停止し、起動元のファイルを隔離して管理者に連絡してください。",
+      "Stop the process, quarantine its file and tell your administrator."}},
     {"T1505.003",
      {"Web サーバーからのシェルの起動", "Shell started by a web server"},
      {"Web サーバーのプロセスからシェルが起動されました。Web サイトに不正なプログラム（Web "
@@ -240,6 +377,14 @@ static const technique_t table[] = {
       "A web server process started a shell: someone may have planted a web shell on the site."},
      {"Web サーバーのファイルを確認し、管理者に連絡してください。",
       "Check the web server's files and tell your administrator."}},
+    {"T1529",
+     {"PCの停止・再起動", "PC shut down or restarted"},
+     {"PCがシャットダウンまたは再起動されました。攻撃の最後に復旧を妨げるために行われることがありま"
+      "す。",
+      "The PC was shut down or restarted, which attacks sometimes do at the end to hinder "
+      "recovery."},
+     {"誰が行ったか確認し、心当たりがなければ管理者に連絡してください。",
+      "Check who did it; if nobody expected it, tell your administrator."}},
     {"T1543.002",
      {"systemd サービスへの登録", "Systemd service added"},
      {"systemd "
@@ -284,6 +429,14 @@ static const technique_t table[] = {
      {"sudoers の内容を確認し、心当たりのない行があれば削除して管理者に連絡してください。",
       "Check the sudoers files; remove lines nobody added on purpose and tell your "
       "administrator."}},
+    {"T1552",
+     {"パスワードや鍵の探索", "Credentials searched"},
+     {"パスワードや鍵などの認証情報が探されました。",
+      "Passwords, keys or other credentials were searched for."},
+     {"誰が行ったか確認し、心当たりがなければ関係するパスワードを変更して管理者に連絡してください"
+      "。",
+      "Check who did it. If nobody expected it, change the passwords concerned and tell your "
+      "administrator."}},
     {"T1552.001",
      {"ファイル内のパスワードの探索", "Passwords searched in files"},
      {"設定ファイルなどの中からパスワードを探すコマンドが実行されました。",
@@ -326,6 +479,13 @@ static const technique_t table[] = {
       "The shell was told not to record its command history."},
      {"誰が行ったか確認し、心当たりがなければ管理者に連絡してください。",
       "Check who did it; if nobody expected it, tell your administrator."}},
+    {"T1564",
+     {"隠れて動くための細工", "Hidden artefacts"},
+     {"ファイルやプロセスを見えにくくする細工が行われました。不正なプログラムが見つからないようにす"
+      "る手口です。",
+      "Files or processes were made hard to see, a way for malware to stay unnoticed."},
+     {"対象を確認し、心当たりがなければ管理者に連絡してください。",
+      "Check what was hidden; if nobody expected it, tell your administrator."}},
     {"T1564.001",
      {"隠しファイルとしてのプログラム", "Hidden program"},
      {"名前が「."
@@ -335,6 +495,14 @@ static const technique_t table[] = {
       "way for malware to stay unseen."},
      {"プログラムの中身を確認し、心当たりがなければ隔離して管理者に連絡してください。",
       "Check the program; if you do not recognise it, quarantine it and tell your administrator."}},
+    {"T1572",
+     {"通信のトンネル", "Traffic tunnelled"},
+     {"別の通信の中に通信を通す「トンネル」が作られました。侵入者が監視を避けて外部とやりとりするた"
+      "めに使います。",
+      "A tunnel (traffic carried inside other traffic) was set up, which intruders use to talk to "
+      "the outside unseen."},
+     {"誰が作ったか確認し、心当たりがなければ停止して管理者に連絡してください。",
+      "Check who set it up; if nobody expected it, stop it and tell your administrator."}},
     {"T1574.006",
      {"ライブラリの差し込み（ld.so.preload）", "Library preloading"},
      {"/etc/ld.so.preload "
