@@ -231,7 +231,7 @@ static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
   "WITH x AS (SELECT a.id, a.tenant_id, t.name AS tname, t.display AS tdisplay, a.host_name,"      \
   " a.host_json, a.version, a.rules_version, a.last_seen, a.enrolled_at, a.status_json,"           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
-  "   AND i.kind = 'malware') AS mal,"                                                             \
+  "   AND i.kind = 'malware' AND (i.ruleset = '' OR i.severity = 'high')) AS mal,"                 \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
   "   AND i.kind = 'duplicate') AS dup,"                                                           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved')"          \

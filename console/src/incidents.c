@@ -155,12 +155,16 @@ static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *w
   return sql_done(st);
 }
 
-/* Tells the notifier about malware and silent incidents (duplicate-host
- * incidents are shown on the dashboard only). */
+/* Tells the notifier about malware and silent incidents. Shown on the
+ * dashboard only: duplicate-host incidents, and behaviour incidents of a
+ * low-level rule (a hint for the provider, not a reason to alarm the
+ * company). */
 static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *change) {
   if (m == NULL || m->opts.notify == NULL)
     return 0;
-  sqlite3_stmt *st = sql_prep(db, "SELECT kind != 'duplicate' FROM incidents WHERE id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT kind != 'duplicate'"
+                                  " AND NOT (ruleset = 'sigma' AND severity = 'low')"
+                                  " FROM incidents WHERE id = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, incident);
