@@ -4,8 +4,10 @@ start is reported.
 
 A small C driver (bench/storm.c, compiled on the fly with gcc -O2) runs
 /bin/true N times (default 10,000) from one process: fork, execve, waitpid,
-one after the other. It runs without and with the Yamori agent, interleaved,
-R times each (a fresh agent per run).
+one after the other. It runs without the agent and with the agent once per
+process source (`process.sensor`: `proc`, the netlink proc connector with
+/proc read afterwards, and `ebpf`, the BPF programs), interleaved, R times
+each (a fresh agent per run).
 
 Reported (medians over the runs): the driver's loop wall time and its ratio
 to the baseline; the CPU time of the driver and its children (user+system
@@ -13,7 +15,8 @@ from wait4, less sensitive than the wall time to other work on the machine)
 and its ratio; for the agent, the start events captured (event.action
 "exec" with process.parent.pid == the driver's pid and process.executable ==
 the program's real path, /usr/bin/true on Debian 12) and end events
-(event.action "end" for the children's pids) against N each, gap records
+(event.action "end" for the children's pids) against N each, the starts
+without their arguments (no process.args), gap records
 (event.action "gap", with yamori.gap.source/reason/count), the agent's CPU
 seconds (utime+stime deltas from /proc/PID/stat, from just before the
 workload until its events were written) and peak RSS (VmHWM).
@@ -161,7 +164,7 @@ class Counts:
         self.driver_pid = driver_pid
         self.kids = set(children)
         self.exe = exe
-        self.c = {"exec": 0, "exec_any_exe": 0, "end": 0, "gap_records": 0,
+        self.c = {"exec": 0, "exec_any_exe": 0, "exec_no_args": 0, "end": 0, "gap_records": 0,
                   "gap_count_known": 0, "gap_kinds": {}, "exec_missing_fields": 0,
                   "missing_fields": {}}
 
@@ -184,6 +187,8 @@ class Counts:
                 c["exec_any_exe"] += 1
                 if proc.get("executable") == self.exe:
                     c["exec"] += 1
+                if not proc.get("args"):
+                    c["exec_no_args"] += 1
                 missing = e.get("yamori", {}).get("missing")
                 if missing:
                     c["exec_missing_fields"] += 1
@@ -247,6 +252,9 @@ def main():
     ap.add_argument("--settle", type=float, default=3.0,
                     help="seconds without new events of the run before counting (default 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed baseline runs first (default 1)")
+    ap.add_argument("--sensors", default="proc,ebpf",
+                    help="process sources to run the agent with, comma-separated "
+                         "(process.sensor values; default proc,ebpf)")
     ap.add_argument("--json", help="write the results as JSON to this file")
     args = ap.parse_args()
 
@@ -254,41 +262,46 @@ def main():
     # SIGINT was ignored by the parent (background jobs of a script).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-    configs = ["baseline", "agent"]
+    sources = [x for x in args.sensors.split(",") if x]
+    configs = ["baseline"] + ["agent-" + x for x in sources]
     notes = []
     if os.geteuid() != 0:
-        configs.remove("agent")
+        configs = ["baseline"]
         notes.append("agent skipped: needs root")
     elif not os.access(args.agent, os.X_OK):
-        configs.remove("agent")
+        configs = ["baseline"]
         notes.append("agent skipped: %s not built (scripts/build.sh)" % args.agent)
     exe = os.path.realpath(args.program)
     machine = machine_info()
     workdir = tempfile.mkdtemp(prefix="yamori-bench-exec-", dir=args.parent)
-    agent = None
+    agents = {}
     build_info = None
     runs = []
     own = {os.getpid()}
     try:
         driver = Driver(workdir, args.program, args.count)
-        if "agent" in configs:
+        if len(configs) > 1:
             binary, build_info = snapshot_agent(args.agent, workdir)
-            agent = Agent(binary, workdir, args.rules, json.loads(args.agent_conf))
+            for cfg in configs[1:]:
+                extra = merge({"process": {"sensor": cfg[len("agent-"):]}},
+                              json.loads(args.agent_conf))
+                agents[cfg] = Agent(binary, workdir, args.rules, extra)
         for i in range(args.warmup):
             log("warmup baseline run %d" % (i + 1))
             driver.result(driver.start())
         for rnd in range(args.runs):
             for cfg in configs:
                 log("round %d/%d: %s (load %.2f)" % (rnd + 1, args.runs, cfg, os.getloadavg()[0]))
-                rec = run_one(cfg, driver, agent if cfg == "agent" else None, exe, args.settle, own)
+                rec = run_one(cfg, driver, agents.get(cfg), exe, args.settle, own)
                 rec["round"] = rnd + 1
                 runs.append(rec)
-                log("  wall %.2f s%s" % (rec["wall_s"], "" if cfg != "agent" else
-                                        ", exec %d, end %d, gaps %d" %
-                                        (rec["exec"], rec["end"], rec["gap_records"])))
+                log("  wall %.2f s%s" % (rec["wall_s"], "" if cfg not in agents else
+                                        ", exec %d (%d without args), end %d, gaps %d" %
+                                        (rec["exec"], rec["exec_no_args"], rec["end"],
+                                         rec["gap_records"])))
                 time.sleep(1)
     finally:
-        if agent is not None:
+        for agent in agents.values():
             agent.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -304,11 +317,11 @@ def main():
         s["workload_cpu_s"] = median(r["workload_cpu_s"] for r in rs)
         s["workload_cpu_s_all"] = [round(r["workload_cpu_s"], 2) for r in rs]
         s["cpu_ratio"] = s["workload_cpu_s"] / base_cpu if base_cpu else None
-        if cfg == "agent":
-            for k in ("exec", "end", "cpu_s", "peak_rss_kb", "drain_s"):
+        if cfg in agents:
+            for k in ("exec", "exec_no_args", "end", "cpu_s", "peak_rss_kb", "drain_s"):
                 s[k] = median(r[k] for r in rs)
-            for k in ("exec", "exec_any_exe", "end", "gap_records", "gap_count_known",
-                      "exec_missing_fields"):
+            for k in ("exec", "exec_any_exe", "exec_no_args", "end", "gap_records",
+                      "gap_count_known", "exec_missing_fields"):
                 s[k + "_all"] = [r[k] for r in rs]
             kinds = {}
             for r in rs:
@@ -327,15 +340,16 @@ def main():
     lines = ["Exec storm: %d runs of %s from one process (fork, execve, waitpid); %d runs per "
              "configuration, medians." % (n, args.program, args.runs), "",
              "| configuration | wall s (median) | ratio vs baseline | workload CPU s (ratio) | "
-             "exec events | end events | gap records | agent CPU s | agent peak RSS MiB | "
-             "load avg 1m (per run) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "exec events | starts without args | end events | gap records | agent CPU s | "
+             "agent peak RSS MiB | load avg 1m (per run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, s in summary.items():
         ratio = "%.2fx" % s["ratio"] if s.get("ratio") else "-"
         ratio = (ratio, "%.2f (%s)" % (s["workload_cpu_s"], "%.2fx" % s["cpu_ratio"]
                                        if s.get("cpu_ratio") else "-"))
-        if cfg == "agent":
+        if cfg in agents:
             row = ratio + ("%d / %d (%.1f%%)" % (s["exec"], n, 100.0 * s["exec"] / n),
+                   "%d (%s)" % (s["exec_no_args"], "/".join(str(x) for x in s["exec_no_args_all"])),
                    "%d / %d (%.1f%%)" % (s["end"], n, 100.0 * s["end"] / n),
                    "%s (%s)" % ("/".join(str(x) for x in s["gap_records_all"]),
                                 ", ".join("%s: %d" % kv
@@ -343,8 +357,8 @@ def main():
                                 or "none"),
                    "%.2f" % s["cpu_s"], "%.1f" % (s["peak_rss_kb"] / 1024))
         else:
-            row = ratio + ("-", "-", "-", "-", "-")
-        lines.append("| %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row = ratio + ("-", "-", "-", "-", "-", "-")
+        lines.append("| %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             (cfg, s["wall_s"]) + row + (" ".join("%.2f" % x for x in s["loadavg_1m_all"]),)))
     lines += ["", "Wall times per run (s): " + "; ".join(
         "%s %s" % (cfg, " ".join("%.2f" % x for x in s["wall_s_all"]))
@@ -352,9 +366,9 @@ def main():
         "Workload CPU per run (s, /bin/true children included): " + "; ".join(
             "%s %s" % (cfg, " ".join("%.2f" % x for x in s["workload_cpu_s_all"]))
             for cfg, s in summary.items())]
-    if "agent" in summary:
-        a = summary["agent"]
-        lines.append("Per agent run: exec %s, end %s, gap records %s; exec events with "
+    for cfg in agents:
+        a = summary[cfg]
+        lines.append(cfg + ": per run: exec %s, end %s, gap records %s; exec events with "
                      "yamori.missing %s (fields, all runs: %s)" % (
                          a["exec_all"], a["end_all"], a["gap_records_all"],
                          a["exec_missing_fields_all"],
@@ -370,10 +384,10 @@ def main():
               "binary sha256 %s)" % (build_info.get("version"), build_info.get("built"),
                                      build_info.get("git_head"), build_info.get("sources_modified"),
                                      build_info["sha256"][:12]))
-    if agent is not None:
-        a = agent
+    for cfg, a in agents.items():
         shown = {k: v for k, v in a.conf.items() if k not in ("state_dir", "output", "control")}
-        print("Agent configuration (besides private state, output, socket): " + json.dumps(shown))
+        print("Agent configuration %s (besides private state, output, socket): %s"
+              % (cfg, json.dumps(shown)))
     notices = [r["agent_notices"] for r in runs if r.get("agent_notices")]
     if notices:
         print("Agent log (first run): " + " | ".join(notices[0]))
@@ -384,7 +398,7 @@ def main():
             json.dump({"benchmark": "exec_storm", "machine": machine,
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args),
                        "notes": notes, "agent_build": build_info,
-                       "agent_conf": agent.conf if agent is not None else None,
+                       "agent_conf": {cfg: a.conf for cfg, a in agents.items()},
                        "summary": summary, "runs": runs}, f, indent=2)
     return 0
 

@@ -7,13 +7,17 @@
 #   scripts/install-deps.sh --bench    also the peers the benchmarks compare with
 set -euo pipefail
 
+# clang, libbpf-dev and bpftool build the eBPF process sensor: clang compiles
+# its BPF programs, bpftool generates vmlinux.h from the kernel's BTF and the
+# libbpf skeleton that embeds them, libbpf loads them (at run time only the
+# kernel and libbpf1 are needed).
 build_pkgs=(
-  gcc make cmake pkg-config git ca-certificates
+  gcc make cmake pkg-config git ca-certificates clang libbpf-dev bpftool
   libuv1-dev libyara-dev libssl-dev libcjson-dev libcurl4-openssl-dev zlib1g-dev
   libh2o-dev libsqlite3-dev libyaml-dev libpcre2-dev
 )
 test_pkgs=(
-  libcmocka-dev python3 clang libclang-rt-14-dev clang-format
+  libcmocka-dev python3 libclang-rt-14-dev clang-format
   util-linux iproute2 procps
   python3-aiosmtpd python3-cryptography
   debootstrap systemd-container

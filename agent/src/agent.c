@@ -193,6 +193,7 @@ void agent_counters_json(agent_t *a, cJSON *k) {
   cJSON_AddNumberToObject(k, "process_events", (double)ac->process_events);
   cJSON_AddNumberToObject(k, "gaps", (double)ac->gaps);
   cJSON_AddNumberToObject(k, "dropped", (double)ac->dropped);
+  psensor_status_json(a->ps, k);
   if (a->det != NULL) {
     detect_status_t ds;
     detect_status(a->det, &ds);

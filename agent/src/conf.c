@@ -10,6 +10,7 @@
 static const char *const log_levels[] = {"error", "warn", "notice", "info", "debug", NULL};
 static const char *const exec_policies[] = {"off", "detect", "block", NULL};
 static const char *const file_policies[] = {"detect", "quarantine", NULL};
+static const char *const process_sources[] = {"auto", "ebpf", "proc", NULL};
 static const char *const behaviour_responses[] = {"alert", "kill", NULL};
 
 static int check_abs_path(const void *value, char *msg, size_t msglen) {
@@ -46,7 +47,14 @@ static const ym_cfg_field_t table[] = {
     F("sensors.file", YM_CFG_BOOL, 0, 0, "true", file_sensor, NULL, NULL,
       "Watch file creation, change, deletion and rename on every real filesystem (fanotify)."),
     F("sensors.process", YM_CFG_BOOL, 0, 0, "true", process_sensor, NULL, NULL,
-      "Watch process start and end (netlink proc connector, enriched from /proc)."),
+      "Watch process start and end (from eBPF or the proc connector: `process.sensor`)."),
+    F("process.sensor", YM_CFG_ENUM, 0, 0, "\"auto\"", process_source, process_sources, NULL,
+      "Where process events come from: `ebpf` (BPF programs at the kernel's scheduler "
+      "tracepoints: every program start with its arguments as the kernel had them), `proc` "
+      "(netlink proc connector, details read from /proc afterwards, so a process that ends at "
+      "once loses them), or `auto` (eBPF when the kernel lets it load, else the proc connector; "
+      "`yamorictl status` says which runs and why). With `ebpf` the agent does not start "
+      "without it."),
     F("exclude.paths", YM_CFG_STRLIST, 0, 256, "[]", exclude_paths, NULL, check_abs_list,
       "Path prefixes whose file events are not reported (a prefix matches whole components)."),
     F("exclude.executables", YM_CFG_STRLIST, 0, 256, "[]", exclude_executables, NULL,

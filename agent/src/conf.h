@@ -14,6 +14,10 @@
 
 #define CONF_DEFAULT_PATH "/etc/yamori/agent.json"
 #define CONF_POLICY_FILE_QUARANTINE 1
+/* process.sensor */
+#define CONF_PROCESS_AUTO 0
+#define CONF_PROCESS_EBPF 1
+#define CONF_PROCESS_PROC 2
 
 typedef struct {
   char *output;    /* "" none, "-" stdout, else a file path (NDJSON) */
@@ -21,6 +25,7 @@ typedef struct {
   char *state_dir; /* identity, spool, quarantine */
   bool file_sensor;
   bool process_sensor;
+  int process_source; /* CONF_PROCESS_* */
   ym_strlist_t exclude_paths;
   ym_strlist_t exclude_executables;
   long long max_args;

@@ -20,6 +20,8 @@
 #include <uv.h>
 
 #define OS_PATH_MAX 4096
+/* Bytes of watched environment bindings kept per program start. */
+#define OS_ENV_MAX 2048
 
 /* ------------------------------------------------------------------ */
 /* Process information from the OS (/proc on Linux)                     */
@@ -30,7 +32,19 @@ typedef struct {
   uint64_t start_ticks; /* process start, clock ticks since boot */
   uint32_t uid;         /* real user id */
   uint32_t euid;        /* effective user id */
-  char comm[32];        /* kernel's short name (may be truncated to 15 bytes) */
+  /* Known only from the eBPF source (ids_ok): real group id, login uid
+   * (audit; loginuid_ok false when unset or not kept by the kernel) and
+   * audit session id. */
+  bool ids_ok;
+  bool loginuid_ok;
+  uint32_t gid;
+  uint32_t loginuid;
+  uint32_t sessionid;
+  /* The bindings of LD_PRELOAD and LD_LIBRARY_PATH set at the exec, each
+   * followed by a NUL (eBPF source only; env_len 0: none, or unknown). */
+  size_t env_len;
+  char env[OS_ENV_MAX];
+  char comm[32]; /* kernel's short name (may be truncated to 15 bytes) */
 
   bool exe_ok;      /* false: exe[] unknown */
   bool exe_deleted; /* the executable was deleted after start */
@@ -59,6 +73,17 @@ typedef struct {
  * max_args arguments and max_args_bytes bytes of them are kept. */
 int os_proc_read(int pid, size_t max_args, size_t max_args_bytes, os_proc_info_t *out);
 void os_proc_info_free(os_proc_info_t *info);
+/* Copies src into dst (dst owns its own copy of the arguments). */
+int os_proc_info_copy(os_proc_info_t *dst, const os_proc_info_t *src);
+
+/* Fills the args fields of out from an argument vector as the kernel lays
+ * it out: buf holds avail bytes (avail <= max_bytes) and has room for one
+ * more; more tells that the source had more than that. The kept arguments
+ * follow the rules of os_proc_read(): at most max_args of them, an argument
+ * cut by the byte limit is kept up to it, a final argument without its NUL
+ * gets one when it fits. Takes ownership of buf (a malloc()ed block). */
+void os_proc_args_keep(char *buf, size_t avail, bool more, size_t max_args, size_t max_bytes,
+                       os_proc_info_t *out);
 
 /* Reads only the parent pid and the start time (cheap; for fork events). */
 int os_proc_read_stat(int pid, int *ppid, uint64_t *start_ticks);
@@ -98,6 +123,12 @@ typedef struct {
   uint32_t euid;   /* UID: new effective uid */
   uint64_t lost;   /* LOST: how many events (when lost_known) */
   bool lost_known; /* LOST: false when the kernel could not say (ENOBUFS) */
+  /* FORK, EXEC: the process's start time in clock ticks since boot, as
+   * os_proc_read() reports it; 0 when the source does not know it. */
+  uint64_t start_ticks;
+  /* EXEC: what the source recorded at the exec itself (the eBPF source);
+   * valid during the callback. NULL: read it with os_proc_read(). */
+  const os_proc_info_t *info;
 } os_procev_t;
 
 typedef struct os_procwatch os_procwatch_t;
@@ -116,6 +147,52 @@ void os_procwatch_free(os_procwatch_t *w);
 /* Handles the process events queued now, as the readable callback would
  * (a no-op when called from inside a delivery). */
 void os_procwatch_drain(os_procwatch_t *w);
+
+/* ------------------------------------------------------------------ */
+/* Process events from eBPF programs at the kernel's scheduler          */
+/* tracepoints (os/linux/ebpf.c)                                         */
+
+/*
+ * The same records as os_procwatch, delivered the same way, but complete:
+ * every EXEC carries the program's argument vector, executable and users as
+ * the kernel had them at the exec (os_procev_t.info), so a process that
+ * ends at once still has them. The working directory is read from /proc as
+ * soon as the event arrives (cwd_ok false when the process is gone). FORK
+ * and EXEC carry the start time. UID events come where the kernel has
+ * syscall tracepoints and tracefs is mounted (stats.uid_events). Events the
+ * kernel could not queue are counted there and reported as OS_PROCEV_LOST
+ * with the exact count.
+ */
+typedef struct os_bpfwatch os_bpfwatch_t;
+
+typedef struct {
+  size_t max_args;       /* arguments kept per exec */
+  size_t max_args_bytes; /* bytes of arguments kept per exec */
+  int self_pid;          /* events of this process are not reported */
+} os_bpfwatch_opts_t;
+
+typedef struct {
+  uint64_t events;    /* records read */
+  uint64_t lost;      /* records the kernel could not queue */
+  uint64_t truncated; /* execs whose argument vector was cut in the kernel */
+  bool uid_events;    /* user id changes are followed (syscall tracepoints) */
+} os_bpfwatch_stats_t;
+
+/* Loads and attaches the programs. On failure returns the error and writes
+ * why it failed (for the log and status) into why; YM_ENOTSUP when the
+ * agent was built without the eBPF sensor. When the environment variable
+ * YAMORI_TEST_DENY_BPF is set to 1 the load is refused with YM_EPERM, as a
+ * kernel that forbids BPF would: the tests use it to check the fallback. */
+int os_bpfwatch_new(uv_loop_t *loop, const os_bpfwatch_opts_t *opts, os_procev_cb cb, void *data,
+                    os_bpfwatch_t **out, char *why, size_t whylen);
+/* Starts delivering events from the loop. */
+int os_bpfwatch_start(os_bpfwatch_t *w);
+/* Detaches and closes; the handle is freed once libuv has closed it. The
+ * callback is not called again. */
+void os_bpfwatch_free(os_bpfwatch_t *w);
+/* Handles the events queued now (a no-op from inside a delivery). */
+void os_bpfwatch_drain(os_bpfwatch_t *w);
+void os_bpfwatch_stats(const os_bpfwatch_t *w, os_bpfwatch_stats_t *out);
 
 /* ------------------------------------------------------------------ */
 /* File events (fanotify filesystem marks on Linux)                     */

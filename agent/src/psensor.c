@@ -55,6 +55,8 @@ typedef struct {
 struct psensor {
   agent_t *a;
   os_procwatch_t *watch;
+  os_bpfwatch_t *bpf; /* the eBPF source, when it runs instead of watch */
+  char fallback[160]; /* why the eBPF source does not run ("" when it does) */
   retired_t *retired; /* ring */
   size_t rhead, rcount;
   uv_timer_t purge;
@@ -154,13 +156,21 @@ static void fill_entry_from_info(agent_t *a, proc_entry_t *e, const os_proc_info
     proctab_set_exe(e, info->exe, info->exe_len);
 }
 
+/* Handles the process events queued now, from whichever source runs. */
+static void drain(psensor_t *p) {
+  if (p->bpf != NULL)
+    os_bpfwatch_drain(p->bpf);
+  else if (p->watch != NULL)
+    os_procwatch_drain(p->watch);
+}
+
 proc_entry_t *psensor_lookup(agent_t *a, int pid) {
   proc_entry_t *e = proctab_get(&a->procs, pid);
   if (e != NULL && e->exe == NULL) {
     /* Known only from its exec notification so far: its exec event may
      * still wait in the process sensor's queue. */
-    if (a->ps != NULL && a->ps->watch != NULL)
-      os_procwatch_drain(a->ps->watch);
+    if (a->ps != NULL)
+      drain(a->ps);
     e = proctab_get(&a->procs, pid);
     if (e != NULL && e->exe == NULL && e->exec_open != NULL)
       proctab_set_exe(e, e->exec_open, e->exec_open_len);
@@ -171,8 +181,8 @@ proc_entry_t *psensor_lookup(agent_t *a, int pid) {
   if (os_proc_read(pid, 1, 256, &info) != 0) {
     /* Gone already: its fork and exec may still wait in the process
      * sensor's queue (the two kernel sources are read independently). */
-    if (a->ps != NULL && a->ps->watch != NULL) {
-      os_procwatch_drain(a->ps->watch);
+    if (a->ps != NULL && (a->ps->watch != NULL || a->ps->bpf != NULL)) {
+      drain(a->ps);
       return proctab_get(&a->procs, pid);
     }
     return NULL;
@@ -378,6 +388,18 @@ static void join_args(ym_event_t *ev, const os_proc_info_t *info) {
   free(line);
 }
 
+/* Group, login uid and session: known from the eBPF source only. */
+static void set_ids(ym_event_t *ev, const os_proc_info_t *info) {
+  char id[16];
+  snprintf(id, sizeof(id), "%u", info->gid);
+  ym_event_set_cstr(ev, YM_F_PROCESS_GROUP_ID, id);
+  if (info->loginuid_ok) {
+    snprintf(id, sizeof(id), "%u", info->loginuid);
+    ym_event_set_cstr(ev, YM_F_YAMORI_PROCESS_LOGIN_UID, id);
+    ym_event_set_int(ev, YM_F_YAMORI_PROCESS_SESSION_ID, info->sessionid);
+  }
+}
+
 /* The program of a process whose /proc entry could not tell it (gone, or
  * a zombie already): the one the file sensor saw it open for execution,
  * else none. What the entry knew before (the parent's program, copied at
@@ -402,7 +424,11 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
   fsensor_drain(a->fs);
   proc_entry_t *e = proctab_upsert(&a->procs, pe->pid);
   os_proc_info_t info;
-  int rc = os_proc_read(pe->pid, (size_t)c->max_args, (size_t)c->max_args_bytes, &info);
+  /* The eBPF source recorded the exec itself; the proc connector's only
+   * names the process, which is read from /proc now. */
+  int rc = pe->info != NULL
+               ? os_proc_info_copy(&info, pe->info)
+               : os_proc_read(pe->pid, (size_t)c->max_args, (size_t)c->max_args_bytes, &info);
 
   pstart_t *s = calloc(1, sizeof(*s));
   if (s == NULL) {
@@ -436,6 +462,10 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
     } else {
       s->missing[s->nmissing++] = "process.args";
     }
+    if (info.ids_ok)
+      set_ids(ev, &info);
+    if (info.env_len > 0)
+      ym_event_set_nul_list(ev, YM_F_PROCESS_ENV_VARS, info.env, info.env_len);
     if (info.cwd_ok)
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else
@@ -511,7 +541,9 @@ static void on_fork(psensor_t *p, const os_procev_t *pe) {
   e->ppid = pe->ppid;
   int ppid;
   uint64_t ticks;
-  if (os_proc_read_stat(pe->pid, &ppid, &ticks) == 0)
+  if (pe->start_ticks != 0)
+    proctab_set_start(&a->procs, e, pe->start_ticks);
+  else if (os_proc_read_stat(pe->pid, &ppid, &ticks) == 0)
     proctab_set_start(&a->procs, e, ticks);
   else
     proctab_set_start(&a->procs, e, ns_to_ticks(a, pe->ts_ns));
@@ -566,7 +598,10 @@ static void on_procev(const os_procev_t *pe, void *data) {
   case OS_PROCEV_LOST:
     if (pe->lost_known) {
       a->counters.lost_process += pe->lost;
-      agent_emit_gap(a, "proc_connector", "sequence", pe->lost, true);
+      if (p->bpf != NULL)
+        agent_emit_gap(a, "ebpf", "ring_buffer_full", pe->lost, true);
+      else
+        agent_emit_gap(a, "proc_connector", "sequence", pe->lost, true);
     } else {
       a->counters.lost_process_unknown++;
       agent_emit_gap(a, "proc_connector", "receive_overrun", 0, false);
@@ -596,9 +631,46 @@ int psensor_new(agent_t *a, psensor_t **out) {
   return 0;
 }
 
+/* Starts the eBPF source unless the configuration says `proc`. On failure
+ * p->fallback says why; the caller falls back to the proc connector unless
+ * the configuration insists on eBPF. */
+static int start_bpf(psensor_t *p) {
+  agent_t *a = p->a;
+  if (a->conf->process_source == CONF_PROCESS_PROC) {
+    snprintf(p->fallback, sizeof(p->fallback), "process.sensor is proc");
+    return YM_ENOTSUP;
+  }
+  os_bpfwatch_opts_t o = {
+      .max_args = (size_t)a->conf->max_args,
+      .max_args_bytes = (size_t)a->conf->max_args_bytes,
+      .self_pid = (int)a->self_pid,
+  };
+  int rc = os_bpfwatch_new(a->loop, &o, on_procev, p, &p->bpf, p->fallback, sizeof(p->fallback));
+  if (rc == 0) {
+    rc = os_bpfwatch_start(p->bpf);
+    if (rc != 0) {
+      os_bpfwatch_free(p->bpf);
+      p->bpf = NULL;
+      snprintf(p->fallback, sizeof(p->fallback), "cannot poll the ring buffer");
+    }
+  }
+  if (rc != 0) {
+    ym_log(a->conf->process_source == CONF_PROCESS_EBPF ? YM_LOG_ERROR : YM_LOG_WARN, 0,
+           "eBPF process sensor not used: %s%s", p->fallback,
+           a->conf->process_source == CONF_PROCESS_EBPF ? "" : "; using the proc connector");
+    return rc;
+  }
+  p->fallback[0] = '\0';
+  ym_log(YM_LOG_INFO, 0, "process sensor: eBPF");
+  return 0;
+}
+
 int psensor_start(psensor_t *p) {
   agent_t *a = p->a;
-  int rc = os_procwatch_new(a->loop, (size_t)a->conf->netlink_rcvbuf, on_procev, p, &p->watch);
+  int rc = start_bpf(p);
+  if (rc == 0 || a->conf->process_source == CONF_PROCESS_EBPF)
+    return rc;
+  rc = os_procwatch_new(a->loop, (size_t)a->conf->netlink_rcvbuf, on_procev, p, &p->watch);
   if (rc != 0)
     return rc;
   /* Subscribe first, then seed: a process started in between is seen by
@@ -613,6 +685,10 @@ int psensor_start(psensor_t *p) {
 }
 
 void psensor_stop(psensor_t *p) {
+  if (p != NULL && p->bpf != NULL) {
+    os_bpfwatch_free(p->bpf);
+    p->bpf = NULL;
+  }
   if (p != NULL && p->watch != NULL) {
     os_procwatch_free(p->watch);
     p->watch = NULL;
@@ -629,4 +705,20 @@ void psensor_free(psensor_t *p) {
   psensor_stop(p);
   free(p->retired);
   free(p);
+}
+
+void psensor_status_json(const psensor_t *p, cJSON *k) {
+  if (p == NULL)
+    return;
+  cJSON_AddStringToObject(k, "process_sensor", p->bpf != NULL ? "ebpf" : "proc_connector");
+  if (p->bpf == NULL && p->fallback[0] != '\0')
+    cJSON_AddStringToObject(k, "process_sensor_fallback", p->fallback);
+  if (p->bpf != NULL) {
+    os_bpfwatch_stats_t st;
+    os_bpfwatch_stats(p->bpf, &st);
+    cJSON_AddNumberToObject(k, "ebpf_events", (double)st.events);
+    cJSON_AddNumberToObject(k, "ebpf_lost", (double)st.lost);
+    cJSON_AddNumberToObject(k, "ebpf_args_truncated", (double)st.truncated);
+    cJSON_AddBoolToObject(k, "ebpf_uid_events", st.uid_events);
+  }
 }

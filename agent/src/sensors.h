@@ -18,6 +18,9 @@ int psensor_start(psensor_t *p);
 /* Stops listening; pending start events still complete. */
 void psensor_stop(psensor_t *p);
 void psensor_free(psensor_t *p);
+/* Adds the process sensor's source ("ebpf" or "proc_connector"), why eBPF
+ * is not used, and the eBPF counters to the JSON object k. */
+void psensor_status_json(const psensor_t *p, cJSON *k);
 
 /* The table entry for pid, read from the OS when the table does not know
  * it yet (NULL when the process is gone and unknown, or the table is

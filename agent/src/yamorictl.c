@@ -200,8 +200,11 @@ static int cmd_status(conn_t *c, const opts_t *o) {
            str_or(rules, "version", "?"));
     printf("policy:    exec %s, files %s, kill %s\n", str_or(pol, "exec", "?"),
            str_or(pol, "file", "?"), cJSON_IsTrue(cJSON_GetObjectItem(pol, "kill")) ? "on" : "off");
-    printf("sensors:   process %s, file %s, exec guard %s\n",
+    printf("sensors:   process %s%s%s%s, file %s, exec guard %s\n",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "process")) ? "on" : "off",
+           ym_json_get_str(k, "process_sensor") ? " (" : "",
+           ym_json_get_str(k, "process_sensor") ? ym_json_get_str(k, "process_sensor") : "",
+           ym_json_get_str(k, "process_sensor") ? ")" : "",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "file")) ? "on" : "off",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "exec_guard")) ? "on" : "off");
     const cJSON *bn = cJSON_GetObjectItem(k, "behaviour_rules");
@@ -216,7 +219,7 @@ static int cmd_status(conn_t *c, const opts_t *o) {
       if (cJSON_IsString(it))
         printf("  %-22s %s\n", it->string, it->valuestring);
       else if (cJSON_IsBool(it))
-        printf("  %-22s %s\n", it->string, cJSON_IsTrue(it) ? "true" : "false");
+        printf("  %-22s %s\n", it->string, cJSON_IsTrue(it) ? "yes" : "no");
       else
         printf("  %-22s %.0f\n", it->string, it->valuedouble);
     }

@@ -5,6 +5,7 @@
 #include "incidents.h"
 #include "release.h"
 #include "sql.h"
+#include "technique.h"
 
 #include "yamori/err.h"
 #include "yamori/version.h"
@@ -230,7 +231,7 @@ static void actions_json(sqlite3 *db, int64_t incident, cJSON *arr) {
   "WITH x AS (SELECT a.id, a.tenant_id, t.name AS tname, t.display AS tdisplay, a.host_name,"      \
   " a.host_json, a.version, a.rules_version, a.last_seen, a.enrolled_at, a.status_json,"           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
-  "   AND i.kind = 'malware') AS mal,"                                                             \
+  "   AND i.kind = 'malware' AND (i.ruleset = '' OR i.severity = 'high')) AS mal,"                 \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved'"           \
   "   AND i.kind = 'duplicate') AS dup,"                                                           \
   " (SELECT COUNT(*) FROM incidents i WHERE i.agent_id = a.id AND i.state != 'resolved')"          \
@@ -384,7 +385,7 @@ static cJSON *incident_item(sqlite3_stmt *st);
 #define INCIDENT_COLS                                                                              \
   "i.id, i.tenant_id, t.name, t.display, i.agent_id, COALESCE(a.host_name, ''), i.kind, i.title,"  \
   " i.rule, i.severity, i.state, i.owner, i.count, i.first_ms, i.last_ms, i.file_path,"            \
-  " i.file_sha256, i.resolved_ms"
+  " i.file_sha256, i.resolved_ms, i.ruleset, i.technique"
 #define INCIDENT_FROM                                                                              \
   " FROM incidents i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN agents a ON a.id = i.agent_id"
 
@@ -544,7 +545,45 @@ static cJSON *incident_item(sqlite3_stmt *st) {
   add_str(o, "file_path", st, 15);
   add_str(o, "file_sha256", st, 16);
   add_int_or_null(o, "resolved_ms", st, 17);
+  /* A behaviour incident: its ruleset, its ATT&CK ids, and the first
+   * known technique's title in both languages (the list shows it). */
+  add_str(o, "ruleset", st, 18);
+  add_str(o, "technique", st, 19);
+  const technique_t *tq = technique_first(sql_text(st, 19));
+  if (tq != NULL) {
+    cJSON *tt = cJSON_AddObjectToObject(o, "technique_title");
+    cJSON_AddStringToObject(tt, "ja", tq->title[TECHNIQUE_JA]);
+    cJSON_AddStringToObject(tt, "en", tq->title[TECHNIQUE_EN]);
+  }
   return o;
+}
+
+/* Every ATT&CK id of a behaviour incident with its texts in both
+ * languages: [{id, ja: {title, text, todo}, en: {...}}] (an id without
+ * texts has only its id). */
+static cJSON *techniques_json(const char *ids) {
+  cJSON *arr = cJSON_CreateArray();
+  for (const char *p = ids; p != NULL && *p != '\0';) {
+    size_t n = strcspn(p, ",");
+    char id[16];
+    if (n > 0 && n < sizeof(id)) {
+      memcpy(id, p, n);
+      id[n] = '\0';
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "id", id);
+      const technique_t *tq = technique_find(id);
+      static const char *const langs[] = {"ja", "en"};
+      for (int l = 0; tq != NULL && l < 2; l++) {
+        cJSON *x = cJSON_AddObjectToObject(o, langs[l]);
+        cJSON_AddStringToObject(x, "title", tq->title[l]);
+        cJSON_AddStringToObject(x, "text", tq->text[l]);
+        cJSON_AddStringToObject(x, "todo", tq->todo[l]);
+      }
+      cJSON_AddItemToArray(arr, o);
+    }
+    p += n + (p[n] == ',');
+  }
+  return arr;
 }
 
 int dash_incidents(sqlite3 *db, web_req_t *q) {
@@ -579,7 +618,7 @@ int dash_incidents(sqlite3 *db, web_req_t *q) {
   int64_t total = 0;
   while (sqlite3_step(st) == SQLITE_ROW) {
     cJSON_AddItemToArray(items, incident_item(st));
-    total = sqlite3_column_int64(st, 18);
+    total = sqlite3_column_int64(st, 20);
   }
   sqlite3_finalize(st);
   cJSON_AddNumberToObject(q->answer, "total", (double)total);
@@ -639,7 +678,7 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   q->answer = incident_item(st);
   int64_t tenant = sqlite3_column_int64(st, 1);
   cJSON *first = NULL;
-  const char *aj = sql_text(st, 18);
+  const char *aj = sql_text(st, 20);
   ym_json_parse_lenient(aj, strlen(aj), 4 * 1024 * 1024, &first);
   sqlite3_finalize(st);
   /* A duplicate host: its host id and the records that share it. */
@@ -647,6 +686,8 @@ int dash_incident(sqlite3 *db, web_req_t *q) {
   if (kind != NULL && strcmp(kind, "duplicate") == 0 && cJSON_IsObject(first))
     cJSON_AddItemToObject(q->answer, "duplicate", cJSON_Duplicate(first, 1));
   cJSON_AddItemToObject(q->answer, "process", process_chain(first));
+  cJSON_AddItemToObject(q->answer, "techniques",
+                        techniques_json(ym_json_get_str(q->answer, "technique")));
   cJSON *alerts = cJSON_AddArrayToObject(q->answer, "alerts");
   st = sql_prep(db, "SELECT e.id, e.ts_ms, e.json FROM incident_alerts x JOIN events e"
                     " ON e.id = x.event_id WHERE x.incident_id = ?1 AND e.tenant_id = ?2"

@@ -102,6 +102,15 @@ static const char *const schema[] = {
     "CREATE INDEX incidents_agent ON incidents(agent_id, state);"
     "INSERT INTO incident_log SELECT * FROM incident_log_keep;"
     "DROP TABLE incident_log_keep;",
+    /* 3: behaviour alerts. ruleset is "sigma" for them ("" for YARA), and
+     * their rule is the Sigma id (titles are not unique); technique holds
+     * the ATT&CK ids of the alert, comma-separated. A PC's open incident is
+     * one per kind, ruleset and rule. */
+    "ALTER TABLE incidents ADD COLUMN ruleset TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE incidents ADD COLUMN technique TEXT NOT NULL DEFAULT '';"
+    "DROP INDEX incidents_open;"
+    "CREATE UNIQUE INDEX incidents_open ON incidents(agent_id, kind, ruleset, rule)"
+    " WHERE state != 'resolved';",
 };
 
 int incidents_schema(store_t *s) {
@@ -146,12 +155,16 @@ static int log_entry(sqlite3 *db, int64_t incident, int64_t at_ms, const char *w
   return sql_done(st);
 }
 
-/* Tells the notifier about malware and silent incidents (duplicate-host
- * incidents are shown on the dashboard only). */
+/* Tells the notifier about malware and silent incidents. Shown on the
+ * dashboard only: duplicate-host incidents, and behaviour incidents of a
+ * low-level rule (a hint for the provider, not a reason to alarm the
+ * company). */
 static int notify(incidents_t *m, sqlite3 *db, int64_t incident, const char *change) {
   if (m == NULL || m->opts.notify == NULL)
     return 0;
-  sqlite3_stmt *st = sql_prep(db, "SELECT kind != 'duplicate' FROM incidents WHERE id = ?1");
+  sqlite3_stmt *st = sql_prep(db, "SELECT kind != 'duplicate'"
+                                  " AND NOT (ruleset = 'sigma' AND severity = 'low')"
+                                  " FROM incidents WHERE id = ?1");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_int64(st, 1, incident);
@@ -182,8 +195,48 @@ static const char *severity_of(const cJSON *e) {
   return sev->valuedouble >= 73 ? "high" : sev->valuedouble >= 47 ? "medium" : "low";
 }
 
+#define TECHNIQUES_MAX 8
+
+/* True when s is an ATT&CK technique id: T and four digits, optionally a
+ * dot and three digits. */
+static bool technique_id_ok(const char *s) {
+  size_t n = strlen(s);
+  if ((n != 5 && n != 9) || s[0] != 'T')
+    return false;
+  for (size_t i = 1; i < n; i++)
+    if (!(i == 5 ? s[i] == '.' : s[i] >= '0' && s[i] <= '9'))
+      return false;
+  return true;
+}
+
+/* The alert's threat.technique.id (an array, or one string), well-formed
+ * ids only, at most TECHNIQUES_MAX, comma-separated into out. */
+static void techniques_of(const cJSON *e, char *out, size_t cap) {
+  out[0] = '\0';
+  const cJSON *th = cJSON_GetObjectItemCaseSensitive(e, "threat");
+  const cJSON *te = cJSON_IsObject(th) ? cJSON_GetObjectItemCaseSensitive(th, "technique") : NULL;
+  const cJSON *ids = cJSON_IsObject(te) ? cJSON_GetObjectItemCaseSensitive(te, "id") : NULL;
+  const cJSON *one = cJSON_IsString(ids) ? ids : NULL;
+  const cJSON *it = cJSON_IsArray(ids) ? ids->child : one;
+  size_t len = 0;
+  for (unsigned n = 0; it != NULL && n < TECHNIQUES_MAX; it = one ? NULL : it->next) {
+    if (!cJSON_IsString(it) || !technique_id_ok(it->valuestring) ||
+        strstr(out, it->valuestring) != NULL)
+      continue;
+    int w = snprintf(out + len, cap - len, "%s%s", len ? "," : "", it->valuestring);
+    if (w < 0 || (size_t)w >= cap - len) {
+      out[len] = '\0';
+      break;
+    }
+    len += (size_t)w;
+    n++;
+  }
+}
+
 /* One new alert: into its PC's open incident for the rule, or a new
- * incident. */
+ * incident. A YARA alert's rule is its rule name; a behaviour alert's
+ * (rule.ruleset "sigma") is its Sigma id, with the rule's title as the
+ * incident's title and the ATT&CK techniques kept. */
 static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *agent,
                     const store_event_t *ev, int64_t row) {
   cJSON *e = NULL;
@@ -196,9 +249,22 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
   const cJSON *file = cJSON_GetObjectItemCaseSensitive(e, "file");
   const cJSON *hash = cJSON_IsObject(file) ? cJSON_GetObjectItemCaseSensitive(file, "hash") : NULL;
   char rname[256], title[TITLE_MAX + 1], path[PATH_MAX_STORED + 1], sha[65];
-  bounded(cJSON_IsObject(rule) ? ym_json_get_str(rule, "name") : NULL, 255, rname, sizeof(rname));
+  char technique[TECHNIQUES_MAX * 10 + 1];
+  const char *rs = cJSON_IsObject(rule) ? ym_json_get_str(rule, "ruleset") : NULL;
+  const char *rid = cJSON_IsObject(rule) ? ym_json_get_str(rule, "id") : NULL;
+  const char *name = cJSON_IsObject(rule) ? ym_json_get_str(rule, "name") : NULL;
   const char *desc = cJSON_IsObject(rule) ? ym_json_get_str(rule, "description") : NULL;
-  bounded(desc != NULL ? desc : rname, TITLE_MAX, title, sizeof(title));
+  bool sigma = rs != NULL && strcmp(rs, "sigma") == 0;
+  if (sigma) {
+    bounded(rid != NULL && rid[0] != '\0' ? rid : name, 255, rname, sizeof(rname));
+    bounded(name != NULL && name[0] != '\0' ? name : desc, TITLE_MAX, title, sizeof(title));
+    techniques_of(e, technique, sizeof(technique));
+  } else {
+    bounded(name, 255, rname, sizeof(rname));
+    bounded(desc != NULL ? desc : rname, TITLE_MAX, title, sizeof(title));
+    technique[0] = '\0';
+  }
+  const char *ruleset = sigma ? "sigma" : "";
   bounded(cJSON_IsObject(file) ? ym_json_get_str(file, "path") : NULL, PATH_MAX_STORED, path,
           sizeof(path));
   bounded(cJSON_IsObject(hash) ? ym_json_get_str(hash, "sha256") : NULL, 64, sha, sizeof(sha));
@@ -209,11 +275,12 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
   sqlite3_stmt *st = sql_prep(db, "UPDATE incidents SET count = count + 1,"
                                   " last_ms = max(last_ms, ?3), updated_ms = ?4"
                                   " WHERE agent_id = ?1 AND kind = 'malware' AND rule = ?2"
-                                  " AND state != 'resolved' RETURNING id, count");
+                                  " AND ruleset = ?5 AND state != 'resolved' RETURNING id, count");
   if (st == NULL)
     return YM_EIO;
   sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, rname, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 5, ruleset, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, ts);
   sqlite3_bind_int64(st, 4, now_ms());
   int64_t id = 0, count = 0;
@@ -232,7 +299,8 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
     st = sql_prep(
         db, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, severity,"
             " first_ms, last_ms, file_path, file_sha256, process_json, alert_json,"
-            " updated_ms) VALUES(?1, ?2, 'malware', ?3, ?4, ?5, ?6, ?6, ?7, ?8, '[]', ?9, ?10)");
+            " updated_ms, ruleset, technique)"
+            " VALUES(?1, ?2, 'malware', ?3, ?4, ?5, ?6, ?6, ?7, ?8, '[]', ?9, ?10, ?11, ?12)");
     if (st == NULL)
       return YM_EIO;
     sqlite3_bind_int64(st, 1, tenant);
@@ -245,6 +313,8 @@ static int on_alert(incidents_t *m, sqlite3 *db, int64_t tenant, const char *age
     sqlite3_bind_text(st, 8, sha, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 9, ev->json, (int)ev->json_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 10, now_ms());
+    sqlite3_bind_text(st, 11, ruleset, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 12, technique, -1, SQLITE_STATIC);
     rc = sql_done(st);
     id = sqlite3_last_insert_rowid(db);
     count = 1;

@@ -13,7 +13,10 @@
  *                                        desk contact is tenants.helpdesk
  *   incidents(id, tenant_id, agent_id, kind, rule, title, severity, state,
  *             owner, count, first_ms, last_ms, resolved_ms, file_path,
- *             file_sha256, process_json, alert_json, updated_ms)
+ *             file_sha256, process_json, alert_json, updated_ms, ruleset,
+ *             technique)         ruleset "sigma": a behaviour rule's
+ *                                incident, rule is its Sigma id and
+ *                                technique its ATT&CK ids ("T1053.003,...")
  *   incident_alerts(incident_id, event_id)
  *   incident_log(id, incident_id, at_ms, what, user, detail)
  * Incidents are never pruned with the events; alert_json keeps a copy of

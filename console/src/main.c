@@ -101,6 +101,9 @@ static void usage(FILE *f) {
         "  rules compile-sigma [--strict] IN... -o OUT.json\n"
         "                              compile Sigma rules (files or directories) for\n"
         "                              the agent; one line per rule, accepted or refused\n"
+        "  rules import-sigma DIR [--tenant NAME] [-o OUT]\n"
+        "                              compile a provider's Sigma collection into\n"
+        "                              OUT/sigma/ for `rules publish OUT`\n"
         "\n"
         "Options:\n"
         "  -d, --data-dir DIR   data directory (default " DEFAULT_DATA_DIR ")\n"
@@ -654,6 +657,10 @@ static int maybe_release_main(int argc, char **argv, int *rc) {
     if (strcmp(argv[i], "rules") == 0 && i + 1 < argc &&
         strcmp(argv[i + 1], "compile-sigma") == 0) {
       *rc = sigma_compile_main(argc - i - 1, argv + i + 1);
+      return 1;
+    }
+    if (strcmp(argv[i], "rules") == 0 && i + 1 < argc && strcmp(argv[i + 1], "import-sigma") == 0) {
+      *rc = sigma_import_main(data_dir, argc - i - 1, argv + i + 1);
       return 1;
     }
     *rc = release_main(data_dir, argc - i, argv + i);

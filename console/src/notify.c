@@ -1,5 +1,7 @@
 #include "notify.h"
 
+#include "technique.h"
+
 #include "yamori/err.h"
 #include "yamori/json.h"
 #include "yamori/version.h"
@@ -113,7 +115,8 @@ static const char sql_incident[] =
     " coalesce(a.last_seen, 0), t.name, t.display, t.helpdesk, coalesce(s.lang, 'ja'),"
     " coalesce(s.emails, '[]'), coalesce(s.webhook_url, ''),"
     " CASE WHEN json_valid(i.alert_json)"
-    "  THEN coalesce(json_extract(i.alert_json, '$.event.action'), '') ELSE '' END"
+    "  THEN coalesce(json_extract(i.alert_json, '$.event.action'), '') ELSE '' END,"
+    " i.ruleset, i.technique"
     " FROM incidents i JOIN tenants t ON t.id = i.tenant_id"
     " LEFT JOIN agents a ON a.id = i.agent_id"
     " LEFT JOIN tenant_settings s ON s.tenant_id = i.tenant_id"
@@ -175,7 +178,7 @@ int notify_set_console_url_db(sqlite3 *db, const char *url) {
 typedef struct {
   int64_t tenant_id, incident_id;
   char *kind, *rule, *title, *severity, *file_path, *state, *agent_id, *host, *tenant_name,
-      *company, *helpdesk, *lang, *emails, *webhook, *alert_action;
+      *company, *helpdesk, *lang, *emails, *webhook, *alert_action, *ruleset, *technique;
   int64_t first_ms, last_ms, count, last_seen_ms;
   int file_action;
   int64_t grace_ms; /* notify_config grace_ms */
@@ -183,9 +186,9 @@ typedef struct {
 } facts_t;
 
 static void facts_free(facts_t *f) {
-  char **s[] = {&f->kind,     &f->rule,     &f->title,  &f->severity,    &f->file_path,
-                &f->state,    &f->agent_id, &f->host,   &f->tenant_name, &f->company,
-                &f->helpdesk, &f->lang,     &f->emails, &f->webhook,     &f->alert_action};
+  char **s[] = {&f->kind,     &f->rule,    &f->title,        &f->severity, &f->file_path, &f->state,
+                &f->agent_id, &f->host,    &f->tenant_name,  &f->company,  &f->helpdesk,  &f->lang,
+                &f->emails,   &f->webhook, &f->alert_action, &f->ruleset,  &f->technique};
   for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
     free(*s[i]);
     *s[i] = NULL;
@@ -249,13 +252,15 @@ static int load_incident(sqlite3 *db, int64_t id, facts_t *f) {
     f->emails = dup_col(st, 17);
     f->webhook = dup_col(st, 18);
     f->alert_action = dup_col(st, 19);
+    f->ruleset = dup_col(st, 20);
+    f->technique = dup_col(st, 21);
   } else {
     rc = step == SQLITE_DONE ? YM_ENOENT : YM_EIO;
   }
   sqlite3_finalize(st);
   if (rc != 0)
     return rc;
-  if (f->kind == NULL || f->alert_action == NULL)
+  if (f->kind == NULL || f->alert_action == NULL || f->ruleset == NULL || f->technique == NULL)
     return YM_ENOMEM;
   f->file_action = NOTIFY_TEXT_FILE_UNKNOWN;
   if (strcmp(f->alert_action, "exec-denied") == 0) {
@@ -317,6 +322,11 @@ static void add_clean(cJSON *o, const char *key, const char *s, size_t max) {
   ym_buf_free(&b);
 }
 
+/* True for an incident of a behaviour rule (its alerts name ruleset sigma). */
+static bool behaviour(const facts_t *f) {
+  return f->ruleset != NULL && strcmp(f->ruleset, "sigma") == 0 && f->technique != NULL;
+}
+
 /* The webhook's JSON: a stable shape (docs/console.md). */
 static char *build_payload(const facts_t *f, const char *change, const char *subject,
                            const char *body) {
@@ -348,6 +358,27 @@ static char *build_payload(const facts_t *f, const char *change, const char *sub
                             : f->file_action == NOTIFY_TEXT_FILE_BLOCKED ? "blocked"
                                                                          : "unknown");
     cJSON_AddStringToObject(i, "url", f->link);
+    if (behaviour(f)) {
+      /* Behaviour incidents: the Sigma id is the rule, and the ATT&CK
+       * techniques come with their titles in the tenant's language. */
+      cJSON_AddStringToObject(i, "ruleset", "sigma");
+      cJSON *ts = cJSON_AddArrayToObject(i, "techniques");
+      int li = technique_lang(f->lang);
+      for (const char *p = f->technique; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char id[16];
+        if (n > 0 && n < sizeof(id)) {
+          memcpy(id, p, n);
+          id[n] = '\0';
+          const technique_t *tq = technique_find(id);
+          cJSON *o = cJSON_CreateObject();
+          cJSON_AddStringToObject(o, "id", id);
+          cJSON_AddStringToObject(o, "title", tq ? tq->title[li] : "");
+          cJSON_AddItemToArray(ts, o);
+        }
+        p += n + (p[n] == ',');
+      }
+    }
     cJSON *h = cJSON_AddObjectToObject(j, "host");
     add_clean(h, "name", f->host, NOTIFY_HOST_MAX);
     cJSON_AddStringToObject(h, "agent_id", f->agent_id);
@@ -426,10 +457,10 @@ static bool wait_for_response(const facts_t *f, const char *change) {
 
 /* Renders f for change and inserts the rows. */
 static int enqueue_facts(sqlite3 *db, facts_t *f, const char *change, int *n) {
-  notify_text_msg_t m = {f->lang,      change,          f->kind,  f->company,
-                         f->host,      f->title,        f->rule,  f->severity,
-                         f->file_path, f->helpdesk,     f->link,  f->first_ms,
-                         f->last_ms,   f->last_seen_ms, f->count, f->file_action};
+  notify_text_msg_t m = {f->lang,        change,       f->kind,     f->company,      f->host,
+                         f->title,       f->rule,      f->severity, f->file_path,    f->helpdesk,
+                         f->link,        f->first_ms,  f->last_ms,  f->last_seen_ms, f->count,
+                         f->file_action, behaviour(f), f->technique};
   ym_buf_t subject, body;
   ym_buf_init(&subject, NOTIFY_SUBJECT_MAX);
   ym_buf_init(&body, NOTIFY_BODY_MAX);
@@ -498,9 +529,10 @@ static int refresh(sqlite3 *db, int64_t incident, const char *change, int64_t be
     facts_free(&f);
     return rc;
   }
-  notify_text_msg_t m = {f.lang,    change,         f.kind,      f.company,    f.host, f.title,
-                         f.rule,    f.severity,     f.file_path, f.helpdesk,   f.link, f.first_ms,
-                         f.last_ms, f.last_seen_ms, f.count,     f.file_action};
+  notify_text_msg_t m = {f.lang,        change,        f.kind,     f.company,      f.host,
+                         f.title,       f.rule,        f.severity, f.file_path,    f.helpdesk,
+                         f.link,        f.first_ms,    f.last_ms,  f.last_seen_ms, f.count,
+                         f.file_action, behaviour(&f), f.technique};
   ym_buf_t subject, body;
   ym_buf_init(&subject, NOTIFY_SUBJECT_MAX);
   ym_buf_init(&body, NOTIFY_BODY_MAX);

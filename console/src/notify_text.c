@@ -4,6 +4,8 @@
  */
 #include "notify_text.h"
 
+#include "technique.h"
+
 #include "yamori/err.h"
 
 #include <openssl/evp.h>
@@ -185,6 +187,7 @@ typedef struct {
   const char *sev_high, *sev_medium, *sev_low;
   const char *file_isolated, *file_blocked, *file_unknown;
   const char *helpdesk_default, *title_malware, *title_silent;
+  const char *behaviour_todo; /* what to do when the technique has no text */
   const tmpl_t *cases;
   size_t n_cases;
 } lang_t;
@@ -210,6 +213,28 @@ static const char ja_malware_core[] =
     "3. ヘルプデスクから案内があったときは、LANケーブルを抜くかWi-Fiを切って、"
     "PCをネットワークから外してください。\n"
     "4. 心当たりのないメールの添付ファイルやリンクは開かないでください。\n"
+    "慌てる必要はありません。下記の連絡先からの案内をお待ちください。\n";
+
+static const char ja_behaviour_core[] =
+    "■ 何が起きたか\n"
+    "検知した内容: {title}\n"
+    "{technique_text}\n"
+    "検知ルール: {rule}\n"
+    "手口の分類（MITRE ATT&CK）: {technique}\n"
+    "関係するファイル: {file}\n"
+    "日時: {time}\n"
+    "同じ検知の回数: {count}回\n"
+    "重要度: {severity}\n"
+    "\n"
+    "■ どのPCか\n"
+    "PC名: {host}\n"
+    "\n"
+    "■ 今すぐしてほしいこと\n"
+    "1. {technique_todo}\n"
+    "2. PCの電源は切らずに、そのままにしておいてください。"
+    "調べるための記録が消えてしまうことがあります。\n"
+    "3. ヘルプデスクから案内があったときは、LANケーブルを抜くかWi-Fiを切って、"
+    "PCをネットワークから外してください。\n"
     "慌てる必要はありません。下記の連絡先からの案内をお待ちください。\n";
 
 static const char ja_silent_core[] =
@@ -238,6 +263,10 @@ static const char ja_case_core[] = "■ 対象の件\n"
                                    "PC名: {host}\n";
 
 static const tmpl_t ja_cases[] = {
+    {"created", "behaviour", "【Yamori】PC「{host}」で不審な動きを検知しました（{title}）",
+     "お使いのPC「{host}」で、攻撃でよく使われる不審な動きを見つけました。\n", ja_behaviour_core},
+    {"reopened", "behaviour", "【Yamori】PC「{host}」で不審な動きを再び検知しました（{title}）",
+     "以前に対応が完了したPC「{host}」で、同じ不審な動きを再び見つけました。\n", ja_behaviour_core},
     {"created", "malware", "【Yamori】PC「{host}」で危険なファイルを検知しました",
      "お使いのPC「{host}」で、危険なファイルを見つけました。\n", ja_malware_core},
     {"reopened", "malware", "【Yamori】PC「{host}」で危険なファイルを再び検知しました",
@@ -284,6 +313,7 @@ static const lang_t lang_ja = {
     "ご契約のセキュリティサービスの窓口",
     "危険なファイル",
     "PCからの連絡の途絶",
+    "心当たりのない操作であれば、PCをそのままにして下記の連絡先までご連絡ください。",
     ja_cases,
     sizeof(ja_cases) / sizeof(ja_cases[0]),
 };
@@ -309,6 +339,29 @@ static const char en_malware_core[] =
     "3. If the help desk asks you to, disconnect the PC from the "
     "network (unplug the network cable or turn Wi-Fi off).\n"
     "4. Do not open unexpected e-mail attachments or links.\n"
+    "There is no need to panic: please wait for instructions from "
+    "the contact below.\n";
+
+static const char en_behaviour_core[] =
+    "## What happened\n"
+    "Detected: {title}\n"
+    "{technique_text}\n"
+    "Rule: {rule}\n"
+    "Technique (MITRE ATT&CK): {technique}\n"
+    "File: {file}\n"
+    "When: {time}\n"
+    "Detections so far: {count}\n"
+    "Severity: {severity}\n"
+    "\n"
+    "## Which PC\n"
+    "PC name: {host}\n"
+    "\n"
+    "## What to do now\n"
+    "1. {technique_todo}\n"
+    "2. Keep the PC switched on: turning it off can erase records "
+    "needed to investigate.\n"
+    "3. If the help desk asks you to, disconnect the PC from the "
+    "network (unplug the network cable or turn Wi-Fi off).\n"
     "There is no need to panic: please wait for instructions from "
     "the contact below.\n";
 
@@ -339,6 +392,12 @@ static const char en_case_core[] = "## The case\n"
                                    "PC name: {host}\n";
 
 static const tmpl_t en_cases[] = {
+    {"created", "behaviour", "[Yamori] Suspicious behaviour detected on PC \"{host}\" ({title})",
+     "Behaviour that attacks often show was seen on your PC \"{host}\".\n", en_behaviour_core},
+    {"reopened", "behaviour",
+     "[Yamori] Suspicious behaviour detected again on PC \"{host}\" ({title})",
+     "The suspicious behaviour seen earlier on PC \"{host}\" has been detected again.\n",
+     en_behaviour_core},
     {"created", "malware", "[Yamori] Dangerous file detected on PC \"{host}\"",
      "A dangerous file was found on your PC \"{host}\".\n", en_malware_core},
     {"reopened", "malware", "[Yamori] Dangerous file detected again on PC \"{host}\"",
@@ -383,6 +442,7 @@ static const lang_t lang_en = {
     "your security service's help desk",
     "Dangerous file",
     "PC stopped reporting",
+    "If nobody at your company did this on purpose, leave the PC as it is and contact us below.",
     en_cases,
     sizeof(en_cases) / sizeof(en_cases[0]),
 };
@@ -405,12 +465,16 @@ enum {
   V_FILE_ACTION,
   V_HELPDESK,
   V_LINK,
+  V_TECHNIQUE,
+  V_TECHNIQUE_TEXT,
+  V_TECHNIQUE_TODO,
   V_N
 };
 
-static const char *const var_names[V_N] = {"company",  "host",        "title",    "rule",
-                                           "severity", "file",        "time",     "last_seen",
-                                           "count",    "file_action", "helpdesk", "link"};
+static const char *const var_names[V_N] = {
+    "company",  "host", "title",     "rule",           "severity",
+    "file",     "time", "last_seen", "count",          "file_action",
+    "helpdesk", "link", "technique", "technique_text", "technique_todo"};
 
 /* Cleans text line by line (the help desk contact may have several:
  * a phone number, the hours, an address), dropping empty lines. */
@@ -497,6 +561,9 @@ int notify_text_render(const notify_text_msg_t *m, ym_buf_t *subject, ym_buf_t *
   const char *kind = m->kind != NULL ? m->kind : "malware";
   if (m->change == NULL || (strcmp(kind, "malware") != 0 && strcmp(kind, "silent") != 0))
     return YM_EINVAL;
+  bool behaviour = m->behaviour && strcmp(kind, "malware") == 0;
+  if (behaviour)
+    kind = "behaviour";
   const tmpl_t *t = NULL;
   for (size_t i = 0; i < L->n_cases && t == NULL; i++)
     if (strcmp(L->cases[i].change, m->change) == 0 &&
@@ -512,11 +579,23 @@ int notify_text_render(const notify_text_msg_t *m, ym_buf_t *subject, ym_buf_t *
   rc = rc ? rc : notify_text_clean(m->host, NOTIFY_HOST_MAX, &v[V_HOST]);
   if (rc == 0 && v[V_HOST].len == 0)
     rc = ym_buf_append_str(&v[V_HOST], "?");
-  rc = rc ? rc : notify_text_clean(m->title, NOTIFY_TEXT_MAX, &v[V_TITLE]);
+  const technique_t *tq = behaviour ? technique_first(m->technique) : NULL;
+  int li = L == &lang_en ? TECHNIQUE_EN : TECHNIQUE_JA;
+  if (behaviour) {
+    /* The technique's title in the reader's language leads; the rule's
+     * own title (an endpoint string) is named as the rule. */
+    rc = rc ? rc : notify_text_clean(tq ? tq->title[li] : m->title, NOTIFY_TEXT_MAX, &v[V_TITLE]);
+    rc = rc ? rc : notify_text_clean(m->technique, NOTIFY_TEXT_MAX, &v[V_TECHNIQUE]);
+    if (rc == 0 && tq != NULL)
+      rc = ym_buf_append_str(&v[V_TECHNIQUE_TEXT], tq->text[li]);
+    rc = rc ? rc : ym_buf_append_str(&v[V_TECHNIQUE_TODO], tq ? tq->todo[li] : L->behaviour_todo);
+  } else {
+    rc = rc ? rc : notify_text_clean(m->title, NOTIFY_TEXT_MAX, &v[V_TITLE]);
+  }
   if (rc == 0 && v[V_TITLE].len == 0)
     rc = ym_buf_append_str(&v[V_TITLE], silent ? L->title_silent : L->title_malware);
   if (!silent) {
-    rc = rc ? rc : notify_text_clean(m->rule, NOTIFY_TEXT_MAX, &v[V_RULE]);
+    rc = rc ? rc : notify_text_clean(behaviour ? m->title : m->rule, NOTIFY_TEXT_MAX, &v[V_RULE]);
     rc = rc ? rc : notify_text_clean(m->file_path, NOTIFY_PATH_MAX, &v[V_FILE]);
     const char *sev = m->severity == NULL                  ? ""
                       : strcmp(m->severity, "high") == 0   ? L->sev_high

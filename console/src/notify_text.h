@@ -38,6 +38,12 @@ typedef struct {
   const char *company, *host, *title, *rule, *severity, *file_path, *helpdesk, *link;
   int64_t first_ms, last_ms, last_seen_ms, count;
   int file_action; /* NOTIFY_TEXT_FILE_* */
+  /* A behaviour incident (a Sigma rule's alert; kind is malware): the
+   * message speaks of suspicious behaviour, title is the rule's title and
+   * technique the ATT&CK ids ("T1053.003,T1059.004"), told in words from
+   * technique.h. */
+  bool behaviour;
+  const char *technique;
 } notify_text_msg_t;
 
 /* Renders the subject (one line) and body (lines ended by "\n") of m from

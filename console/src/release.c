@@ -3,6 +3,7 @@
  */
 #include "release.h"
 
+#include "sigma_compile.h"
 #include "sql.h"
 
 #include "yamori/buf.h"
@@ -1007,21 +1008,285 @@ static int cmp_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Packs the *.yar / *.yara files directly in dir into a gzip'd ustar. */
-static int pack_rules(const char *dir, ym_buf_t *gz, unsigned *files) {
-  DIR *d = opendir(dir);
+/* The files of a bundle before they are packed: bundle path and content. */
+#define PACK_MAX_FILES 1000
+#define PACK_MAX_FILE_BYTES (4 * 1024 * 1024)
+
+typedef struct {
+  char *name; /* path in the bundle: "a.yar", "sigma/linux.json" */
+  char *data;
+  size_t len;
+} packed_t;
+
+typedef struct {
+  packed_t *v;
+  size_t n;
+  unsigned yara, sigma; /* files of each kind */
+} packlist_t;
+
+static void packlist_free(packlist_t *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->v[i].name);
+    free(l->v[i].data);
+  }
+  free(l->v);
+}
+
+/* Adds name (or replaces the entry of that name); takes ownership of data,
+ * even on error. A file over the agent's per-file limit
+ * (PACK_MAX_FILE_BYTES, RULES_MAX_FILE_BYTES on the agent) is refused
+ * here rather than by every agent. */
+static int pack_put(packlist_t *l, const char *name, char *data, size_t len) {
+  if (len > PACK_MAX_FILE_BYTES) {
+    fprintf(stderr, "yamori-console: %s would be %zu bytes, over the %d bytes an agent accepts\n",
+            name, len, PACK_MAX_FILE_BYTES);
+    free(data);
+    return YM_ETOOBIG;
+  }
+  for (size_t i = 0; i < l->n; i++) {
+    if (strcmp(l->v[i].name, name) == 0) {
+      free(l->v[i].data);
+      l->v[i].data = data;
+      l->v[i].len = len;
+      return 0;
+    }
+  }
+  if (l->n >= PACK_MAX_FILES || strlen(name) >= 100) {
+    free(data);
+    return YM_ETOOBIG;
+  }
+  if (l->v == NULL && (l->v = calloc(PACK_MAX_FILES, sizeof(packed_t))) == NULL) {
+    free(data);
+    return YM_ENOMEM;
+  }
+  if ((l->v[l->n].name = strdup(name)) == NULL) {
+    free(data);
+    return YM_ENOMEM;
+  }
+  l->v[l->n].data = data;
+  l->v[l->n].len = len;
+  l->n++;
+  return 0;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Bundle names hold only A-Z a-z 0-9 . _ - and never start with a dot, so
+ * the agent's unpacker has nothing to refuse and no name can be a trick. */
+static bool bundle_name_ok(const char *name) {
+  if (name[0] == '.' || name[0] == '\0' || strlen(name) > 64)
+    return false;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '.' || *p == '_' || *p == '-'))
+      return false;
+  return true;
+}
+
+/* Reads a regular file (not a symbolic link) of at most
+ * PACK_MAX_FILE_BYTES into a malloc'd buffer. */
+static int read_regular(const char *path, char **data, size_t *len) {
+  struct stat st;
+  if (lstat(path, &st) != 0)
+    return ym_err_from_errno(errno);
+  if (!S_ISREG(st.st_mode))
+    return YM_EPERM;
+  ym_buf_t b;
+  int rc = read_file(path, PACK_MAX_FILE_BYTES, &b);
+  if (rc != 0) {
+    ym_buf_free(&b);
+    return rc;
+  }
+  *len = b.len;
+  *data = malloc(b.len + 1);
+  if (*data == NULL) {
+    ym_buf_free(&b);
+    return YM_ENOMEM;
+  }
+  if (b.len > 0)
+    memcpy(*data, b.data, b.len);
+  (*data)[b.len] = '\0';
+  ym_buf_free(&b);
+  return 0;
+}
+
+/* True when text is the agent's compiled Sigma form
+ * ({"format": "yamori-sigma", "version": 1, "rules": [...]}). */
+static bool sigma_compiled_ok(const char *text, size_t len) {
+  cJSON *j = cJSON_ParseWithLength(text, len);
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "format");
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+  bool ok = cJSON_IsString(f) && strcmp(f->valuestring, "yamori-sigma") == 0 && cJSON_IsNumber(v) &&
+            v->valuedouble == 1 && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "rules"));
+  cJSON_Delete(j);
+  return ok;
+}
+
+/* Compiles the Sigma YAML at path (a file or a directory tree) with the
+ * strict compiler into bundle entry sigma/<group>.json, the rules' files
+ * named relative to dir. A refused rule refuses the publish: every refusal
+ * is printed with its file and line. */
+static int pack_sigma_yaml(const char *dir, const char *path, const char *group, packlist_t *l) {
+  sigma_compiler_t *c = sigma_compiler_new(SIGMA_STRICT);
+  if (c == NULL)
+    return YM_ENOMEM;
+  size_t files = 0;
+  int rc = sigma_compile_tree(c, path, dir, &files);
+  char *text = rc == YM_ENOMEM ? NULL : sigma_compiler_output(c);
+  if (rc != YM_ENOMEM && text == NULL)
+    rc = YM_ENOMEM;
+  for (size_t i = 0; i < sigma_compiler_report_count(c); i++) {
+    const sigma_report_t *r = sigma_compiler_report(c, i);
+    if (!r->accepted) {
+      fprintf(stderr, "yamori-console: %s:%u: %s%s%s\n", r->file, r->line, r->id,
+              r->id[0] ? ": " : "", r->reason);
+      rc = rc ? rc : YM_EPARSE;
+    }
+  }
+  sigma_compiler_free(c);
+  if (rc != 0 || files == 0) {
+    free(text);
+    return rc;
+  }
+  char name[100];
+  snprintf(name, sizeof(name), "sigma/%s.json", group);
+  return pack_put(l, name, text, strlen(text));
+}
+
+/* The behaviour rules of dir/sigma: compiled files sigma/NAME.json as
+ * they are (checked to be the compiled form), and Sigma YAML compiled here:
+ * the YAML below sigma/NAME/ into sigma/NAME.json (replacing a compiled file of
+ * that name beside it, so YAML and its committed compiled form are not
+ * packed twice), YAML directly in sigma/ into sigma/rules.json. */
+static int pack_sigma(const char *dir, packlist_t *l) {
+  char sdir[4200];
+  if ((size_t)snprintf(sdir, sizeof(sdir), "%s/sigma", dir) >= sizeof(sdir))
+    return YM_ETOOBIG;
+  struct stat st;
+  if (lstat(sdir, &st) != 0)
+    return errno == ENOENT ? 0 : ym_err_from_errno(errno);
+  if (!S_ISDIR(st.st_mode))
+    return YM_EPERM;
+  DIR *d = opendir(sdir);
   if (d == NULL)
     return ym_err_from_errno(errno);
-  char *names[1000];
+  char *names[PACK_MAX_FILES];
   size_t n = 0;
   struct dirent *de;
   int rc = 0;
   while ((de = readdir(d)) != NULL) {
-    size_t l = strlen(de->d_name);
-    if (de->d_name[0] == '.' || !((l > 4 && strcmp(de->d_name + l - 4, ".yar") == 0) ||
-                                  (l > 5 && strcmp(de->d_name + l - 5, ".yara") == 0)))
+    if (de->d_name[0] == '.')
       continue;
-    if (n == 1000) {
+    if (n == PACK_MAX_FILES) {
+      rc = YM_ETOOBIG;
+      break;
+    }
+    if ((names[n] = strdup(de->d_name)) == NULL) {
+      rc = YM_ENOMEM;
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof(char *), cmp_names);
+  bool loose_yaml = false;
+  /* Compiled files first, so that YAML compiled below replaces them. */
+  for (int pass = 0; pass < 2 && rc == 0; pass++) {
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      char path[4400], stem[80];
+      snprintf(path, sizeof(path), "%s/%s", sdir, names[i]);
+      if (lstat(path, &st) != 0) {
+        rc = ym_err_from_errno(errno);
+        break;
+      }
+      bool yaml = ends_with(names[i], ".yml") || ends_with(names[i], ".yaml");
+      if (pass == 0 && S_ISREG(st.st_mode) && ends_with(names[i], ".json")) {
+        if (!bundle_name_ok(names[i])) {
+          fprintf(stderr, "yamori-console: %s: a bundle file name holds only A-Z a-z 0-9 . _ -\n",
+                  path);
+          rc = YM_EPERM;
+          break;
+        }
+        char *data = NULL;
+        size_t len = 0;
+        if ((rc = read_regular(path, &data, &len)) != 0)
+          break;
+        if (!sigma_compiled_ok(data, len)) {
+          fprintf(stderr, "yamori-console: %s is not compiled Sigma (rules compile-sigma)\n", path);
+          free(data);
+          rc = YM_EPARSE;
+          break;
+        }
+        snprintf(stem, sizeof(stem), "sigma/%s", names[i]);
+        rc = pack_put(l, stem, data, len);
+      } else if (pass == 1 && S_ISDIR(st.st_mode)) {
+        if (!bundle_name_ok(names[i])) {
+          fprintf(stderr, "yamori-console: %s: a bundle file name holds only A-Z a-z 0-9 . _ -\n",
+                  path);
+          rc = YM_EPERM;
+          break;
+        }
+        rc = pack_sigma_yaml(dir, path, names[i], l);
+      } else if (pass == 1 && S_ISREG(st.st_mode) && yaml) {
+        loose_yaml = true;
+      }
+    }
+  }
+  if (rc == 0 && loose_yaml) {
+    /* Only the files directly in sigma/ (the directories were done). */
+    sigma_compiler_t *c = sigma_compiler_new(SIGMA_STRICT);
+    if (c == NULL)
+      rc = YM_ENOMEM;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      char path[4400];
+      snprintf(path, sizeof(path), "%s/%s", sdir, names[i]);
+      size_t found = 0;
+      if ((ends_with(names[i], ".yml") || ends_with(names[i], ".yaml")) && lstat(path, &st) == 0 &&
+          S_ISREG(st.st_mode) && sigma_compile_tree(c, path, dir, &found) == YM_ENOMEM)
+        rc = YM_ENOMEM;
+    }
+    char *text = rc == 0 ? sigma_compiler_output(c) : NULL;
+    if (rc == 0 && text == NULL)
+      rc = YM_ENOMEM;
+    for (size_t i = 0; c != NULL && i < sigma_compiler_report_count(c); i++) {
+      const sigma_report_t *r = sigma_compiler_report(c, i);
+      if (!r->accepted) {
+        fprintf(stderr, "yamori-console: %s:%u: %s%s%s\n", r->file, r->line, r->id,
+                r->id[0] ? ": " : "", r->reason);
+        rc = rc ? rc : YM_EPARSE;
+      }
+    }
+    sigma_compiler_free(c);
+    if (rc == 0) {
+      rc = pack_put(l, "sigma/rules.json", text, strlen(text));
+    } else {
+      free(text);
+    }
+  }
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  return rc;
+}
+
+/* Packs the *.yar / *.yara files directly in dir, and its behaviour rules
+ * (pack_sigma), into a gzip'd ustar. */
+static int pack_rules(const char *dir, ym_buf_t *gz, packlist_t *l) {
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return ym_err_from_errno(errno);
+  char *names[PACK_MAX_FILES];
+  size_t n = 0;
+  struct dirent *de;
+  int rc = 0;
+  while ((de = readdir(d)) != NULL) {
+    size_t len = strlen(de->d_name);
+    if (de->d_name[0] == '.' || !((len > 4 && strcmp(de->d_name + len - 4, ".yar") == 0) ||
+                                  (len > 5 && strcmp(de->d_name + len - 5, ".yara") == 0)))
+      continue;
+    if (n == PACK_MAX_FILES) {
       rc = YM_ETOOBIG;
       break;
     }
@@ -1029,28 +1294,43 @@ static int pack_rules(const char *dir, ym_buf_t *gz, unsigned *files) {
   }
   closedir(d);
   qsort(names, n, sizeof(char *), cmp_names);
-  ym_buf_t tar;
-  ym_buf_init(&tar, RULES_BUNDLE_MAX);
   for (size_t i = 0; i < n && rc == 0; i++) {
     char path[4200];
     ym_buf_t src;
-    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-    rc = read_file(path, 4 * 1024 * 1024, &src);
-    if (rc == 0)
-      rc = tar_add(&tar, names[i], src.data, src.len);
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= sizeof(path)) {
+      rc = YM_ETOOBIG;
+      break;
+    }
+    rc = read_file(path, PACK_MAX_FILE_BYTES, &src);
+    char *copy = rc == 0 ? malloc(src.len + 1) : NULL;
+    if (rc == 0 && copy == NULL)
+      rc = YM_ENOMEM;
+    if (rc == 0) {
+      if (src.len > 0)
+        memcpy(copy, src.data, src.len);
+      rc = pack_put(l, names[i], copy, src.len);
+      l->yara++;
+    }
     ym_buf_free(&src);
   }
-  static const char zero[1024];
-  if (rc == 0 && n == 0)
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  if (rc == 0)
+    rc = pack_sigma(dir, l);
+  for (size_t i = 0; i < l->n; i++)
+    l->sigma += strncmp(l->v[i].name, "sigma/", 6) == 0;
+  if (rc == 0 && l->n == 0)
     rc = YM_ENOENT;
+  ym_buf_t tar;
+  ym_buf_init(&tar, RULES_BUNDLE_MAX);
+  for (size_t i = 0; i < l->n && rc == 0; i++)
+    rc = tar_add(&tar, l->v[i].name, l->v[i].data, l->v[i].len);
+  static const char zero[1024];
   if (rc == 0)
     rc = ym_buf_append(&tar, zero, sizeof(zero));
   if (rc == 0)
     rc = gzip_buf(&tar, gz);
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
   ym_buf_free(&tar);
-  *files = (unsigned)n;
   return rc;
 }
 
@@ -1144,7 +1424,14 @@ fail_rc:
 }
 
 static int cmd_publish(const cli_t *c, int argc, char **argv) {
-  if (c->key == NULL || argc != 1) {
+  char tdir[4200];
+  const char *dir = argc == 1 ? argv[0] : NULL;
+  if (argc == 0 && c->tenant != NULL && bundle_name_ok(c->tenant)) {
+    /* What `rules import-sigma --tenant T` wrote. */
+    snprintf(tdir, sizeof(tdir), "%s/rules/%s", c->data_dir, c->tenant);
+    dir = tdir;
+  }
+  if (c->key == NULL || dir == NULL) {
     fprintf(stderr, "yamori-console: rules publish --key K [--tenant T] [--version V] DIR\n");
     return EXIT_USAGE;
   }
@@ -1153,18 +1440,27 @@ static int cmd_publish(const cli_t *c, int argc, char **argv) {
     return EXIT_USAGE;
   }
   ym_buf_t gz;
-  unsigned files = 0;
+  packlist_t files = {0};
   ym_buf_init(&gz, RULES_BUNDLE_MAX);
-  int rc = pack_rules(argv[0], &gz, &files);
+  int rc = pack_rules(dir, &gz, &files);
+  /* A default set replaces the agent's installed rules, so it must hold
+   * YARA rules (the agent refuses a rule set without any). */
+  if (rc == 0 && c->tenant == NULL && files.yara == 0)
+    rc = YM_ENOENT;
   if (rc != 0) {
-    fprintf(stderr, "yamori-console: cannot pack the rules in %s: %s\n", argv[0],
-            rc == YM_ENOENT ? "no *.yar or *.yara files" : ym_strerror(rc));
+    fprintf(stderr, "yamori-console: cannot pack the rules in %s: %s\n", dir,
+            rc == YM_ENOENT   ? (c->tenant ? "no *.yar, *.yara or sigma/ files"
+                                           : "no *.yar or *.yara files (a default set needs them)")
+            : rc == YM_EPARSE ? "behaviour rules refused (above)"
+                              : ym_strerror(rc));
     ym_buf_free(&gz);
+    packlist_free(&files);
     return 1;
   }
   store_t *s = NULL;
   if ((rc = open_store(c, &s)) != 0) {
     ym_buf_free(&gz);
+    packlist_free(&files);
     return 1;
   }
   publish_t p = {c, &gz, "", 0};
@@ -1176,10 +1472,16 @@ static int cmd_publish(const cli_t *c, int argc, char **argv) {
             rc == YM_ENOENT   ? "no such tenant"
             : rc == YM_EEXIST ? "that version or serial exists"
                               : ym_strerror(rc));
+    packlist_free(&files);
     return 1;
   }
-  printf("rules %s (serial %llu, %u files) published for %s\n", p.version,
-         (unsigned long long)p.serial, files, c->tenant ? c->tenant : "every tenant");
+  if (c->tenant == NULL && files.sigma == 0)
+    fprintf(stderr, "yamori-console: warning: this default set holds no behaviour rules (sigma/); "
+                    "agents that accept it no longer load the installed default behaviour rules\n");
+  printf("rules %s (serial %llu, %zu files: %u YARA, %u behaviour) published for %s\n", p.version,
+         (unsigned long long)p.serial, files.n, files.yara, files.sigma,
+         c->tenant ? c->tenant : "every tenant");
+  packlist_free(&files);
   return 0;
 }
 

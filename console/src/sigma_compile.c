@@ -1942,19 +1942,21 @@ int sigma_compile_text(sigma_compiler_t *c, const char *name, const char *text, 
   return result;
 }
 
-int sigma_compile_file(sigma_compiler_t *c, const char *path) {
+/* sigma_compile_file() with name as the file's name in the report and in
+ * the rules' source. */
+static int compile_file_named(sigma_compiler_t *c, const char *path, const char *name) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     int rc = ym_err_from_errno(errno);
     char msg[128];
     snprintf(msg, sizeof msg, "cannot open: %s", strerror(errno));
-    add_report(c, path, 0, NULL, NULL, false, false, msg);
+    add_report(c, name, 0, NULL, NULL, false, false, msg);
     return rc;
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SIGMA_MAX_FILE_BYTES) {
     close(fd);
-    add_report(c, path, 0, NULL, NULL, false, false,
+    add_report(c, name, 0, NULL, NULL, false, false,
                "not a regular file, or larger than the file size cap");
     return YM_ETOOBIG;
   }
@@ -1976,13 +1978,17 @@ int sigma_compile_file(sigma_compiler_t *c, const char *path) {
   close(fd);
   if (got != size) {
     free(buf);
-    add_report(c, path, 0, NULL, NULL, false, false, "read error");
+    add_report(c, name, 0, NULL, NULL, false, false, "read error");
     return YM_EIO;
   }
   buf[size] = '\0';
-  int rc = sigma_compile_text(c, path, buf, size);
+  int rc = sigma_compile_text(c, name, buf, size);
   free(buf);
   return rc;
+}
+
+int sigma_compile_file(sigma_compiler_t *c, const char *path) {
+  return compile_file_named(c, path, path);
 }
 
 size_t sigma_compiler_report_count(const sigma_compiler_t *c) {
@@ -2138,6 +2144,45 @@ static int write_atomic(const char *out, const char *text) {
   return 0;
 }
 
+/* Prints one line per rule and the summary; returns the number refused. */
+static size_t print_report(const sigma_compiler_t *c) {
+  size_t refused = 0;
+  for (size_t i = 0; i < c->nreport; i++) {
+    const sigma_report_t *r = &c->report[i];
+    if (r->accepted) {
+      printf("accepted %s:%u %s %s%s%s%s\n", r->file, r->line, r->id,
+             r->correlation ? "(correlation) " : "", r->title, r->reason[0] ? " — warning: " : "",
+             r->reason);
+    } else {
+      refused++;
+      printf("refused  %s:%u %s%s%s\n", r->file, r->line, r->id, r->id[0] ? ": " : "", r->reason);
+    }
+  }
+  printf("%zu accepted, %zu refused\n", c->accepted, refused);
+  return refused;
+}
+
+int sigma_compile_tree(sigma_compiler_t *c, const char *path, const char *base, size_t *files) {
+  strlist_t list = {0};
+  *files = 0;
+  int rc = collect(path, 0, &list);
+  int result = 0;
+  size_t bl = base != NULL ? strlen(base) : 0;
+  for (size_t i = 0; i < list.n && rc == 0; i++) {
+    const char *name = list.v[i];
+    if (bl > 0 && strncmp(name, base, bl) == 0 && name[bl] == '/' && name[bl + 1] != '\0')
+      name += bl + 1;
+    int r = compile_file_named(c, list.v[i], name);
+    if (r == YM_ENOMEM)
+      rc = r;
+    else if (r != 0)
+      result = YM_EPARSE;
+  }
+  *files = list.n;
+  strlist_free(&list);
+  return rc != 0 ? rc : result;
+}
+
 int sigma_compile_main(int argc, char **argv) {
   bool strict = false;
   const char *out = NULL;
@@ -2181,19 +2226,7 @@ int sigma_compile_main(int argc, char **argv) {
   }
   strlist_free(&files);
   char *text = sigma_compiler_output(c); /* refuses dangling correlations first */
-  size_t refused = 0;
-  for (size_t i = 0; i < c->nreport; i++) {
-    const sigma_report_t *r = &c->report[i];
-    if (r->accepted) {
-      printf("accepted %s:%u %s %s%s%s%s\n", r->file, r->line, r->id,
-             r->correlation ? "(correlation) " : "", r->title, r->reason[0] ? " — warning: " : "",
-             r->reason);
-    } else {
-      refused++;
-      printf("refused  %s:%u %s%s%s\n", r->file, r->line, r->id, r->id[0] ? ": " : "", r->reason);
-    }
-  }
-  printf("%zu accepted, %zu refused\n", c->accepted, refused);
+  size_t refused = print_report(c);
   if (strict && refused > 0) {
     fprintf(stderr, "yamori-console: --strict: %zu rules refused; %s not written\n", refused, out);
     sigma_compiler_free(c);
@@ -2211,5 +2244,112 @@ int sigma_compile_main(int argc, char **argv) {
     fprintf(stderr, "yamori-console: cannot write %s: %s\n", out, ym_strerror(rc));
     return 1;
   }
+  return 0;
+}
+
+/* True when name is a safe file name component: 1-64 of A-Z a-z 0-9 . _ -
+ * and not starting with a dot. */
+static bool safe_name(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 64 || name[0] == '.')
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == '-'))
+      return false;
+  }
+  return true;
+}
+
+/* Creates path as a directory (mode 0755) unless it is one already; a
+ * symbolic link is refused. */
+static int ensure_dir(const char *path) {
+  if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    return ym_err_from_errno(errno);
+  struct stat st;
+  if (lstat(path, &st) != 0)
+    return ym_err_from_errno(errno);
+  return S_ISDIR(st.st_mode) ? 0 : YM_EPERM;
+}
+
+int sigma_import_main(const char *data_dir, int argc, char **argv) {
+  const char *tenant = NULL, *out = NULL, *in = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc)
+      tenant = argv[++i];
+    else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) && i + 1 < argc)
+      out = argv[++i];
+    else if (argv[i][0] == '-' || in != NULL)
+      return 64;
+    else
+      in = argv[i];
+  }
+  if (in == NULL || (out == NULL && tenant == NULL) || (tenant && !safe_name(tenant))) {
+    fprintf(stderr, "usage: yamori-console rules import-sigma DIR [--tenant NAME] [-o OUT]\n"
+                    "  (OUT, a rules directory for `rules publish`, defaults to "
+                    "DATA_DIR/rules/NAME with --tenant)\n");
+    return 64;
+  }
+  /* The output's name: import-<last component of DIR>.json. */
+  char base[80], path[4096];
+  size_t inl = strlen(in);
+  while (inl > 1 && in[inl - 1] == '/')
+    inl--;
+  const char *b = in + inl;
+  while (b > in && b[-1] != '/')
+    b--;
+  snprintf(base, sizeof base, "%.*s", (int)(in + inl - b), b);
+  if (!safe_name(base))
+    snprintf(base, sizeof base, "rules");
+  int rc = 0;
+  char dir[4096];
+  if (out == NULL) {
+    if ((size_t)snprintf(dir, sizeof dir, "%s/rules", data_dir) >= sizeof dir ||
+        (rc = ensure_dir(dir)) != 0 ||
+        (size_t)snprintf(dir, sizeof dir, "%s/rules/%s", data_dir, tenant) >= sizeof dir)
+      rc = rc ? rc : YM_ETOOBIG;
+  } else if ((size_t)snprintf(dir, sizeof dir, "%s", out) >= sizeof dir) {
+    rc = YM_ETOOBIG;
+  }
+  if (rc == 0 && (rc = ensure_dir(dir)) == 0) {
+    size_t dl = strlen(dir);
+    if ((size_t)snprintf(dir + dl, sizeof dir - dl, "/sigma") >= sizeof dir - dl)
+      rc = YM_ETOOBIG;
+    else
+      rc = ensure_dir(dir);
+  }
+  if (rc == 0 && (size_t)snprintf(path, sizeof path, "%s/import-%s.json", dir, base) >= sizeof path)
+    rc = YM_ETOOBIG;
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot make the output directory %s: %s\n", dir,
+            ym_strerror(rc));
+    return 1;
+  }
+  sigma_compiler_t *c = sigma_compiler_new(0);
+  size_t files = 0;
+  rc = c ? sigma_compile_tree(c, in, NULL, &files) : YM_ENOMEM;
+  char *text = rc == YM_ENOMEM ? NULL : sigma_compiler_output(c);
+  if (text == NULL) {
+    fprintf(stderr, "yamori-console: out of memory\n");
+    sigma_compiler_free(c);
+    return 1;
+  }
+  print_report(c);
+  size_t accepted = c->accepted;
+  sigma_compiler_free(c);
+  if (files == 0 || accepted == 0) {
+    fprintf(stderr, "yamori-console: %s: %s; nothing written\n", in,
+            files == 0 ? "no .yml or .yaml rule files" : "no rule accepted");
+    free(text);
+    return 1;
+  }
+  rc = write_atomic(path, text);
+  free(text);
+  if (rc != 0) {
+    fprintf(stderr, "yamori-console: cannot write %s: %s\n", path, ym_strerror(rc));
+    return 1;
+  }
+  printf("wrote %zu rules to %s\n", accepted, path);
   return 0;
 }

@@ -80,6 +80,15 @@ int sigma_compile_text(sigma_compiler_t *c, const char *name, const char *text, 
  * O_NOFOLLOW). Returns also YM_ENOENT, YM_ETOOBIG, YM_EIO. */
 int sigma_compile_file(sigma_compiler_t *c, const char *path);
 
+/* Compiles path: a rule file, or every .yml/.yaml file below a directory
+ * (sorted, at most 8 levels, symbolic links not followed). Files below
+ * base (NULL: none) are named relative to it in the report and in the
+ * rules' source, so that a compiled set does not carry the publishing
+ * machine's directories. *files receives the number of rule files found.
+ * Returns 0 when every rule was accepted, YM_EPARSE when one was refused,
+ * YM_ENOMEM. */
+int sigma_compile_tree(sigma_compiler_t *c, const char *path, const char *base, size_t *files);
+
 size_t sigma_compiler_report_count(const sigma_compiler_t *c);
 const sigma_report_t *sigma_compiler_report(const sigma_compiler_t *c, size_t i);
 size_t sigma_compiler_accepted(const sigma_compiler_t *c);
@@ -96,5 +105,14 @@ char *sigma_compiler_output(sigma_compiler_t *c);
  * written, 1 when a rule was refused under --strict or nothing could be
  * written, 64 on usage errors. */
 int sigma_compile_main(int argc, char **argv);
+
+/* `yamori-console rules import-sigma DIR [--tenant NAME] [-o OUT]`: argv[0]
+ * is "import-sigma". Compiles a provider's Sigma collection (used
+ * unchanged), prints one line per rule, accepted or refused and why, and a
+ * summary, and writes the accepted rules to OUT/sigma/import-NAME.json
+ * (NAME: DIR's last component), where `rules publish OUT` packs them. OUT
+ * defaults to DATA_DIR/rules/TENANT with --tenant. Returns 0 when written,
+ * 1 when nothing was accepted or could be written, 64 on usage errors. */
+int sigma_import_main(const char *data_dir, int argc, char **argv);
 
 #endif

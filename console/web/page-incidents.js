@@ -3,7 +3,7 @@
 // timeline and the response commands.
 
 import { h, fill, pre } from "./dom.js";
-import { t } from "./i18n.js";
+import { t, lang } from "./i18n.js";
 import * as api from "./api.js";
 import { session, isProvider, canOperate, tenantParam, table, section, facts, fmtTime, fmtNum, incStateBadge,
   severityBadge, tenantName, link, field, errorBox, incidentTitle } from "./ui.js";
@@ -12,8 +12,34 @@ import { commandPanel } from "./page-commands.js";
 const PAGE = 50;
 const FILTERS = ["open", "new", "acknowledged", "resolved", ""];
 
-function kindText(k) {
+function kindText(k, ruleset) {
+  if (k === "malware" && ruleset === "sigma") return t("kind.behaviour");
   return k === "malware" || k === "silent" || k === "duplicate" ? t("kind." + k) : String(k || "");
+}
+
+// A behaviour incident: each ATT&CK technique of its rule, told in plain
+// words in the reader's language (texts from the console's table).
+function techniqueSection(inc) {
+  const ts = Array.isArray(inc.techniques) ? inc.techniques : [];
+  if (!ts.length) return null;
+  return section(t("inc.technique"), h("div", { class: "techniques", id: "incident-techniques" }, ts.map((x) => {
+    const txt = x && x[lang()] && typeof x[lang()] === "object" ? x[lang()] : null;
+    return h("div", { class: "technique", dataset: { technique: str(x.id) } },
+      h("h3", { class: "technique-title" }, txt ? str(txt.title) : str(x.id)),
+      txt ? h("p", { class: "technique-text" }, str(txt.text)) : null,
+      txt ? h("p", { class: "technique-todo" }, h("strong", null, t("inc.technique_todo") + ": "), str(txt.todo)) : null,
+      h("p", { class: "technique-id muted" }, t("inc.technique_id") + ": " + str(x.id)));
+  })));
+}
+
+// What to do now: a behaviour incident's first known technique says it.
+function todoText(inc) {
+  if (inc.kind === "silent" || inc.kind === "duplicate") return t("inc.todo." + inc.kind);
+  if (inc.ruleset === "sigma") {
+    const x = (Array.isArray(inc.techniques) ? inc.techniques : []).find((y) => y && y[lang()]);
+    return x ? str(x[lang()].todo) : t("inc.todo.behaviour");
+  }
+  return t("inc.todo.malware");
 }
 
 export async function render(main, args, ctx) {
@@ -33,7 +59,7 @@ export async function render(main, args, ctx) {
   ];
   if (isProvider()) cols.push({ label: t("col.tenant"), cell: (i) => tenantName(i.tenant) });
   cols.push(
-    { label: t("col.kind"), cell: (i) => kindText(i.kind) },
+    { label: t("col.kind"), cell: (i) => kindText(i.kind, i.ruleset) },
     { label: t("col.severity"), cell: (i) => severityBadge(i.severity) },
     { label: t("col.state"), cell: (i) => incStateBadge(i.state) },
     { label: t("col.owner"), cell: (i) => i.owner || "—" },
@@ -173,16 +199,18 @@ async function renderDetail(main, id, ctx) {
       h("p", { class: "crumbs" }, link("#/incidents", t("nav.incidents")), " / #" + str(inc.id)),
       h("h1", { id: "incident-title" }, incidentTitle(inc)),
       h("div", { class: "badges" }, incStateBadge(inc.state), severityBadge(inc.severity),
-        h("span", { class: "badge" }, kindText(inc.kind))),
+        h("span", { class: "badge" }, kindText(inc.kind, inc.ruleset))),
       section(t("inc.summary"), facts([
         [t("col.pc"), agent.id ? link("#/pcs/" + api.seg(agent.id), agent.host_name || agent.id, "host") : ""],
         isProvider() ? [t("col.tenant"), tenantName(inc.tenant)] : null,
         [t("col.owner"), inc.owner || "—"],
         [t("inc.first"), fmtTime(inc.first_ms)],
         [t("inc.last"), fmtTime(inc.last_ms)],
-        [t("inc.what_to_do"), t(inc.kind === "silent" || inc.kind === "duplicate" ? "inc.todo." + inc.kind : "inc.todo.malware")],
+        [t("inc.what_to_do"), todoText(inc)],
       ])),
     ];
+    const techniques = inc.kind === "malware" && inc.ruleset === "sigma" ? techniqueSection(inc) : null;
+    if (techniques) parts.push(techniques);
     if (inc.kind === "malware") parts.push(alertSection(inc), fileSection(inc), processSection(inc));
     if (inc.kind === "duplicate") parts.push(duplicateSection(inc));
     if (agent.id) {

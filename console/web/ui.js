@@ -78,9 +78,13 @@ const STATES = ["safe", "check", "danger", "offline"];
 // A PC state badge: the colour is a class, the word comes from the dictionary.
 // An incident's title for people: the kinds the console makes itself (an
 // agent gone silent, a duplicate PC record) are named in the reader's
-// language; a detection keeps the rule's own title.
+// language; a behaviour detection is named by its ATT&CK technique in the
+// reader's language (the console's table); a file detection keeps the
+// rule's own title.
 export function incidentTitle(i) {
   if (i.kind === "silent" || i.kind === "duplicate") return t("kind." + i.kind);
+  const tt = i.technique_title;
+  if (i.ruleset === "sigma" && tt && typeof tt[lang()] === "string" && tt[lang()]) return tt[lang()];
   return i.title || i.rule || "#" + i.id;
 }
 

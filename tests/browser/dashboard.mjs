@@ -355,6 +355,42 @@ await step("duplicate host", async () => {
   await shot("duplicate-pc");
 });
 
+// ---------------------------------------------------------------- a behaviour incident
+// A Sigma rule's alert (posted through the agent API): the incident is
+// named by its ATT&CK technique in Japanese, with the plain explanation
+// and what to do; English when chosen; readable on a phone.
+await step("behaviour incident", async () => {
+  if (!ok(cfg.sigma_incident !== null, "the behaviour alert became an incident")) return;
+  await go("#/incidents/" + cfg.sigma_incident);
+  await seen(page.waitForFunction(() => {
+    const el = document.querySelector("#incident-title");
+    return el && el.textContent === "cron による自動実行の設定";
+  }, null, { timeout: T }), "the behaviour incident's title is the technique's Japanese title");
+  const tech = page.locator('#incident-techniques .technique[data-technique="T1053.003"]');
+  ok((await tech.count()) === 1, "the technique T1053.003 is listed");
+  ok((await tech.locator(".technique-text").textContent()).includes("定期的にコマンドを自動実行する設定（cron）"),
+    "its plain explanation is in Japanese");
+  ok(await visibleText("追加された設定の内容を確認し"), "what to do is said in Japanese");
+  ok(await visibleText("不審な動き"), "the kind badge says suspicious behaviour (不審な動き)");
+  ok(await visibleText(cfg.sigma_rule_title), "the rule's own title is shown as the rule");
+  await shot("behaviour-incident");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  ok(await fitsWidth(), "on a phone-sized window the behaviour incident needs no sideways scrolling");
+  await shot("behaviour-incident-phone");
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.selectOption("#lang", "en");
+  await seen(page.waitForFunction(() => {
+    const el = document.querySelector("#incident-title");
+    return el && el.textContent === "Scheduled job added with cron";
+  }, null, { timeout: T }), "in English the title is the technique's English title");
+  ok(await visibleText("Look at the job that was added"), "what to do is said in English");
+  await page.selectOption("#lang", "ja");
+  await go("#/incidents?state=open");
+  await seen(page.locator('a[href="#/incidents/' + cfg.sigma_incident + '"]', { hasText: "cron による自動実行の設定" })
+    .first().waitFor({ timeout: T }), "the incident list names it by the technique's Japanese title");
+});
+
 // ---------------------------------------------------------------- a phone
 await step("phone", async () => {
   await page.setViewportSize({ width: 390, height: 844 });

@@ -260,6 +260,24 @@ t.check_eq(other.get("/api/ui/me")[0], 200, "the changing session stays")
 st, _ = other.post("/api/ui/logout")
 t.check_eq(other.get("/api/ui/me")[0], 401, "logout ends the session")
 
+# Behaviour alerts: a PC with only a medium-level one needs checking, a
+# high-level one puts it in danger.
+st, tok2 = admin.post("/api/ui/tenants/%d/tokens" % acme, {"expires_days": 1, "max_uses": 1})
+pc2 = agentsim.SimAgent(con, tok2["token"], host_name="pc-02", host_id="pc-02-machine")
+def behaviour(ts_ms, rid, sev):
+    e = agentsim.alert(ts_ms, rule="Behaviour " + rid, path="/etc/cron.d/job")
+    e["event"].update({"action": "behaviour-detected", "severity": sev})
+    e["rule"] = {"ruleset": "sigma", "id": rid, "name": "A behaviour rule"}
+    return e
+def pc2_state():
+    st, lst = op.get("/api/ui/agents?limit=50")
+    return next((a.get("state") for a in lst.get("items", []) if a.get("id") == pc2.agent_id), None)
+pc2.send("alerts", [behaviour(now, "55555555-5555-4555-8555-555555555555", 47)])
+pc2.checkin()
+t.check_eq(pc2_state(), "check", "a medium behaviour incident: the PC needs checking")
+pc2.send("alerts", [behaviour(now + 1, "66666666-6666-4666-8666-666666666666", 73)])
+t.check_eq(pc2_state(), "danger", "a high behaviour incident: the PC is in danger")
+
 # The dashboard is served with a strict policy.
 st, h, page = con.request("GET", "/")
 if st == 200:

@@ -137,6 +137,8 @@ if api_ok:
     inc = t.wait_for(lambda: find_incident(target), timeout=120, interval=1.0,
                      what="an incident for the EICAR file in /api/ui/incidents")
 
+SIGMA_RULE_TITLE = "Cron job file written outside a package installation"
+
 # ---- a hostile PC: enrolled through the agent API with a hostile host name ----
 HOSTILE = "<img src=x onerror=\"window.__pwned=1\">'\"</script><script>window.__pwned=2</script>\x07\x1b[31m"
 hostile_host = "pc-" + HOSTILE
@@ -187,6 +189,22 @@ if s == 200:
     t.check_eq(send("alerts", ev), 200, "a hostile alert was accepted")
     t.check_eq(send("bulk", fev), 200, "a hostile file event was accepted")
 
+    # A behaviour alert of a Sigma rule, as the agent sends it
+    # (docs/behaviour.md): grouped per PC and Sigma id, told by technique.
+    sev = {"event": {"kind": "alert", "category": ["intrusion_detection"], "dataset": "yamori.behaviour",
+                     "action": "behaviour-detected", "created": now, "severity": 47},
+           "@timestamp": now, "agent": {"id": hostile_id}, "host": {"name": hostile_host},
+           "rule": {"ruleset": "sigma", "id": "6a0c2a55-2f34-4f0e-8a4c-5d6e7f8a9b01",
+                    "name": SIGMA_RULE_TITLE, "description": "A cron job file was written."},
+           "threat": {"technique": {"id": ["T1053.003"]}, "tactic": {"name": ["persistence"]}},
+           "file": {"path": "/etc/cron.d/yamori-browser-test"},
+           "process": {"pid": 4343, "name": "bash", "executable": "/usr/bin/bash"},
+           "yamori": {"stream_seq": 2, "sigma": {"matched": ["file.path"]}}}
+    hdr = {"agent_id": hostile_id, "stream": "alerts", "first_seq": 2, "last_seq": 2, "count": 1}
+    body = gzip.compress((json.dumps(hdr) + "\n" + json.dumps(sev) + "\n").encode())
+    t.check_eq(con.request("POST", "/api/v1/events", body, auth)[0], 200,
+               "a behaviour alert was accepted")
+
 # A real file with a hostile name, seen by the real agent.
 os.makedirs(os.path.dirname(hostile_path), exist_ok=True)
 real_hostile = os.path.join(hostile_dir, "r\x1b[31m<img src=x onerror=window.__pwned=4>'\".txt")
@@ -198,9 +216,22 @@ hostile_inc = None
 if hostile_id:
     def find_hostile():
         s, j = ui.call("GET", "incidents?state=open&limit=50&agent=" + urllib.parse.quote(hostile_id))
-        return (j or {}).get("items", [None])[0] if s == 200 and (j or {}).get("items") else None
+        items = (j or {}).get("items", []) if s == 200 else []
+        return next((i for i in items if i.get("ruleset") != "sigma"), None)
     if api_ok:
         hostile_inc = t.wait_for(find_hostile, timeout=60, interval=1.0, what="the hostile incident")
+
+sigma_inc = None
+if hostile_id and api_ok:
+    def find_sigma():
+        s, j = ui.call("GET", "incidents?state=open&limit=50&agent=" + urllib.parse.quote(hostile_id))
+        items = (j or {}).get("items", []) if s == 200 else []
+        return next((i for i in items if i.get("ruleset") == "sigma"), None)
+    sigma_inc = t.wait_for(find_sigma, timeout=60, interval=1.0, what="the behaviour incident")
+    if sigma_inc:
+        t.check_eq((sigma_inc.get("rule"), sigma_inc.get("technique"), sigma_inc.get("title")),
+                   ("6a0c2a55-2f34-4f0e-8a4c-5d6e7f8a9b01", "T1053.003", SIGMA_RULE_TITLE),
+                   "the behaviour incident is per Sigma id, with its technique")
 
 # ---- a duplicate host: two records enrolled with one machine id ----
 dup_ids = []
@@ -262,6 +293,8 @@ cfg = {
     "hostile_incident": hostile_inc["id"] if hostile_inc else None,
     "dup_agents": dup_ids,
     "dup_incident": dup_inc["id"] if dup_inc else None,
+    "sigma_incident": sigma_inc["id"] if sigma_inc else None,
+    "sigma_rule_title": SIGMA_RULE_TITLE,
     "hostile_path": hostile_path,
     "hostile_proc": hostile_proc,
     "real_hostile_path": real_hostile,

@@ -19,7 +19,9 @@ from yit import get
 
 yit.require_root()
 t = yit.Test(__file__)
-ag = yit.Agent(t)
+# The proc connector's path, which reads /proc after the event: the eBPF
+# source has the arguments from the kernel (it.sensor_ebpf checks it).
+ag = yit.Agent(t, conf={"process": {"sensor": "proc"}})
 
 N = 3000
 TAG = "yamori-args-%d" % os.getpid()

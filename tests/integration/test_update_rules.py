@@ -4,8 +4,10 @@ the console with file and line) and the previous rules keep scanning; a new
 default set replaces the installed one and the tenant's rules stay on top.
 A bundle signed for another company is refused even when the console
 offers it, and the company's own rules keep scanning.
-The agent never loads compiled rules from the network: bundles hold YARA
-source, compiled on the PC."""
+The agent never loads compiled YARA rules from the network: bundles hold
+YARA source, compiled on the PC. Behaviour rules travel in the same bundle
+as sigma/NAME.json, compiled from Sigma YAML by `rules publish`, and land
+unpacked in the bundle's directory."""
 import json
 import os
 import sqlite3
@@ -49,6 +51,7 @@ def rules_dir(name, files):
     d = t.path(name)
     os.makedirs(d)
     for fn, text in files.items():
+        os.makedirs(os.path.dirname(os.path.join(d, fn)), exist_ok=True)
         with open(os.path.join(d, fn), "w") as f:
             f.write(text)
     return d
@@ -65,8 +68,13 @@ t.check(installed[0] > 10, "the installed default set is active: %s" % (installe
 t.check_eq(scan("tenant.txt"), set(), "the tenant marker is not detected yet")
 
 # The tenant's own rule, on top of the default set.
+SIGMA_ID = "5d0c7f6e-2b1a-4c3d-9e8f-7a6b5c4d3e2f"
+SIGMA_YML = ("title: Acme marker started\nid: %s\nlevel: medium\ntags:\n  - attack.t1059.004\n"
+             "logsource:\n  product: linux\n  category: process_creation\ndetection:\n"
+             "  sel:\n    CommandLine|contains: '%s'\n  condition: sel\n" % (SIGMA_ID, MARK_T))
 tenant1 = rules_dir("tenant1", {"acme.yar": 'rule Acme_Marker { strings: $a = "%s" '
-                                            'condition: $a }\n' % MARK_T})
+                                            'condition: $a }\n' % MARK_T,
+                                "sigma/acme/marker.yml": SIGMA_YML})
 v1 = publish(tenant1, "--tenant", "acme")
 t0 = time.monotonic()
 t.wait_for(lambda: s.console_state().get("rules", {}).get("tenant") == v1, timeout=40,
@@ -75,6 +83,14 @@ t.check(time.monotonic() - t0 < 25, "live within one check-in (interval 10 s)")
 t.check("Acme_Marker" in scan("tenant.txt"), "the tenant rule detects")
 t.check_eq(status_rules(), (installed[0] + 1, installed[1] + 1),
            "the default set and the tenant's rule are active together")
+# The behaviour rules arrived compiled, unpacked beside the YARA rules.
+compiled = os.path.join(s.state_dir, "rules-bundles", "tenant-" + v1, "sigma", "acme.json")
+t.check(os.path.isfile(compiled) and not os.path.islink(compiled),
+        "the bundle's behaviour rules are unpacked as sigma/acme.json")
+with open(compiled) as f:
+    j = json.load(f)
+t.check_eq((j.get("format"), [r["id"] for r in j.get("rules", [])]), ("yamori-sigma", [SIGMA_ID]),
+           "compiled by the console from the YAML")
 
 # A bundle signed for another company (beta), offered to acme's agent (its
 # row moved to acme in the console's database, as a console fault or an

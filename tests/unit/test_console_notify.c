@@ -8,6 +8,7 @@
 #include "incidents.h"
 #include "notify.h"
 #include "store.h"
+#include "technique.h"
 
 #include "yamori/buf.h"
 #include "yamori/err.h"
@@ -284,6 +285,130 @@ static void test_render_changes(void **state) {
   assert_int_equal(render(&m, &r), YM_EINVAL);
 }
 
+/* A behaviour incident (a Sigma rule's alert): the subject and the lead
+ * speak of suspicious behaviour, the technique's Japanese title leads, its
+ * plain explanation and what to do follow, the rule's own title is named
+ * as the rule. */
+static notify_text_msg_t behaviour_msg(const char *lang, const char *technique) {
+  notify_text_msg_t m = malware_msg(lang, "created");
+  m.title = "Cron job file written outside a package installation";
+  m.rule = "7c1b2a3d-0000-4000-8000-000000000001";
+  m.severity = "medium";
+  m.file_path = "/etc/cron.d/backdoor";
+  m.behaviour = true;
+  m.technique = technique;
+  return m;
+}
+
+static void test_render_behaviour(void **state) {
+  (void)state;
+  rendered_t r;
+  notify_text_msg_t m = behaviour_msg("ja", "T1053.003");
+  assert_int_equal(render(&m, &r), 0);
+  assert_string_equal(
+      r.subject, "【Yamori】PC「pc-01」で不審な動きを検知しました（cron による自動実行の設定）");
+  assert_non_null(strstr(r.body, "攻撃でよく使われる不審な動き"));
+  assert_non_null(strstr(r.body, "検知した内容: cron による自動実行の設定\n"));
+  assert_non_null(strstr(r.body, "定期的にコマンドを自動実行する設定（cron）"));
+  assert_non_null(
+      strstr(r.body, "検知ルール: Cron job file written outside a package installation\n"));
+  assert_non_null(strstr(r.body, "手口の分類（MITRE ATT&CK）: T1053.003\n"));
+  assert_non_null(strstr(r.body, "1. 追加された設定の内容を確認し"));
+  assert_non_null(strstr(r.body, "関係するファイル: /etc/cron.d/backdoor\n"));
+  assert_null(strstr(r.body, "危険なファイルを見つけました"));
+  assert_null(strstr(r.body, m.rule)); /* the Sigma id is not for people */
+
+  m = behaviour_msg("en", "T1053.003");
+  assert_int_equal(render(&m, &r), 0);
+  assert_string_equal(r.subject, "[Yamori] Suspicious behaviour detected on PC \"pc-01\" "
+                                 "(Scheduled job added with cron)");
+  assert_non_null(strstr(r.body, "Detected: Scheduled job added with cron\n"));
+  assert_non_null(strstr(r.body, "A cron job (a command run automatically on a schedule)"));
+  assert_non_null(strstr(r.body, "Technique (MITRE ATT&CK): T1053.003\n"));
+  assert_non_null(strstr(r.body, "1. Look at the job that was added."));
+
+  /* A sub-technique not in the table is told with its parent's text; the
+   * first known id of the list leads. */
+  m = behaviour_msg("ja", "T9999,T1059.999,T1053.003");
+  assert_int_equal(render(&m, &r), 0);
+  assert_non_null(strstr(r.subject, "（コマンドやスクリプトの不審な実行）"));
+  /* Unknown techniques: the rule's title, and the general advice. */
+  m = behaviour_msg("ja", "T9999");
+  assert_int_equal(render(&m, &r), 0);
+  assert_non_null(strstr(r.subject, "（Cron job file written outside a package installation）"));
+  assert_non_null(strstr(r.body, "1. 心当たりのない操作であれば"));
+  m = behaviour_msg("ja", NULL);
+  assert_int_equal(render(&m, &r), 0);
+  assert_null(strstr(r.body, "MITRE"));
+  /* Resolved: the case names the technique and the rule. */
+  m = behaviour_msg("ja", "T1053.003");
+  m.change = "resolved";
+  assert_int_equal(render(&m, &r), 0);
+  assert_non_null(strstr(r.body, "内容: cron による自動実行の設定\n"));
+  /* A YARA incident is unchanged by a stray technique. */
+  m = malware_msg("ja", "created");
+  m.technique = "T1053.003";
+  assert_int_equal(render(&m, &r), 0);
+  assert_non_null(strstr(r.subject, "危険なファイルを検知しました"));
+}
+
+/* Every ATT&CK technique of the default behaviour rules has a title, an
+ * explanation and what to do in both languages. */
+static void test_technique_table(void **state) {
+  (void)state;
+  const char *src = getenv("YAMORI_SOURCE_DIR");
+  assert_non_null(src);
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s/rules/sigma/linux", src);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  struct dirent *de;
+  unsigned files = 0, tags = 0;
+  while ((de = readdir(d)) != NULL) {
+    size_t n = strlen(de->d_name);
+    if (n < 5 || strcmp(de->d_name + n - 4, ".yml") != 0)
+      continue;
+    char path[8192], text[65536];
+    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t len = fread(text, 1, sizeof(text) - 1, fp);
+    fclose(fp);
+    text[len] = '\0';
+    files++;
+    for (const char *p = strstr(text, "attack.t"); p != NULL; p = strstr(p + 1, "attack.t")) {
+      char id[16] = "T";
+      size_t k = 1;
+      for (const char *q = p + 8; k < sizeof(id) - 1 && ((*q >= '0' && *q <= '9') || *q == '.');)
+        id[k++] = *q++;
+      id[k] = '\0';
+      const technique_t *t = technique_find(id);
+      if (t == NULL || strcmp(t->id, id) != 0)
+        fail_msg("%s: technique %s has no entry of its own", de->d_name, id);
+      for (int l = 0; l < 2; l++)
+        assert_true(t->title[l][0] && t->text[l][0] && t->todo[l][0]);
+      tags++;
+    }
+  }
+  closedir(d);
+  assert_true(files >= 40);
+  assert_true(tags >= files);
+  size_t n = 0;
+  const technique_t *all = technique_table(&n);
+  assert_true(n >= 60);
+  for (size_t i = 1; i < n; i++)
+    assert_true(strcmp(all[i - 1].id, all[i].id) < 0);
+  assert_string_equal(technique_find("T1053.003")->title[TECHNIQUE_JA],
+                      "cron による自動実行の設定");
+  assert_string_equal(technique_find("T1059.999")->id, "T1059");
+  assert_null(technique_find("T9999"));
+  assert_null(technique_find(NULL));
+  assert_string_equal(technique_first("T9999,T1486")->id, "T1486");
+  assert_null(technique_first(""));
+  assert_int_equal(technique_lang("en"), TECHNIQUE_EN);
+  assert_int_equal(technique_lang("fr"), TECHNIQUE_JA);
+}
+
 static void test_render_en(void **state) {
   (void)state;
   rendered_t r;
@@ -503,6 +628,11 @@ static int db_setup(void **state) {
       " 2000000, 2000000, '/usr/bin/evil', 2000000, '{\"event\":{\"action\":\"exec-denied\"}}'),"
       " (2, '00000002-0000-4000-8000-000000000000', 'silent', '', '',"
       " 3000000, 3000000, '', 3000000, '{}');");
+  exec_sql(f, "INSERT INTO incidents(tenant_id, agent_id, kind, rule, title, first_ms, last_ms,"
+              " file_path, updated_ms, alert_json, ruleset, technique)"
+              " VALUES(1, '00000001-0000-4000-8000-000000000000', 'malware',"
+              " '7c1b2a3d-0000-4000-8000-000000000001', 'Cron job file written', 4000000,"
+              " 4000000, '/etc/cron.d/x', 4000000, '{}', 'sigma', 'T1053.003,T1059.004')");
   *state = f;
   return 0;
 }
@@ -513,6 +643,26 @@ static int db_teardown(void **state) {
   remove_dir(f->dir);
   free(f);
   return 0;
+}
+
+/* A behaviour incident's e-mail speaks Japanese about the technique; its
+ * webhook names the ruleset and the techniques with their titles. */
+static void test_enqueue_behaviour(void **state) {
+  db_fixture_t *f = *state;
+  assert_int_equal(enqueue(f, 4, "created"), 0);
+  query_t q = query(f, "SELECT subject FROM notify_outbox WHERE incident_id = 4"
+                       " AND channel = 'email' LIMIT 1");
+  assert_string_equal(
+      q.text, "【Yamori】PC「pc-01」で不審な動きを検知しました（cron による自動実行の設定）");
+  q = query(f,
+            "SELECT body FROM notify_outbox WHERE incident_id = 4 AND channel = 'email' LIMIT 1");
+  assert_non_null(strstr(q.text, "検知ルール: Cron job file written\n"));
+  assert_non_null(strstr(q.text, "T1053.003,T1059.004"));
+  q = query(f, "SELECT json_extract(payload_json, '$.incident.ruleset') || ' ' ||"
+               " json_extract(payload_json, '$.incident.techniques[1].id') || ' ' ||"
+               " json_extract(payload_json, '$.incident.techniques[0].title')"
+               " FROM notify_outbox WHERE incident_id = 4 AND channel = 'webhook'");
+  assert_string_equal(q.text, "sigma T1059.004 cron による自動実行の設定");
 }
 
 static void test_enqueue(void **state) {
@@ -712,10 +862,13 @@ int main(void) {
       cmocka_unit_test(test_render_ja_malware),
       cmocka_unit_test(test_render_changes),
       cmocka_unit_test(test_render_en),
+      cmocka_unit_test(test_render_behaviour),
+      cmocka_unit_test(test_technique_table),
       cmocka_unit_test(test_render_hostile),
       cmocka_unit_test(test_mail_build),
       cmocka_unit_test(test_sign),
       cmocka_unit_test_setup_teardown(test_enqueue, db_setup, db_teardown),
+      cmocka_unit_test_setup_teardown(test_enqueue_behaviour, db_setup, db_teardown),
       cmocka_unit_test_setup_teardown(test_settings, db_setup, db_teardown),
       cmocka_unit_test_setup_teardown(test_prune, db_setup, db_teardown),
       cmocka_unit_test(test_new_options),

@@ -627,6 +627,122 @@ static void duplicate_host_opens_incidents(void **state) {
   incidents_free(m);
 }
 
+/* Inserts one alert (json) of stream alerts with number seq. */
+static void insert_alert(fixture_t *f, const char *agent_id, int64_t tenant, int64_t seq,
+                         const char *json) {
+  store_event_t ev = {seq,  1764124646000 + seq, "alert", "yamori.behaviour", "behaviour-detected",
+                      json, strlen(json)};
+  batch_result_t r = {0, 0, 0};
+  store_insert_batch(f->s, agent_id, tenant, "alerts", &ev, 1, on_batch, &r);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.rc, 0);
+  assert_int_equal(r.inserted, 1);
+}
+
+#define SIGMA_ALERT(id, name, tech)                                                                \
+  "{\"event\":{\"kind\":\"alert\",\"action\":\"behaviour-detected\",\"severity\":47},"             \
+  "\"rule\":{\"ruleset\":\"sigma\",\"id\":\"" id "\",\"name\":\"" name "\","                       \
+  "\"description\":\"A long explanation of the rule.\"},"                                          \
+  "\"threat\":{\"technique\":{\"id\":" tech "}},\"file\":{\"path\":\"/etc/cron.d/x\"}}"
+
+static int notified;
+static int count_notify(sqlite3 *db, int64_t incident_id, const char *change) {
+  (void)db;
+  (void)incident_id;
+  (void)change;
+  notified++;
+  return 0;
+}
+
+#define SIGMA_ALERT_SEV(id, sev)                                                                   \
+  "{\"event\":{\"kind\":\"alert\",\"action\":\"behaviour-detected\",\"severity\":" sev "},"        \
+  "\"rule\":{\"ruleset\":\"sigma\",\"id\":\"" id "\",\"name\":\"A rule\"}}"
+
+/* A behaviour incident of a low-level rule is shown, not sent: the
+ * company is told of medium and higher ones only (YARA alerts of any
+ * severity are told, as before). */
+static void sigma_low_is_not_notified(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(incidents_schema(f->s), 0);
+  incidents_t *m = NULL;
+  incidents_opts_t io = {3600, count_notify};
+  assert_int_equal(incidents_new(&f->loop, f->s, &io, &m), 0);
+  char tid[17], sec[44];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  enroll_result_t a = enroll(f, tid, sec, "pc-a");
+  notified = 0;
+  insert_alert(f, a.agent_id, tenant, 1,
+               SIGMA_ALERT_SEV("33333333-3333-4333-8333-333333333333", "21"));
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM incidents WHERE severity = 'low'", NULL),
+                   1);
+  assert_int_equal(notified, 0);
+  insert_alert(f, a.agent_id, tenant, 2,
+               SIGMA_ALERT_SEV("44444444-4444-4444-8444-444444444444", "47"));
+  assert_int_equal(notified, 1);
+  const char *yara_low = "{\"event\":{\"kind\":\"alert\",\"severity\":21},\"rule\":{\"name\":"
+                         "\"Yamori_Low\"},\"file\":{\"path\":\"/tmp/x\"}}";
+  insert_alert(f, a.agent_id, tenant, 3, yara_low);
+  assert_int_equal(notified, 2);
+  incidents_free(m);
+}
+
+/* Behaviour alerts group per PC and Sigma rule id (not title): two rules
+ * with one title are two incidents, the same rule on another PC another
+ * one; the incident keeps the rule's title, the ruleset and the ATT&CK
+ * techniques (well-formed ids only). A YARA rule named like the Sigma id
+ * stays apart. */
+static void sigma_alerts_group_per_pc_and_rule(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(incidents_schema(f->s), 0);
+  incidents_t *m = NULL;
+  incidents_opts_t io = {3600, NULL};
+  assert_int_equal(incidents_new(&f->loop, f->s, &io, &m), 0);
+  char tid[17], sec[44];
+  int64_t tenant = tenant_with_token(f, "acme", 0, 0, tid, sec);
+  enroll_result_t a = enroll(f, tid, sec, "pc-a");
+  enroll_result_t b = enroll(f, tid, sec, "pc-b");
+  const char *r1 = "11111111-1111-4111-8111-111111111111";
+  insert_alert(f, a.agent_id, tenant, 1,
+               SIGMA_ALERT("11111111-1111-4111-8111-111111111111", "Cron job written",
+                           "[\"T1053.003\",\"bad id\",\"T1059.004\"]"));
+  insert_alert(
+      f, a.agent_id, tenant, 2,
+      SIGMA_ALERT("11111111-1111-4111-8111-111111111111", "Cron job written", "[\"T1053.003\"]"));
+  insert_alert(
+      f, a.agent_id, tenant, 3,
+      SIGMA_ALERT("22222222-2222-4222-8222-222222222222", "Cron job written", "\"T1053.003\""));
+  insert_alert(
+      f, b.agent_id, tenant, 1,
+      SIGMA_ALERT("11111111-1111-4111-8111-111111111111", "Cron job written", "[\"T1053.003\"]"));
+  const char *yara = "{\"event\":{\"kind\":\"alert\",\"severity\":73},\"rule\":{\"name\":"
+                     "\"11111111-1111-4111-8111-111111111111\"},\"file\":{\"path\":\"/tmp/x\"}}";
+  insert_alert(f, a.agent_id, tenant, 4, yara);
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM incidents", NULL), 4);
+  assert_int_equal(query_int(f->dir,
+                             "SELECT count FROM incidents WHERE agent_id = ?1 AND ruleset = 'sigma'"
+                             " AND rule = '11111111-1111-4111-8111-111111111111'"
+                             " AND title = 'Cron job written' AND severity = 'medium'"
+                             " AND technique = 'T1053.003,T1059.004' AND kind = 'malware'",
+                             a.agent_id),
+                   2);
+  assert_int_equal(
+      query_int(f->dir, "SELECT COUNT(*) FROM incidents WHERE rule = ?1 AND ruleset = 'sigma'", r1),
+      2);
+  assert_int_equal(query_int(f->dir,
+                             "SELECT COUNT(*) FROM incidents WHERE ruleset = 'sigma'"
+                             " AND rule = '22222222-2222-4222-8222-222222222222'"
+                             " AND technique = 'T1053.003'",
+                             NULL),
+                   1);
+  assert_int_equal(query_int(f->dir,
+                             "SELECT COUNT(*) FROM incidents WHERE ruleset = '' AND rule = ?1"
+                             " AND technique = ''",
+                             r1),
+                   1);
+  assert_int_equal(query_int(f->dir, "SELECT COUNT(*) FROM incident_alerts", NULL), 5);
+  incidents_free(m);
+}
+
 static void batch_insert_is_idempotent(void **state) {
   fixture_t *f = *state;
   char tid[17], sec[44];
@@ -961,6 +1077,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(reenrollment_needs_the_secret, setup, teardown),
       cmocka_unit_test_setup_teardown(enroll_hooks_see_every_attempt, setup, teardown),
       cmocka_unit_test_setup_teardown(duplicate_host_opens_incidents, setup, teardown),
+      cmocka_unit_test_setup_teardown(sigma_alerts_group_per_pc_and_rule, setup, teardown),
+      cmocka_unit_test_setup_teardown(sigma_low_is_not_notified, setup, teardown),
       cmocka_unit_test_setup_teardown(seq_far_ahead_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(revoke_empties_the_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(batch_insert_is_idempotent, setup, teardown),

@@ -242,6 +242,42 @@ static void args_limits(void **state) {
   kill_wait(pid);
 }
 
+/* The argument vector as the eBPF source hands it over: cut by the
+ * kernel's bound (more set) with avail below the configured limit, or whole. */
+static void args_keep_vectors(void **state) {
+  (void)state;
+  os_proc_info_t info;
+  memset(&info, 0, sizeof(info));
+  char *buf = malloc(9);
+  assert_non_null(buf);
+  memcpy(buf, "a\0bb\0ccc", 8);
+  os_proc_args_keep(buf, 8, true, 256, 16384, &info);
+  assert_true(info.args_ok);
+  assert_true(info.args_truncated);
+  assert_int_equal(info.argc, 3);
+  assert_int_equal(info.args_len, 8);
+  assert_memory_equal(info.args, "a\0bb\0cc\0", 8);
+  os_proc_info_free(&info);
+
+  buf = malloc(6);
+  assert_non_null(buf);
+  memcpy(buf, "a\0bb\0", 5);
+  os_proc_args_keep(buf, 5, false, 256, 16384, &info);
+  assert_false(info.args_truncated);
+  assert_int_equal(info.argc, 2);
+  assert_int_equal(info.args_len, 5);
+  os_proc_info_free(&info);
+
+  buf = malloc(6);
+  assert_non_null(buf);
+  memcpy(buf, "a\0bb\0", 5);
+  os_proc_args_keep(buf, 5, false, 1, 16384, &info);
+  assert_true(info.args_truncated);
+  assert_int_equal(info.argc, 1);
+  assert_int_equal(info.args_len, 2);
+  os_proc_info_free(&info);
+}
+
 static void comm_with_parens(void **state) {
   (void)state;
   const char *name = "x) (y) 1 2 (z";
@@ -783,17 +819,12 @@ int main(int argc, char **argv) {
   test_argv0 = argv[0];
   test_argc = argc;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(read_self),
-      cmocka_unit_test(args_limits),
-      cmocka_unit_test(comm_with_parens),
-      cmocka_unit_test(deleted_executable),
-      cmocka_unit_test(zombie_and_kernel_thread),
-      cmocka_unit_test(missing_process),
-      cmocka_unit_test(list_processes),
-      cmocka_unit_test(boot_facts),
-      cmocka_unit_test(proc_events),
-      cmocka_unit_test(proc_events_overrun),
-      cmocka_unit_test(proc_events_free_in_callback),
+      cmocka_unit_test(read_self),           cmocka_unit_test(args_limits),
+      cmocka_unit_test(args_keep_vectors),   cmocka_unit_test(comm_with_parens),
+      cmocka_unit_test(deleted_executable),  cmocka_unit_test(zombie_and_kernel_thread),
+      cmocka_unit_test(missing_process),     cmocka_unit_test(list_processes),
+      cmocka_unit_test(boot_facts),          cmocka_unit_test(proc_events),
+      cmocka_unit_test(proc_events_overrun), cmocka_unit_test(proc_events_free_in_callback),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

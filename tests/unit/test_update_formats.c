@@ -149,6 +149,29 @@ static void unpack_good_and_hostile(void **state) {
   assert_int_not_equal(stat("/tmp/abs-escape", &st), 0);
 }
 
+/* A rules bundle's behaviour rules sit in sigma/ (console/src/release.c
+ * packs sigma/NAME.json without a directory entry): they land in the
+ * bundle directory as sigma/NAME.json, and a name that climbs out of
+ * sigma/ or hides a link is refused as any other. */
+static void unpack_rules_bundle_sigma(void **state) {
+  (void)state;
+  char dir[64];
+  int dfd;
+  struct stat st;
+  static const char compiled[] = "{\"format\":\"yamori-sigma\",\"version\":1,\"rules\":[]}";
+  assert_null(unpack_one("sigma/linux.json", '0', compiled, sizeof(compiled) - 1, dir, &dfd));
+  assert_int_equal(fstatat(dfd, "sigma", &st, AT_SYMLINK_NOFOLLOW), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  assert_int_equal(fstatat(dfd, "sigma/linux.json", &st, AT_SYMLINK_NOFOLLOW), 0);
+  assert_true(S_ISREG(st.st_mode));
+  assert_int_equal(st.st_size, sizeof(compiled) - 1);
+  cleanup(dir, dfd);
+  assert_string_equal(unpack_one("sigma/../../x.json", '0', "{}", 2, dir, &dfd), "dotdot_path");
+  cleanup(dir, dfd);
+  assert_string_equal(unpack_one("sigma/l.json", '2', "", 0, dir, &dfd), "link_entry");
+  cleanup(dir, dfd);
+}
+
 static void unpack_bomb_truncation_garbage(void **state) {
   (void)state;
   size_t n = 40 * 1024 * 1024;
@@ -478,6 +501,7 @@ int main(void) {
       cmocka_unit_test(envelope_and_checks),
       cmocka_unit_test(rules_tenant_scope),
       cmocka_unit_test(unpack_good_and_hostile),
+      cmocka_unit_test(unpack_rules_bundle_sigma),
       cmocka_unit_test(unpack_bomb_truncation_garbage),
       cmocka_unit_test(state_file),
   };

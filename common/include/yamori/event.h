@@ -99,9 +99,14 @@
   XX(PROCESS_END, "process.end", "date", YM_K_DATE, "When the process ended.")                     \
   XX(PROCESS_ENTITY_ID, "process.entity_id", "keyword", YM_K_STR,                                  \
      "Stable id of the process: a hash of boot id, pid and start time.")                           \
+  XX(PROCESS_ENV_VARS, "process.env_vars", "keyword", YM_K_ARR,                                    \
+     "Bindings of `LD_PRELOAD` and `LD_LIBRARY_PATH` when set at the program start (eBPF "         \
+     "process sensor).")                                                                           \
   XX(PROCESS_EXECUTABLE, "process.executable", "keyword", YM_K_STR, "Path of the program.")        \
   XX(PROCESS_EXIT_CODE, "process.exit_code", "long", YM_K_INT,                                     \
      "Exit code; 128 + signal number when a signal ended the process.")                            \
+  XX(PROCESS_GROUP_ID, "process.group.id", "keyword", YM_K_STR,                                    \
+     "Real group id (eBPF process sensor).")                                                       \
   XX(PROCESS_HASH_SHA256, "process.hash.sha256", "keyword", YM_K_STR, "SHA-256 of the program.")   \
   XX(PROCESS_NAME, "process.name", "keyword", YM_K_STR, "File name of the program.")               \
   XX(PROCESS_PARENT_ENTITY_ID, "process.parent.entity_id", "keyword", YM_K_STR,                    \
@@ -144,10 +149,11 @@
   XX(YAMORI_GAP_COUNT, "yamori.gap.count", "long", YM_K_INT,                                       \
      "Gap: how many events were lost (absent when the source cannot say).")                        \
   XX(YAMORI_GAP_REASON, "yamori.gap.reason", "keyword", YM_K_STR,                                  \
-     "Gap: `queue_overflow`, `receive_overrun`, `sequence`, `in_flight_limit`; from the spool "    \
-     "`spool_full`, `spool_corrupt`, `spool_removed`, `spool_write_failed`.")                      \
+     "Gap: `queue_overflow`, `receive_overrun`, `sequence`, `ring_buffer_full`, "                  \
+     "`in_flight_limit`; from the spool `spool_full`, `spool_corrupt`, `spool_removed`, "          \
+     "`spool_write_failed`.")                                                                      \
   XX(YAMORI_GAP_SOURCE, "yamori.gap.source", "keyword", YM_K_STR,                                  \
-     "Gap: `fanotify`, `proc_connector`, `scanner`, `spool` or `uplink`.")                         \
+     "Gap: `fanotify`, `proc_connector`, `ebpf`, `scanner`, `spool` or `uplink`.")                 \
   XX(YAMORI_GAP_STREAM, "yamori.gap.stream", "keyword", YM_K_STR,                                  \
      "Gap from the spool or uplink: the upload stream the lost events belonged to.")               \
   XX(YAMORI_MISSING, "yamori.missing", "keyword", YM_K_ARR,                                        \
@@ -156,6 +162,11 @@
      "The arguments were cut to the configured limits.")                                           \
   XX(YAMORI_PROCESS_EXIT_SIGNAL, "yamori.process.exit_signal", "long", YM_K_INT,                   \
      "Signal number that ended the process.")                                                      \
+  XX(YAMORI_PROCESS_LOGIN_UID, "yamori.process.login_uid", "keyword", YM_K_STR,                    \
+     "User id of the login the process descends from (audit login uid; eBPF process sensor, "      \
+     "absent when unset).")                                                                        \
+  XX(YAMORI_PROCESS_SESSION_ID, "yamori.process.session_id", "long", YM_K_INT,                     \
+     "Audit session id of that login (eBPF process sensor).")                                      \
   XX(YAMORI_QUARANTINE_ID, "yamori.quarantine.id", "keyword", YM_K_STR,                            \
      "Quarantine entry of a quarantined or restored file.")                                        \
   XX(YAMORI_RESPONSE_ACTION, "yamori.response.action", "keyword", YM_K_STR,                        \

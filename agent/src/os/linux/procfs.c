@@ -193,35 +193,8 @@ static void read_cwd(int dirfd, os_proc_info_t *out) {
   out->cwd_ok = true;
 }
 
-/*
- * Fills the args fields from dirfd/cmdline.
- *
- * At most max_bytes + 1 bytes are read: the extra byte only tells whether
- * the command line is longer than the limit. The kept buffer is argc
- * arguments, each followed by its NUL, args_len <= max_bytes bytes in all,
- * plus one more NUL at args[args_len] (not counted). An argument cut by the
- * byte limit is kept up to the limit (its last byte replaced by the NUL);
- * a cut that would leave it empty drops it. A final argument without a NUL
- * (a process that rewrote its command line) gets one when it fits.
- */
-static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info_t *out) {
-  if (max_bytes > ARGS_HARD_MAX)
-    max_bytes = ARGS_HARD_MAX;
-  char *buf = malloc(max_bytes + 1);
-  if (buf == NULL)
-    return;
-  size_t n;
-  /* An empty command line is not an empty argument list: the kernel shows
-   * nothing once the process has released its memory (it is exiting or a
-   * zombie) and for kernel threads, while every program it started has at
-   * least one byte there (an execve() without arguments gets an empty
-   * argv[0]). So nothing read means the arguments are unknown. */
-  if (read_at(dirfd, "cmdline", buf, max_bytes + 1, &n) < 0 || n == 0) {
-    free(buf);
-    return;
-  }
-  bool more = n > max_bytes;
-  size_t avail = more ? max_bytes : n;
+void os_proc_args_keep(char *buf, size_t avail, bool more, size_t max_args, size_t max_bytes,
+                       os_proc_info_t *out) {
   size_t pos = 0; /* End of the kept arguments. */
   int argc = 0;
   bool truncated = more;
@@ -243,9 +216,9 @@ static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info
       argc++;
     } else {
       truncated = true;
-      if (max_bytes - 1 > pos) {
-        buf[max_bytes - 1] = '\0';
-        pos = max_bytes;
+      if (avail - 1 > pos) {
+        buf[avail - 1] = '\0';
+        pos = avail;
         argc++;
       }
     }
@@ -258,6 +231,29 @@ static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info
   out->argc = argc;
   out->args_truncated = truncated;
   out->args_ok = true;
+}
+
+/* Fills the args fields from dirfd/cmdline (os_proc_args_keep() says what
+ * is kept). At most max_bytes + 1 bytes are read: the extra byte only tells
+ * whether the command line is longer than the limit. */
+static void read_args(int dirfd, size_t max_args, size_t max_bytes, os_proc_info_t *out) {
+  if (max_bytes > ARGS_HARD_MAX)
+    max_bytes = ARGS_HARD_MAX;
+  char *buf = malloc(max_bytes + 1);
+  if (buf == NULL)
+    return;
+  size_t n;
+  /* An empty command line is not an empty argument list: the kernel shows
+   * nothing once the process has released its memory (it is exiting or a
+   * zombie) and for kernel threads, while every program it started has at
+   * least one byte there (an execve() without arguments gets an empty
+   * argv[0]). So nothing read means the arguments are unknown. */
+  if (read_at(dirfd, "cmdline", buf, max_bytes + 1, &n) < 0 || n == 0) {
+    free(buf);
+    return;
+  }
+  bool more = n > max_bytes;
+  os_proc_args_keep(buf, more ? max_bytes : n, more, max_args, max_bytes, out);
 }
 
 int os_proc_read(int pid, size_t max_args, size_t max_args_bytes, os_proc_info_t *out) {
@@ -399,5 +395,19 @@ int os_boot_id(char out[40]) {
     return YM_EPARSE;
   memcpy(out, buf, len);
   out[len] = '\0';
+  return 0;
+}
+
+int os_proc_info_copy(os_proc_info_t *dst, const os_proc_info_t *src) {
+  memcpy(dst, src, sizeof(*dst));
+  dst->args = NULL;
+  if (src->args_ok && src->args != NULL) {
+    dst->args = malloc(src->args_len + 1);
+    if (dst->args == NULL) {
+      dst->args_ok = false;
+      return YM_ENOMEM;
+    }
+    memcpy(dst->args, src->args, src->args_len + 1);
+  }
   return 0;
 }
