@@ -3,6 +3,7 @@
  */
 #include "agent.h"
 
+#include "behave.h"
 #include "control.h"
 #include "detect.h"
 #include "notify_sd.h"
@@ -208,6 +209,26 @@ void agent_counters_json(agent_t *a, cJSON *k) {
     cJSON_AddNumberToObject(k, "exec_denied", (double)ds.guard.denied);
     cJSON_AddNumberToObject(k, "exec_deadline_allowed", (double)ds.guard.timeouts);
   }
+  if (a->beh != NULL) {
+    behave_status_t bs;
+    behave_status(a->beh, &bs);
+    cJSON_AddBoolToObject(k, "behaviour_enabled", bs.enabled);
+    cJSON_AddNumberToObject(k, "behaviour_rules", bs.rules);
+    cJSON_AddNumberToObject(k, "behaviour_correlations", bs.correlations);
+    cJSON_AddNumberToObject(k, "behaviour_files", bs.files);
+    cJSON_AddStringToObject(k, "behaviour_version", bs.version);
+    cJSON_AddNumberToObject(k, "behaviour_evaluated", (double)bs.evaluated);
+    cJSON_AddNumberToObject(k, "behaviour_matches", (double)bs.matches);
+    cJSON_AddNumberToObject(k, "behaviour_informational", (double)bs.informational);
+    cJSON_AddNumberToObject(k, "behaviour_alerts", (double)bs.alerts);
+    cJSON_AddNumberToObject(k, "behaviour_rate_limited", (double)bs.rate_limited);
+    cJSON_AddNumberToObject(k, "behaviour_killed", (double)bs.killed);
+    cJSON_AddNumberToObject(k, "behaviour_kill_failed", (double)bs.kill_failed);
+    cJSON_AddNumberToObject(k, "behaviour_kill_refused", (double)bs.kill_refused);
+    cJSON_AddNumberToObject(k, "behaviour_load_errors", (double)bs.load_errors);
+    if (bs.load_error[0])
+      cJSON_AddStringToObject(k, "behaviour_load_error", bs.load_error);
+  }
   if (a->spool != NULL) {
     spool_stats_t ss;
     spool_stats(a->spool, &ss);
@@ -339,6 +360,39 @@ void agent_emit(agent_t *a, ym_event_t *ev) {
   if (a->resp != NULL)
     respond_note_event(a->resp, ev, a->spool != NULL && a->upline.len >= 2 ? a->upline.data : NULL,
                        a->upline.len);
+  /* Last: the alerts it raises are written through agent_emit again. */
+  behave_event(a->beh, ev);
+}
+
+/* ---------------------------------------------------------------- */
+/* Behaviour rules: the functions behave.h is given                   */
+
+static void behave_emit(void *ctx, ym_event_t *ev) {
+  agent_emit(ctx, ev);
+}
+
+static int behave_kill(void *ctx, int pid, const char *entity_id, behave_kill_done_fn done,
+                       void *data) {
+  agent_t *a = ctx;
+  return respond_kill(a->resp, pid, entity_id, done, data);
+}
+
+static void behave_conf(const conf_t *c, behave_conf_t *out) {
+  out->enabled = c->behaviour_enabled;
+  for (int i = 0; i < 4; i++)
+    out->response[i] = c->behaviour_response[i];
+  out->rate_limit_ns = (int64_t)c->behaviour_rate_limit_s * 1000000000;
+}
+
+static int behave_start(agent_t *a) {
+  behave_ops_t ops = {behave_emit, behave_kill, a, &a->base, &a->procs};
+  behave_conf_t bc;
+  behave_conf(a->conf, &bc);
+  int rc = behave_new(&ops, &bc, &a->beh);
+  if (rc == 0)
+    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &a->conf->rules_dirs,
+                  a->rules_dirs ? &a->conf->rules_dirs : NULL);
+  return rc;
 }
 
 static void on_spool_lost(spool_stream_t stream, const char *reason, uint64_t count,
@@ -404,6 +458,13 @@ static void reload(agent_t *a) {
   if (a->det != NULL)
     detect_apply_conf(a->det);
   respond_reload(a->resp);
+  if (a->beh != NULL) {
+    behave_conf_t bc;
+    behave_conf(c, &bc);
+    behave_configure(a->beh, &bc);
+    behave_reload(a->beh, a->rules_dirs ? a->rules_dirs : &c->rules_dirs,
+                  a->rules_dirs ? &c->rules_dirs : NULL);
+  }
   conf_free(old);
   ym_log(YM_LOG_NOTICE, 0, "configuration reloaded");
 }
@@ -455,6 +516,8 @@ int agent_start(agent_t *a) {
     ym_log(YM_LOG_ERROR, rc, "cannot open the control socket %s", a->conf->control_socket);
   if ((rc = respond_new(a, &a->resp)) != 0)
     ym_log(YM_LOG_ERROR, rc, "cannot take remote commands");
+  if ((rc = behave_start(a)) != 0)
+    return rc;
   ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s, exec guard %s; %zu processes known",
          a->ps ? "on" : "off", a->fs ? "on" : "off",
          a->conf->policy_exec == 0 ? "off" : (a->conf->policy_exec == 1 ? "detect" : "block"),
@@ -511,6 +574,8 @@ void agent_close(agent_t *a) {
   uv_run(a->loop, UV_RUN_DEFAULT); /* let the closed handles finish */
   respond_free(a->resp);
   a->resp = NULL;
+  behave_free(a->beh); /* after the loop: its kills have finished */
+  a->beh = NULL;
   uv_mutex_destroy(&a->post_lock);
   psensor_free(a->ps);
   fsensor_free(a->fs);

@@ -32,6 +32,7 @@ struct detect;
 struct control;
 struct update;
 struct respond;
+struct behave;
 struct agent;
 
 typedef void (*agent_post_fn)(struct agent *a, void *arg);
@@ -84,6 +85,7 @@ typedef struct agent {
    * module owns them); NULL: conf->rules_dirs. */
   const ym_strlist_t *rules_dirs;
   struct respond *resp; /* remote response commands; NULL when not started */
+  struct behave *beh;   /* behaviour rules (behave.h); NULL when not started */
   uv_async_t post_async;
   uv_mutex_t post_lock;
   agent_post_t *post_head, *post_tail;

@@ -11,6 +11,7 @@ static const char *const log_levels[] = {"error", "warn", "notice", "info", "deb
 static const char *const exec_policies[] = {"off", "detect", "block", NULL};
 static const char *const file_policies[] = {"detect", "quarantine", NULL};
 static const char *const process_sources[] = {"auto", "ebpf", "proc", NULL};
+static const char *const behaviour_responses[] = {"alert", "kill", NULL};
 
 static int check_abs_path(const void *value, char *msg, size_t msglen) {
   const char *s = *(char *const *)value;
@@ -103,6 +104,23 @@ static const ym_cfg_field_t table[] = {
     F("policy.kill", YM_CFG_BOOL, 0, 0, "false", policy_kill, NULL, NULL,
       "Also kill the process that wrote a malicious file or started a malicious program "
       "that was allowed."),
+    F("behaviour.enabled", YM_CFG_BOOL, 0, 0, "true", behaviour_enabled, NULL, NULL,
+      "Evaluate the behaviour rules (compiled Sigma, `sigma/*.json` under each rules directory "
+      "and in the active rules bundle) on every program start and file event."),
+    F("behaviour.response.low", YM_CFG_ENUM, 0, 0, "\"alert\"", behaviour_response[0],
+      behaviour_responses, NULL,
+      "What a match of a `low` behaviour rule does: `alert`, or `kill` (the process that "
+      "matched, start time checked; never the agent, its launcher, PID 1 or a system-critical "
+      "process, docs/behaviour.md)."),
+    F("behaviour.response.medium", YM_CFG_ENUM, 0, 0, "\"alert\"", behaviour_response[1],
+      behaviour_responses, NULL, "The same for `medium` rules."),
+    F("behaviour.response.high", YM_CFG_ENUM, 0, 0, "\"alert\"", behaviour_response[2],
+      behaviour_responses, NULL, "The same for `high` rules."),
+    F("behaviour.response.critical", YM_CFG_ENUM, 0, 0, "\"kill\"", behaviour_response[3],
+      behaviour_responses, NULL, "The same for `critical` rules."),
+    F("behaviour.rate_limit_s", YM_CFG_INT, 0, 86400, "60", behaviour_rate_limit_s, NULL, NULL,
+      "A rule matching again for the same process within this time is counted, not alerted "
+      "again (the next alert carries the count); 0 alerts every match."),
     F("control.socket", YM_CFG_STRING, 1, 100, "\"/run/yamori/yamorid.sock\"", control_socket, NULL,
       check_abs_path, "Unix socket of the local control interface (root only)."),
     F("spool.enabled", YM_CFG_BOOL, 0, 0, "true", spool_enabled, NULL, NULL,

@@ -47,6 +47,10 @@ typedef struct {
   long long exec_max_pending;
   int policy_file; /* 0 detect, 1 quarantine */
   bool policy_kill;
+  /* behaviour rules (behave.h) */
+  bool behaviour_enabled;
+  int behaviour_response[4]; /* low, medium, high, critical: 0 alert, 1 kill */
+  long long behaviour_rate_limit_s;
   char *control_socket;
   /* console link */
   bool spool_enabled;

@@ -1,5 +1,6 @@
 #include "control.h"
 
+#include "behave.h"
 #include "detect.h"
 #include "quarantine.h"
 
@@ -405,6 +406,9 @@ static void handle_line(client_t *cl, const char *line, size_t len) {
     break;
   case CONTROL_RULES_RELOAD:
     cl->refs++;
+    behave_reload(cl->c->a->beh,
+                  cl->c->a->rules_dirs ? cl->c->a->rules_dirs : &cl->c->a->conf->rules_dirs,
+                  cl->c->a->rules_dirs ? &cl->c->a->conf->rules_dirs : NULL);
     detect_reload_rules(cl->c->a->det, on_rules_reloaded, cl);
     break;
   case CONTROL_ALERTS:

@@ -490,6 +490,8 @@ typedef struct {
   bool exited;
   int rc;
   const char *why;
+  respond_kill_cb kill_cb; /* a kill asked by the agent itself (rec is NULL) */
+  void *kill_data;
 } job_t;
 
 #define WHY_OWN_FILES                                                                              \
@@ -634,6 +636,11 @@ static void job_done(uv_work_t *w, int status) {
   (void)status;
   char err[256];
   snprintf(err, sizeof(err), "%s", j->why ? j->why : ym_strerror(j->rc));
+  if (j->kill_cb != NULL) {
+    j->kill_cb(j->rc, j->rc != 0 ? err : NULL, j->exited, j->kill_data);
+    free(j);
+    return;
+  }
   if (j->op == 2) {
     ev_info_t x = {NULL, 0, NULL, NULL, j->pid, j->entity};
     if (j->rc != 0) {
@@ -699,6 +706,33 @@ static void run_job(rec_t *rec, int op) {
   snprintf(j->boot_id, sizeof(j->boot_id), "%s", a->boot_id);
   j->w.data = j;
   uv_queue_work(a->loop, &j->w, job_work, job_done);
+}
+
+int respond_kill(respond_t *r, int pid, const char *entity_id, respond_kill_cb cb, void *data) {
+  if (r == NULL)
+    return YM_ENOTSUP;
+  if (r->stopping)
+    return YM_ECANCELED;
+  if (entity_id == NULL || strlen(entity_id) != PROCTAB_ENTITY_LEN)
+    return YM_EINVAL; /* never a kill by pid alone */
+  job_t *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return YM_ENOMEM;
+  j->op = 2;
+  j->prot = r->prot;
+  j->pid = pid;
+  j->self_pid = r->a->self_pid;
+  snprintf(j->boot_id, sizeof(j->boot_id), "%s", r->a->boot_id);
+  snprintf(j->want_entity, sizeof(j->want_entity), "%s", entity_id);
+  j->kill_cb = cb;
+  j->kill_data = data;
+  j->w.data = j;
+  int rc = uv_queue_work(r->a->loop, &j->w, job_work, job_done);
+  if (rc != 0) {
+    free(j);
+    return YM_EIO;
+  }
+  return 0;
 }
 
 /* ---------------------------------------------------------------- */

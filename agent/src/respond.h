@@ -53,6 +53,16 @@ void respond_stop(respond_t *r);
  * respond_free(NULL) does nothing. */
 void respond_free(respond_t *r);
 
+/* Kills the process pid on the thread pool, as the kill command does: only
+ * when its entity id (pid and start time) is still entity_id (32 hex
+ * characters; required), never the agent, its launcher or PID 1
+ * (protect.h). cb runs once on the loop thread with 0 or an error, a
+ * reason (NULL on success) and whether the process had ended within a few
+ * seconds. Returns 0 (cb will run), or an error (cb never runs):
+ * YM_ENOTSUP for r NULL, YM_ECANCELED when stopping, YM_EINVAL. */
+typedef void (*respond_kill_cb)(int rc, const char *why, bool exited, void *data);
+int respond_kill(respond_t *r, int pid, const char *entity_id, respond_kill_cb cb, void *data);
+
 /* Notes an emitted event for the triage rings. json is the event as
  * uploaded (without host.* and agent.*), len bytes, or NULL when it was
  * not serialized that way. */

@@ -3,6 +3,7 @@
  */
 #include "update.h"
 
+#include "behave.h"
 #include "detect.h"
 #include "rules.h"
 #include "uplink.h"
@@ -697,6 +698,8 @@ static void rules_done(uv_work_t *w, int status) {
     r->dirs.v = NULL;
     r->dirs.n = 0;
     u->a->rules_dirs = &u->dirs;
+    /* The bundle's compiled Sigma, or the configured one when it has none. */
+    behave_reload(u->a->beh, u->a->rules_dirs, &u->a->conf->rules_dirs);
     if (had && strcmp(u->rules[r->scope].version, "") != 0) {
       int bfd = open(u->bundles_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       const char *base = strrchr(old, '/');

@@ -207,6 +207,13 @@ static int cmd_status(conn_t *c, const opts_t *o) {
            ym_json_get_str(k, "process_sensor") ? ")" : "",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "file")) ? "on" : "off",
            cJSON_IsTrue(cJSON_GetObjectItem(sen, "exec_guard")) ? "on" : "off");
+    const cJSON *bn = cJSON_GetObjectItem(k, "behaviour_rules");
+    if (bn != NULL)
+      printf("behaviour: %s, %.0f rules, version %s%s%s\n",
+             cJSON_IsTrue(cJSON_GetObjectItem(k, "behaviour_enabled")) ? "on" : "off",
+             bn->valuedouble, str_or(k, "behaviour_version", "?"),
+             cJSON_GetObjectItem(k, "behaviour_load_error") ? "; last load refused: " : "",
+             str_or(k, "behaviour_load_error", ""));
     const cJSON *it;
     cJSON_ArrayForEach(it, k) {
       if (cJSON_IsString(it))

@@ -177,6 +177,25 @@ int ym_event_set_raw(ym_event_t *ev, ym_field_t f, const char *json, size_t n) {
   return store(ev, f, json, n);
 }
 
+int ym_event_copy(ym_event_t *dst, const ym_event_t *src, ym_field_t f) {
+  if (!IS_SET(src, f))
+    return 0;
+  int k = schema[f].kind;
+  if (k == YM_K_INT || k == YM_K_BOOL) {
+    dst->val[f].num = src->val[f].num;
+    MARK_SET(dst, f);
+    return 0;
+  }
+  return store(dst, f, src->arena.data + src->val[f].off, src->val[f].len);
+}
+
+bool ym_event_get_int(const ym_event_t *ev, ym_field_t f, int64_t *out) {
+  if (!IS_SET(ev, f) || schema[f].kind != YM_K_INT)
+    return false;
+  *out = ev->val[f].num;
+  return true;
+}
+
 const char *ym_event_get_str(const ym_event_t *ev, ym_field_t f, size_t *len) {
   if (!IS_SET(ev, f) || (schema[f].kind != YM_K_STR && schema[f].kind != YM_K_DATE))
     return NULL;

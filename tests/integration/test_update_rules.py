@@ -64,6 +64,15 @@ def publish(d, *args):
 
 
 installed = status_rules()
+
+
+def behaviour_counters():
+    r = t.run(["yamorictl", "--config", s.conf_path, "--json", "status"])
+    return json.loads(r.stdout.decode().splitlines()[0])["counters"]
+
+
+beh_installed = behaviour_counters().get("behaviour_rules", 0)
+t.check(beh_installed > 10, "the default behaviour rules of rules/ are loaded (%s)" % beh_installed)
 t.check(installed[0] > 10, "the installed default set is active: %s" % (installed,))
 t.check_eq(scan("tenant.txt"), set(), "the tenant marker is not detected yet")
 
@@ -91,6 +100,12 @@ with open(compiled) as f:
     j = json.load(f)
 t.check_eq((j.get("format"), [r["id"] for r in j.get("rules", [])]), ("yamori-sigma", [SIGMA_ID]),
            "compiled by the console from the YAML")
+# ... and the agent loads them, beside the default behaviour rules of its
+# configured rules directory (this setup runs without sensors: the alerts
+# themselves are it.behaviour's).
+k = behaviour_counters()
+t.check_eq(k.get("behaviour_files"), 2, "behaviour rules of rules/ and of the bundle loaded")
+t.check_eq(k.get("behaviour_rules"), beh_installed + 1, "the default rules and the bundle's one")
 
 # A bundle signed for another company (beta), offered to acme's agent (its
 # row moved to acme in the console's database, as a console fault or an

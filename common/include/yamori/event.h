@@ -46,11 +46,12 @@
   XX(ECS_VERSION, "ecs.version", "keyword", YM_K_STR, "ECS version the event follows.")            \
   XX(EVENT_ACTION, "event.action", "keyword", YM_K_STR,                                            \
      "What happened: `creation`, `modification`, `deletion`, `rename`, `exec`, `end`, `gap`; "     \
-     "`response-scan`, `response-quarantine`, ... for console commands.")                          \
-  XX(EVENT_CATEGORY, "event.category", "keyword", YM_K_ARR, "`file`, `process` or `host`.")        \
+     "`response-scan`, `response-quarantine`, ... for console commands; `behaviour-detected`.")    \
+  XX(EVENT_CATEGORY, "event.category", "keyword", YM_K_ARR,                                        \
+     "`file`, `process`, `host`; `malware` or `intrusion_detection` for alerts.")                  \
   XX(EVENT_CREATED, "event.created", "date", YM_K_DATE, "When the agent built the event.")         \
   XX(EVENT_DATASET, "event.dataset", "keyword", YM_K_STR,                                          \
-     "`yamori.file`, `yamori.process` or `yamori.agent`.")                                         \
+     "`yamori.file`, `yamori.process`, `yamori.agent`; `yamori.behaviour` for behaviour alerts.")  \
   XX(EVENT_DURATION, "event.duration", "long", YM_K_INT,                                           \
      "Nanoseconds: how long a program start waited for its verdict, or a scan took.")              \
   XX(EVENT_END, "event.end", "date", YM_K_DATE,                                                    \
@@ -122,12 +123,16 @@
      "Working directory.")                                                                         \
   XX(RULE_AUTHOR, "rule.author", "keyword", YM_K_STR, "Author of the rule.")                       \
   XX(RULE_DESCRIPTION, "rule.description", "keyword", YM_K_STR, "What the rule detects.")          \
+  XX(RULE_ID, "rule.id", "keyword", YM_K_STR, "Behaviour alerts: the Sigma rule's id.")            \
   XX(RULE_NAME, "rule.name", "keyword", YM_K_STR,                                                  \
      "Rule identifier (the first rule that matched).")                                             \
   XX(RULE_REFERENCE, "rule.reference", "keyword", YM_K_STR, "Where to read more.")                 \
-  XX(RULE_RULESET, "rule.ruleset", "keyword", YM_K_STR, "Rule namespace (the rule file's name).")  \
+  XX(RULE_RULESET, "rule.ruleset", "keyword", YM_K_STR,                                            \
+     "Rule namespace (the rule file's name); `sigma` for behaviour.")                              \
   XX(RULE_VERSION, "rule.version", "keyword", YM_K_STR, "Version of the rule set that matched.")   \
   XX(THREAT_FRAMEWORK, "threat.framework", "keyword", YM_K_STR, "`MITRE ATT&CK` when mapped.")     \
+  XX(THREAT_TACTIC_NAME, "threat.tactic.name", "keyword", YM_K_ARR,                                \
+     "ATT&CK tactics named by the rule's tags (`persistence`, ...).")                              \
   XX(THREAT_TECHNIQUE_ID, "threat.technique.id", "keyword", YM_K_ARR, "ATT&CK technique ids.")     \
   XX(YAMORI_COMMAND_ID, "yamori.command.id", "long", YM_K_INT,                                     \
      "Response to a console command: the command's id.")                                           \
@@ -164,10 +169,21 @@
      "Audit session id of that login (eBPF process sensor).")                                      \
   XX(YAMORI_QUARANTINE_ID, "yamori.quarantine.id", "keyword", YM_K_STR,                            \
      "Quarantine entry of a quarantined or restored file.")                                        \
+  XX(YAMORI_RESPONSE_ACTION, "yamori.response.action", "keyword", YM_K_STR,                        \
+     "Behaviour alerts: what the level's response was, `alert` or `kill`.")                        \
+  XX(YAMORI_RESPONSE_RESULT, "yamori.response.result", "keyword", YM_K_STR,                        \
+     "Behaviour alerts with a kill: `success`, `failure` or `refused` (`event.reason` says why).") \
   XX(YAMORI_SCAN_CACHED, "yamori.scan.cached", "boolean", YM_K_BOOL,                               \
      "The verdict came from the cache (the file version was scanned before).")                     \
   XX(YAMORI_SCAN_TRIGGER, "yamori.scan.trigger", "keyword", YM_K_STR,                              \
      "What started the scan: `write`, `exec` or `demand`.")                                        \
+  XX(YAMORI_SIGMA_LEVEL, "yamori.sigma.level", "keyword", YM_K_STR,                                \
+     "Behaviour alerts: the Sigma level (`low`, `medium`, `high`, `critical`).")                   \
+  XX(YAMORI_SIGMA_MATCHED, "yamori.sigma.matched", "keyword", YM_K_ARR,                            \
+     "Behaviour alerts: the event fields the rule matched on (or the correlation's group-by).")    \
+  XX(YAMORI_SIGMA_SUPPRESSED, "yamori.sigma.suppressed", "long", YM_K_INT,                         \
+     "Behaviour alerts: matches of the same rule by the same process not alerted since the last "  \
+     "alert (rate limit).")                                                                        \
   XX(YAMORI_STREAM_SEQ, "yamori.stream_seq", "long", YM_K_INT,                                     \
      "Number of the event in its upload stream (`alerts` or `bulk`), for exactly-once delivery.")  \
   XX(YAMORI_YARA_MATCHES, "yamori.yara.matches", "object", YM_K_RAW,                               \
@@ -236,8 +252,15 @@ int ym_event_set_one(ym_event_t *ev, ym_field_t f, const char *s);
 int ym_event_set_raw(ym_event_t *ev, ym_field_t f, const char *json, size_t n);
 
 bool ym_event_has(const ym_event_t *ev, ym_field_t f);
+/* Copies field f of src (its own value, not its base's) into dst as it is
+ * stored; does nothing when src does not set it. Returns 0 or YM_ETOOBIG. */
+int ym_event_copy(ym_event_t *dst, const ym_event_t *src, ym_field_t f);
 /* The string value of f (STR or DATE as written), or NULL when unset. */
 const char *ym_event_get_str(const ym_event_t *ev, ym_field_t f, size_t *len);
+
+/* The integer value of f (INT only, the event's own value) into *out;
+ * false when unset. */
+bool ym_event_get_int(const ym_event_t *ev, ym_field_t f, int64_t *out);
 
 /* Appends the event as one line of JSON (nested objects, terminated by
  * '\n'). Returns 0, YM_ETOOBIG or YM_ENOMEM; the buffer is unchanged on
