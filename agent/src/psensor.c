@@ -165,6 +165,13 @@ static void drain(psensor_t *p) {
 }
 
 proc_entry_t *psensor_lookup(agent_t *a, int pid) {
+  /* The eBPF reader wakes in batches (docs/agent.md), so a program's exec
+   * record may still wait in the ring buffer when its first file event
+   * arrives; the record is there already (written at exec, before the
+   * program could act), and reading what waits costs little when nothing
+   * does. Without this a write would be put on the image before exec. */
+  if (a->ps != NULL && a->ps->bpf != NULL)
+    drain(a->ps);
   proc_entry_t *e = proctab_get(&a->procs, pid);
   if (e != NULL && e->exe == NULL) {
     /* Known only from its exec notification so far: its exec event may
