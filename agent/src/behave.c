@@ -4,6 +4,7 @@
  */
 #include "behave.h"
 
+#include "os.h"
 #include "sigma.h"
 
 #include "yamori/err.h"
@@ -13,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,7 +313,9 @@ int behave_reload(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fal
 
 /* Programs a behaviour response never kills, even when a critical rule
  * matches them: killing them would take the machine or remote access
- * down. An attacker cannot put a program at these paths without root. */
+ * down. A path alone proves nothing (a process reports the path of its own
+ * mount namespace), so the response also checks that the process runs the
+ * very file the agent sees there (os_proc_runs_file()). */
 static const char *const critical_exact[] = {
     "/sbin/init",
     "/usr/sbin/init",
@@ -571,8 +575,16 @@ static bool respond(behave_t *b, ym_event_t *al, const ym_event_t *ev, const sig
     proc_entry_t *e = proctab_get(b->ops.procs, (int)pid);
     ppid = e != NULL ? e->ppid : 0;
   }
-  if (why == NULL && behave_system_critical(exe, xlen, ppid))
-    why = "refused: system-critical processes are not killed";
+  /* The path in the event is the process's own view; it is a system
+   * program only when it runs that very file as the agent sees it (a user
+   * namespace can bind anything over /usr/sbin/cron). */
+  char xpath[PATH_MAX];
+  if (why == NULL && behave_system_critical(exe, xlen, ppid) && xlen < sizeof(xpath)) {
+    memcpy(xpath, exe, xlen);
+    xpath[xlen] = '\0';
+    if (os_proc_runs_file((int)pid, xpath))
+      why = "refused: system-critical processes are not killed";
+  }
   if (why == NULL && b->ops.kill == NULL)
     why = "no kill function";
   if (why == NULL) {
