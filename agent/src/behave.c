@@ -28,8 +28,8 @@ typedef struct {
 } set_t;
 
 typedef struct {
-  uint64_t key; /* hash of rule id and process entity id; 0 empty */
-  int64_t last_ns;
+  uint64_t key;    /* hash of rule id and process entity id; 0 empty */
+  int64_t last_ns; /* CLOCK_MONOTONIC */
   uint64_t suppressed;
 } slot_t;
 
@@ -51,9 +51,9 @@ struct behave {
   sigma_event_src_t src;
 };
 
-static int64_t now_ns(void) {
+static int64_t clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(id, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -656,10 +656,12 @@ void behave_event(behave_t *b, const ym_event_t *ev) {
   if (ncats == 0)
     return;
   b->st.evaluated++;
-  int64_t now = now_ns();
-  int64_t when = event_time_ns(ev); /* correlations: when it happened */
+  /* The rate limit counts in monotonic time (a clock set back must not
+   * silence alerts); correlations count in the events' own time. */
+  int64_t now = clock_ns(CLOCK_MONOTONIC);
+  int64_t when = event_time_ns(ev);
   if (when == 0)
-    when = now;
+    when = clock_ns(CLOCK_REALTIME);
   for (size_t s = 0; s < b->nsets; s++) {
     set_t *set = &b->sets[s];
     sigma_source_t src;
