@@ -159,7 +159,10 @@ static ssize_t unreverse_path(const char *rev, size_t len, char *out) {
 static void fill_exe(os_proc_info_t *info, const ym_bpf_procev_t *h, const char *exe_rev,
                      const char *fname) {
   ssize_t n = -1;
-  if (!(h->flags & YM_BPF_EXE_PARTIAL))
+  /* An empty walk is no path: a program is never "/". The walk stops at
+   * once for a file outside every mounted tree (a memfd run by fexecve,
+   * fileless malware's favourite); /proc names it ("/memfd:x"). */
+  if (!(h->flags & YM_BPF_EXE_PARTIAL) && h->exe_len > 0)
     n = unreverse_path(exe_rev, h->exe_len, info->exe);
   if (n >= 0) {
     info->exe_len = (size_t)n;
