@@ -44,6 +44,9 @@ typedef struct {
    * followed by a NUL (eBPF source only; env_len 0: none, or unknown). */
   size_t env_len;
   char env[OS_ENV_MAX];
+  /* Not every environment string could be looked at (too many, one too
+   * long, or the bindings over OS_ENV_MAX): env may lack a binding. */
+  bool env_partial;
   char comm[32]; /* kernel's short name (may be truncated to 15 bytes) */
 
   bool exe_ok;      /* false: exe[] unknown */

@@ -473,6 +473,9 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
       set_ids(ev, &info);
     if (info.env_len > 0)
       ym_event_set_nul_list(ev, YM_F_PROCESS_ENV_VARS, info.env, info.env_len);
+    /* A loader variable may hide behind what could not be looked at. */
+    if (info.env_partial && s->nmissing < MAX_MISSING)
+      s->missing[s->nmissing++] = "process.env_vars";
     if (info.cwd_ok)
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else

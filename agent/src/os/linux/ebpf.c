@@ -224,6 +224,7 @@ static void on_exec_record(os_bpfwatch_t *w, const ym_bpf_procev_t *h, const cha
   const char *cwd_rev = exe_rev + h->exe_len;
   fill_exe(info, h, exe_rev, cwd_rev + h->cwd_len + h->env_len);
   fill_cwd(info, h, cwd_rev);
+  info->env_partial = (h->flags & YM_BPF_ENV_PARTIAL) != 0;
   const char *env = cwd_rev + h->cwd_len;
   if (h->env_len > 0 && h->env_len <= OS_ENV_MAX && env[h->env_len - 1] == '\0') {
     memcpy(info->env, env, h->env_len);
