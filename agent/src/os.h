@@ -92,7 +92,7 @@ void os_proc_args_keep(char *buf, size_t avail, bool more, size_t max_args, size
 int os_proc_read_stat(int pid, int *ppid, uint64_t *start_ticks);
 
 /* True when the program process pid runs is the very file path names in
- * the agent's own view of the file system (same device and inode). A path
+ * the agent's own view of the file system: same device and inode. A path
  * a process reports comes from its own mount namespace, where anybody may
  * bind another file over a system path; this tells the two apart. False
  * when either cannot be looked at. */

@@ -42,7 +42,7 @@ static const technique_t table[] = {
     {"T1014",
      {"ルートキット", "Rootkit"},
      {"OSの奥深くに入り込んで自分の存在を隠す仕組み（ルートキット）が仕込まれた疑いがあります。",
-      "Something that hides itself deep inside the system (a rootkit) may have been installed."},
+      "Something that hides itself deep inside the system, a rootkit, may have been installed."},
      {"PCをネットワークから外し、すぐに管理者に連絡してください。",
       "Disconnect the PC from the network and tell your administrator at once."}},
     {"T1016",
