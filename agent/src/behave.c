@@ -4,6 +4,7 @@
  */
 #include "behave.h"
 
+#include "os.h"
 #include "sigma.h"
 
 #include "yamori/err.h"
@@ -13,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +28,8 @@ typedef struct {
 } set_t;
 
 typedef struct {
-  uint64_t key; /* hash of rule id and process entity id; 0 empty */
-  int64_t last_ns;
+  uint64_t key;    /* hash of rule id and process entity id; 0 empty */
+  int64_t last_ns; /* CLOCK_MONOTONIC */
   uint64_t suppressed;
 } slot_t;
 
@@ -49,9 +51,9 @@ struct behave {
   sigma_event_src_t src;
 };
 
-static int64_t now_ns(void) {
+static int64_t clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(id, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -311,7 +313,9 @@ int behave_reload(behave_t *b, const ym_strlist_t *dirs, const ym_strlist_t *fal
 
 /* Programs a behaviour response never kills, even when a critical rule
  * matches them: killing them would take the machine or remote access
- * down. An attacker cannot put a program at these paths without root. */
+ * down. A path alone proves nothing (a process reports the path of its own
+ * mount namespace), so the response also checks that the process runs the
+ * very file the agent sees there (os_proc_runs_file()). */
 static const char *const critical_exact[] = {
     "/sbin/init",
     "/usr/sbin/init",
@@ -579,8 +583,16 @@ static bool respond(behave_t *b, ym_event_t *al, const ym_event_t *ev, const sig
     proc_entry_t *e = proctab_get(b->ops.procs, (int)pid);
     ppid = e != NULL ? e->ppid : 0;
   }
-  if (why == NULL && behave_system_critical(exe, xlen, ppid))
-    why = "refused: system-critical processes are not killed";
+  /* The path in the event is the process's own view; it is a system
+   * program only when it runs that very file as the agent sees it (a user
+   * namespace can bind anything over /usr/sbin/cron). */
+  char xpath[PATH_MAX];
+  if (why == NULL && behave_system_critical(exe, xlen, ppid) && xlen < sizeof(xpath)) {
+    memcpy(xpath, exe, xlen);
+    xpath[xlen] = '\0';
+    if (os_proc_runs_file((int)pid, xpath))
+      why = "refused: system-critical processes are not killed";
+  }
   if (why == NULL && b->ops.kill == NULL)
     why = "no kill function";
   if (why == NULL) {
@@ -652,10 +664,12 @@ void behave_event(behave_t *b, const ym_event_t *ev) {
   if (ncats == 0)
     return;
   b->st.evaluated++;
-  int64_t now = now_ns();
-  int64_t when = event_time_ns(ev); /* correlations: when it happened */
+  /* The rate limit counts in monotonic time (a clock set back must not
+   * silence alerts); correlations count in the events' own time. */
+  int64_t now = clock_ns(CLOCK_MONOTONIC);
+  int64_t when = event_time_ns(ev);
   if (when == 0)
-    when = now;
+    when = clock_ns(CLOCK_REALTIME);
   for (size_t s = 0; s < b->nsets; s++) {
     set_t *set = &b->sets[s];
     sigma_source_t src;

@@ -44,6 +44,9 @@ typedef struct {
    * followed by a NUL (eBPF source only; env_len 0: none, or unknown). */
   size_t env_len;
   char env[OS_ENV_MAX];
+  /* Not every environment string could be looked at (too many, one too
+   * long, or the bindings over OS_ENV_MAX): env may lack a binding. */
+  bool env_partial;
   char comm[32]; /* kernel's short name (may be truncated to 15 bytes) */
 
   bool exe_ok;      /* false: exe[] unknown */
@@ -87,6 +90,13 @@ void os_proc_args_keep(char *buf, size_t avail, bool more, size_t max_args, size
 
 /* Reads only the parent pid and the start time (cheap; for fork events). */
 int os_proc_read_stat(int pid, int *ppid, uint64_t *start_ticks);
+
+/* True when the program process pid runs is the very file path names in
+ * the agent's own view of the file system (same device and inode). A path
+ * a process reports comes from its own mount namespace, where anybody may
+ * bind another file over a system path; this tells the two apart. False
+ * when either cannot be looked at. */
+bool os_proc_runs_file(int pid, const char *path);
 
 /* Calls cb once per process (thread-group leader) currently running.
  * Stops early and returns cb's value when it returns non-zero. */

@@ -169,6 +169,13 @@ static void drain(psensor_t *p) {
 }
 
 proc_entry_t *psensor_lookup(agent_t *a, int pid) {
+  /* The eBPF reader wakes in batches (docs/agent.md), so a program's exec
+   * record may still wait in the ring buffer when its first file event
+   * arrives; the record is there already (written at exec, before the
+   * program could act), and reading what waits costs little when nothing
+   * does. Without this a write would be put on the image before exec. */
+  if (a->ps != NULL && a->ps->bpf != NULL)
+    drain(a->ps);
   proc_entry_t *e = proctab_get(&a->procs, pid);
   if (e != NULL && e->exe == NULL) {
     /* Known only from its exec notification so far: its exec event may
@@ -481,6 +488,9 @@ static void on_exec(psensor_t *p, const os_procev_t *pe) {
       set_ids(ev, &info);
     if (info.env_len > 0)
       ym_event_set_nul_list(ev, YM_F_PROCESS_ENV_VARS, info.env, info.env_len);
+    /* A loader variable may hide behind what could not be looked at. */
+    if (info.env_partial && s->nmissing < MAX_MISSING)
+      s->missing[s->nmissing++] = "process.env_vars";
     if (info.cwd_ok)
       ym_event_set_str(ev, YM_F_PROCESS_WORKING_DIRECTORY, info.cwd, info.cwd_len);
     else

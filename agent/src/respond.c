@@ -77,6 +77,7 @@ struct respond {
 };
 
 static void start_saved(respond_t *r, uint64_t gen);
+static void protect_build(respond_t *r);
 static void run(rec_t *rec);
 
 /* ---------------------------------------------------------------- */
@@ -691,6 +692,10 @@ static void run_job(rec_t *rec, int op) {
   j->rec = rec;
   j->op = op;
   quarantine_dir(a, j->qdir, sizeof(j->qdir));
+  /* Recorded again for each command (a few stat calls): a directory made
+   * anew since (the spool re-creates a removed state directory) has a new
+   * inode, and a command is rare. */
+  protect_build(rec->r);
   j->prot = rec->r->prot;
   const char *s;
   if ((s = ym_json_get_str(rec->args, "path")) != NULL)
@@ -1140,6 +1145,14 @@ static void protect_build(respond_t *r) {
     int rc = protect_add_file(p, a->config_path);
     if (rc != 0 && rc != YM_ENOENT)
       ym_log(YM_LOG_WARN, rc, "cannot protect %s from remote commands", a->config_path);
+  }
+  /* The service unit that starts the agent at boot (installer, .deb). */
+  static const char *const units[] = {"/etc/systemd/system/yamori.service",
+                                      "/lib/systemd/system/yamori.service"};
+  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    int rc = protect_add_file(p, units[i]);
+    if (rc != 0 && rc != YM_ENOENT)
+      ym_log(YM_LOG_WARN, rc, "cannot protect %s from remote commands", units[i]);
   }
   protect_add_proc(p, a->self_pid);
   protect_add_proc(p, (int)getppid());

@@ -1011,6 +1011,10 @@ static int cmp_names(const void *a, const void *b) {
 /* The files of a bundle before they are packed: bundle path and content. */
 #define PACK_MAX_FILES 1000
 #define PACK_MAX_FILE_BYTES (4 * 1024 * 1024)
+/* An agent loads at most this many compiled behaviour rule files from one
+ * directory (BEHAVE_MAX_FILES in agent/src/behave.h): a bundle with more
+ * would be refused by every agent, so it is refused here. */
+#define PACK_MAX_SIGMA_FILES 64
 
 typedef struct {
   char *name; /* path in the bundle: "a.yar", "sigma/linux.json" */
@@ -1319,6 +1323,13 @@ static int pack_rules(const char *dir, ym_buf_t *gz, packlist_t *l) {
     rc = pack_sigma(dir, l);
   for (size_t i = 0; i < l->n; i++)
     l->sigma += strncmp(l->v[i].name, "sigma/", 6) == 0;
+  if (rc == 0 && l->sigma > PACK_MAX_SIGMA_FILES) {
+    fprintf(stderr,
+            "yamori-console: %zu behaviour rule files, over the %d an agent loads from one"
+            " directory (put more rules into fewer files)\n",
+            (size_t)l->sigma, PACK_MAX_SIGMA_FILES);
+    rc = YM_ETOOBIG;
+  }
   if (rc == 0 && l->n == 0)
     rc = YM_ENOENT;
   ym_buf_t tar;

@@ -39,6 +39,17 @@ detection:
     CommandLine|contains: '%s'
   condition: sel
 ---
+title: Test program posing as the system bus in its own mount namespace
+id: yamori-test-kill-posing
+level: critical
+tags: [attack.defense_evasion, attack.t1036]
+logsource: {product: linux, category: process_creation}
+detection:
+  sel:
+    Image|endswith: /dbus-daemon
+    CommandLine|contains: 'posing-%s'
+  condition: sel
+---
 title: Test file written by the agent's launcher
 id: yamori-test-kill-protected
 level: critical
@@ -48,7 +59,7 @@ detection:
   sel:
     TargetFilename|endswith: '/yamori-protected-%s.txt'
   condition: sel
-""" % (MARK, t.path("bus"), MARK))
+""" % (MARK, t.path("bus"), MARK, MARK))
 r = t.run(["yamori-console", "rules", "compile-sigma", "--strict", t.path("kill.yml"), "-o",
            os.path.join(rules, "sigma", "test.json")])
 t.need_eq(r.returncode, 0, "test rules compiled: " + r.stdout.decode() + r.stderr.decode())
@@ -92,6 +103,22 @@ t.check("system-critical" in (get(e, "event.reason") or ""), "the reason says sy
 time.sleep(1)
 t.check(bus.poll() is None, "the bus daemon still runs")
 
+# ---- a program posing as a system program is killed ----
+# In a mount namespace of its own anybody (with user namespaces, any user)
+# can bind another program over /usr/bin/dbus-daemon: the path it reports
+# is a system program's, the file it runs is not.
+poser = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          "mount --bind /bin/sh /usr/bin/dbus-daemon && "
+                          "exec /usr/bin/dbus-daemon -c 'sleep 30; true' posing-%s" % MARK])
+t.on_cleanup(lambda: poser.poll() is None and poser.kill())
+e = alert_of("yamori-test-kill-posing") or {}
+t.check_eq(get(e, "process.executable"), "/usr/bin/dbus-daemon",
+           "the poser reports the system program's path")
+t.check_eq(get(e, "yamori.response.result"), "success", "the poser is killed all the same (%s)"
+           % get(e, "event.reason"))
+t.wait_for(lambda: poser.poll() is not None, timeout=10, what="the poser ended")
+t.check_eq(poser.returncode, -signal.SIGKILL, "the poser ended by SIGKILL")
+
 # ---- the agent's launcher is not killed ----
 # This test started the agent, so it is the agent's parent: its launcher,
 # which protect.h records by pid and start time. Were the protection to
@@ -112,6 +139,6 @@ t.check(other.poll() is None, "a sleep without the mark runs on")
 
 rc, st = ag.ctl_json("status")
 k = st[0]["counters"] if rc == 0 else {}
-t.check_eq(k.get("behaviour_killed"), 1, "status: one kill")
+t.check_eq(k.get("behaviour_killed"), 2, "status: two kills (the sleep and the poser)")
 t.check(k.get("behaviour_kill_refused", 0) >= 1, "status: the refused kill counted")
 t.done()

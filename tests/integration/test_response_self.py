@@ -105,4 +105,16 @@ with open(ident_path, "rb") as f:
     t.check(f.read() == ident_before, "the identity file is untouched")
 t.check(os.path.exists(ag.conf_path), "the configuration file is still there")
 t.check(ag.proc.poll() is None, "the agent still runs")
+
+# The state directory removed while the agent runs: the spool makes it
+# anew (another inode). What is in the new one is the agent's all the same.
+subprocess.run(["umount", "-l", bound], capture_output=True)
+subprocess.run(["rm", "-rf", state], check=True)
+t.wait_for(lambda: os.path.isdir(os.path.join(state, "spool")), timeout=60, interval=0.5,
+           what="the agent made its state directory anew")
+planted = os.path.join(state, "planted.txt")
+with open(planted, "w") as f:
+    f.write("x")
+refused("quarantine", [({"path": planted}, "a file in the state directory made anew")])
+t.check(os.path.exists(planted), "the file in the new state directory is still there")
 t.done()

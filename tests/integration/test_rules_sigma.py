@@ -158,6 +158,21 @@ t.check_eq(r.returncode, 1, "a compiled set over 4 MiB is refused")
 t.check("sigma/many.json would be" in r.stderr.decode() and "over the 4194304 bytes" in
         r.stderr.decode(), "naming the file and the limit: %s" % r.stderr.decode()[-300:])
 
+# More compiled files than an agent loads from one directory (64): refused
+# at publish, not by every agent.
+wide = t.path("wide")
+os.makedirs(os.path.join(wide, "sigma"))
+for i in range(65):
+    with open(os.path.join(wide, "sigma", "f%02d.json" % i), "w") as f:
+        f.write('{"format": "yamori-sigma", "version": 1, "rules": [], "correlations": []}')
+r = t.run(C + ["rules", "publish", "--key", KEY, "--tenant", "acme", "--version", "wide1", wide])
+t.check_eq(r.returncode, 1, "65 behaviour rule files are refused")
+t.check("over the 64 an agent loads" in r.stderr.decode(), "naming the limit: %s"
+        % r.stderr.decode()[-300:])
+os.unlink(os.path.join(wide, "sigma", "f64.json"))
+r = t.run(C + ["rules", "publish", "--key", KEY, "--tenant", "acme", "--version", "wide2", wide])
+t.check_eq(r.returncode, 0, "64 are published: %s" % r.stderr.decode()[-300:])
+
 # A default set without behaviour rules is published, with a warning.
 yar_only = t.path("yar-only")
 os.makedirs(yar_only)

@@ -121,6 +121,38 @@ t.check_eq(sorted(get(e, "process.env_vars") or []),
 if sample is not None and not any(k.startswith("LD_") for k in os.environ):
     t.check(get(sample, "process.env_vars") is None, "no env_vars without LD_ variables")
 
+# A binding that does not fit (a long LD_LIBRARY_PATH first) cannot hide
+# the loss: the start names process.env_vars as missing.
+env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/" * 2100 + "opt/ym-long",
+       "LD_PRELOAD": "/nonexistent/ym-preload2.so"}
+lp = subprocess.Popen(["/bin/true", "ym-env-long"], env=env, stderr=subprocess.DEVNULL)
+lp.wait()
+e = ag.wait_event(lambda e: get(e, "event.action") == "exec" and get(e, "process.pid") == lp.pid,
+                  what="start with a long LD_LIBRARY_PATH")
+t.check("process.env_vars" in (get(e, "yamori.missing") or []),
+        "a binding left out is said missing (%r, %r)" % (get(e, "yamori.missing"),
+                                                       get(e, "process.env_vars")))
+if sample is not None:
+    t.check("process.env_vars" not in (get(sample, "yamori.missing") or []),
+            "an ordinary start names no environment missing")
+
+# A program run from memory (memfd_create + fexecve, as fileless malware
+# does) is named as the kernel names it, never "/".
+MEMFD = r"""
+import os, sys
+fd = os.memfd_create("ym-fileless")
+with open("/bin/sleep", "rb") as f:
+    os.write(fd, f.read())
+os.execve(fd, ["ym-fileless", "2"], {})
+"""
+mp = subprocess.Popen([sys.executable, "-c", MEMFD])
+e = ag.wait_event(lambda e: get(e, "event.action") == "exec" and get(e, "process.pid") == mp.pid
+                  and (get(e, "process.args") or [None])[0] == "ym-fileless", what="start from a memfd")
+t.check((get(e, "process.executable") or "").startswith("/memfd:ym-fileless"),
+        "a program run from a memfd is named so (%r)" % get(e, "process.executable"))
+mp.kill()
+mp.wait()
+
 # A process that drops to another user: its end names the new user.
 dp = subprocess.Popen([sys.executable, "-c", "import os, time; os.setuid(65534); time.sleep(0.2)"])
 dp.wait()

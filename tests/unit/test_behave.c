@@ -359,14 +359,14 @@ static void test_kill_refused_for_system_critical(void **state) {
   write_rules(f, "a.json", RULE("rule-c", "critical", "evil-c"));
   char msg[320];
   assert_int_equal(behave_load(f->b, &f->dirs, NULL, msg, sizeof(msg)), 0);
+  /* A path alone is not enough: pid 4242 does not run the journal daemon's
+   * file, so the kill goes ahead (a real system program is refused in
+   * it.behaviour_kill, and a program posing as one is killed there). */
   exec_event(f, "journald evil-c", ENTITY_A, "/usr/lib/systemd/systemd-journald");
-  assert_int_equal(f->kills, 0);
-  assert_int_equal(f->alerts, 1);
-  assert_non_null(strstr(f->last, "\"result\":\"refused\""));
-  assert_non_null(strstr(f->last, "system-critical"));
+  assert_int_equal(f->kills, 1);
   behave_status_t st;
   behave_status(f->b, &st);
-  assert_int_equal(st.kill_refused, 1);
+  assert_int_equal(st.kill_refused, 0);
 
   assert_true(behave_system_critical("/sbin/init", 10, 0));
   assert_true(behave_system_critical("/usr/lib/systemd/systemd-logind", 31, 1));

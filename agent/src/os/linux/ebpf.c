@@ -160,7 +160,10 @@ static ssize_t unreverse_path(const char *rev, size_t len, char *out) {
 static void fill_exe(os_proc_info_t *info, const ym_bpf_procev_t *h, const char *exe_rev,
                      const char *fname) {
   ssize_t n = -1;
-  if (!(h->flags & YM_BPF_EXE_PARTIAL))
+  /* An empty walk is no path: a program is never "/". The walk stops at
+   * once for a file outside every mounted tree (a memfd run by fexecve,
+   * fileless malware's favourite); /proc names it ("/memfd:x"). */
+  if (!(h->flags & YM_BPF_EXE_PARTIAL) && h->exe_len > 0)
     n = unreverse_path(exe_rev, h->exe_len, info->exe);
   if (n >= 0) {
     info->exe_len = (size_t)n;
@@ -222,6 +225,7 @@ static void on_exec_record(os_bpfwatch_t *w, const ym_bpf_procev_t *h, const cha
   const char *cwd_rev = exe_rev + h->exe_len;
   fill_exe(info, h, exe_rev, cwd_rev + h->cwd_len + h->env_len);
   fill_cwd(info, h, cwd_rev);
+  info->env_partial = (h->flags & YM_BPF_ENV_PARTIAL) != 0;
   const char *env = cwd_rev + h->cwd_len;
   if (h->env_len > 0 && h->env_len <= OS_ENV_MAX && env[h->env_len - 1] == '\0') {
     memcpy(info->env, env, h->env_len);

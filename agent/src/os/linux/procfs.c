@@ -321,6 +321,19 @@ int os_proc_read_stat(int pid, int *ppid, uint64_t *start_ticks) {
   return read_stat(AT_FDCWD, path, ppid, start_ticks, NULL, 0);
 }
 
+bool os_proc_runs_file(int pid, const char *path) {
+  if (pid <= 0 || path == NULL || path[0] != '/')
+    return false;
+  char exe[40];
+  snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+  struct stat a, b;
+  /* stat() of the exe link reaches the file itself, whatever namespace
+   * the process sees it through. */
+  if (stat(exe, &a) != 0 || stat(path, &b) != 0)
+    return false;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* Returns the pid named by a /proc entry, or 0 when it is not a process. */
 static int entry_pid(const char *name) {
   long v = 0;

@@ -193,7 +193,8 @@ struct env_scan {
   __u64 pos, end; /* user addresses */
   struct path_buf *pb;
   __u32 kept;
-  bool partial;
+  bool partial; /* the scan stopped before the end */
+  bool dropped; /* a binding found had no room left */
 };
 
 static __always_inline bool has_prefix(const char *s, const char *p, int n) {
@@ -223,8 +224,10 @@ static long env_step(__u32 i, void *ctx) {
   if (!has_prefix(pb->env, "LD_PRELOAD=", 11) && !has_prefix(pb->env, "LD_LIBRARY_PATH=", 16))
     return 0;
   __u32 k = e->kept;
-  if (k >= YM_BPF_ENV_MAX || (__u64)l >= YM_BPF_ENV_MAX - k)
-    return 0; /* no room: the binding is left out */
+  if (k >= YM_BPF_ENV_MAX || (__u64)l >= YM_BPF_ENV_MAX - k) {
+    e->dropped = true; /* no room: the binding is left out, and said so */
+    return 0;
+  }
   bpf_probe_read_kernel(&pb->kept[k & (YM_BPF_ENV_MAX - 1)], (__u32)l & (YM_BPF_ENV_MAX - 1),
                         pb->env);
   e->kept = k + (__u32)l;
@@ -300,7 +303,7 @@ int BPF_PROG(ym_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
   es.pb = pb;
   es.partial = true;
   bpf_loop(YM_BPF_ENV_SCAN, env_step, &es, 0);
-  if (es.partial)
+  if (es.partial || es.dropped)
     b->h.flags |= YM_BPF_ENV_PARTIAL;
   before = pos;
   if (es.kept <= YM_BPF_ENV_MAX)
