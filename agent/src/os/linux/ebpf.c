@@ -16,6 +16,11 @@
  * YM_BPF_DRAIN_MS: events arrive at most that late, and
  * os_bpfwatch_drain() takes what is queued at once.
  *
+ * TCP connection records (YM_BPF_NET, from the sock:inet_sock_set_state
+ * program, attached when the caller gives opts.net_cb) share the ring
+ * buffer; the reader tells them apart by their first field and hands them
+ * to net_cb as os_netev_t.
+ *
  * Loss: a record that finds the ring buffer full is counted by the program
  * in a per-CPU array. After every read the counters are summed; growth is
  * delivered as OS_PROCEV_LOST with the exact count.
