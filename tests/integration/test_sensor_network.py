@@ -4,7 +4,8 @@ argument. The agent reports the connect with the client's pid, program and
 arguments and both addresses and ports; the accepted side (attributed to
 the test, which made the socket listen); the listen itself; the close on
 both sides with the bytes each way (a known number sent); the same over
-IPv6 ([::1]); a burst of 200 connections from one process to one peer
+IPv6 ([::1]); a refused connection (connection-failed, with the caller); a
+burst of 200 connections from one process to one peer
 summarised into a few events whose yamori.network.count adds up to 200; a
 reverse-shell-like bash /dev/tcp connection raising the behaviour alert of
 the rule "Shell making an outgoing TCP connection"; network.enabled false
@@ -195,6 +196,23 @@ t.check_eq(get(st, "counters.network_sensor"), "on", "status: network sensor on"
 tag = "ym-net4-%d" % os.getpid()
 one_connection(ag, socket.AF_INET, "127.0.0.1", tag, "ipv4")
 one_connection(ag, socket.AF_INET6, "::1", "ym-net6-%d" % os.getpid(), "ipv6")
+
+# ---- a refused connection: connection-failed with the caller ----
+probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+probe.bind(("127.0.0.1", 0))
+closed_port = probe.getsockname()[1]  # bound, never listening: the kernel refuses
+REFUSED = ("import socket, sys\ntry:\n    socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+           "except ConnectionRefusedError:\n    sys.exit(0)\nsys.exit(1)\n")
+rf = subprocess.Popen([PY, "-c", REFUSED, str(closed_port), "ym-refused"])
+rf.wait()
+t.check_eq(rf.returncode, 0, "the connection was refused")
+e = ag.wait_event(lambda e: net(e) and get(e, "event.action") == "connection-failed"
+                  and get(e, "destination.port") == closed_port, timeout=20, what="refused connection")
+if e is not None:
+    t.check_eq(get(e, "process.pid"), rf.pid, "refused: the caller's pid")
+    t.check_eq(get(e, "event.outcome"), "failure", "refused: outcome failure")
+    t.check_eq(get(e, "network.direction"), "egress", "refused: egress")
+probe.close()
 
 # ---- a burst of 200 connections from one process to one peer ----
 N = 200
