@@ -364,6 +364,8 @@ static void test_kill_refused_for_system_critical(void **state) {
    * it.behaviour_kill, and a program posing as one is killed there). */
   exec_event(f, "journald evil-c", ENTITY_A, "/usr/lib/systemd/systemd-journald");
   assert_int_equal(f->kills, 1);
+  f->done(0, NULL, true, f->done_data);
+  assert_int_equal(f->alerts, 1);
   behave_status_t st;
   behave_status(f->b, &st);
   assert_int_equal(st.kill_refused, 0);
