@@ -194,6 +194,7 @@ void agent_counters_json(agent_t *a, cJSON *k) {
   cJSON_AddNumberToObject(k, "gaps", (double)ac->gaps);
   cJSON_AddNumberToObject(k, "dropped", (double)ac->dropped);
   psensor_status_json(a->ps, k);
+  nsensor_status_json(a->ns, k);
   if (a->det != NULL) {
     detect_status_t ds;
     detect_status(a->det, &ds);
@@ -496,6 +497,11 @@ int agent_start(agent_t *a) {
   }
   int rc;
   if (a->conf->process_sensor) {
+    /* The network sensor first: the eBPF source delivers to it. */
+    if ((rc = nsensor_new(a, &a->ns)) != 0) {
+      ym_log(YM_LOG_ERROR, rc, "cannot start the network sensor");
+      return rc;
+    }
     if ((rc = psensor_new(a, &a->ps)) != 0 || (rc = psensor_start(a->ps)) != 0) {
       ym_log(YM_LOG_ERROR, rc, "cannot start the process sensor (netlink proc connector)");
       return rc;
@@ -518,8 +524,12 @@ int agent_start(agent_t *a) {
     ym_log(YM_LOG_ERROR, rc, "cannot take remote commands");
   if ((rc = behave_start(a)) != 0)
     return rc;
-  ym_log(YM_LOG_NOTICE, 0, "sensors armed: process %s, file %s, exec guard %s; %zu processes known",
-         a->ps ? "on" : "off", a->fs ? "on" : "off",
+  char netwhy[192];
+  bool net =
+      a->ns != NULL && a->conf->network_enabled && psensor_net_state(a->ps, netwhy, sizeof(netwhy));
+  ym_log(YM_LOG_NOTICE, 0,
+         "sensors armed: process %s, file %s, network %s, exec guard %s; %zu processes known",
+         a->ps ? "on" : "off", a->fs ? "on" : "off", net ? "on" : "off",
          a->conf->policy_exec == 0 ? "off" : (a->conf->policy_exec == 1 ? "detect" : "block"),
          a->procs.count);
   /* Readiness means protection is on: every sensor is armed. */
@@ -541,6 +551,7 @@ void agent_stop(agent_t *a) {
   if (a->watchdog.loop != NULL && !uv_is_closing((uv_handle_t *)&a->watchdog))
     uv_close((uv_handle_t *)&a->watchdog, NULL);
   psensor_stop(a->ps);
+  nsensor_stop(a->ns); /* after the source: writes the open summaries */
   fsensor_stop(a->fs);
   detect_stop(a->det);
   uplink_free(a->up); /* its memory goes once the loop has run */
@@ -578,6 +589,7 @@ void agent_close(agent_t *a) {
   a->beh = NULL;
   uv_mutex_destroy(&a->post_lock);
   psensor_free(a->ps);
+  nsensor_free(a->ns);
   fsensor_free(a->fs);
   hashcache_close(&a->hashes);
   proctab_close(&a->procs);

@@ -28,6 +28,7 @@
 
 struct psensor;
 struct fsensor;
+struct nsensor;
 struct detect;
 struct control;
 struct update;
@@ -48,6 +49,7 @@ typedef struct {
   uint64_t events; /* events written */
   uint64_t file_events;
   uint64_t process_events;
+  uint64_t network_events;
   uint64_t gaps;                 /* gap records written */
   uint64_t lost_file;            /* fanotify overflows (count unknown each) */
   uint64_t lost_process;         /* process events known lost */
@@ -75,6 +77,7 @@ typedef struct agent {
   hashcache_t hashes;
   struct psensor *ps;
   struct fsensor *fs;
+  struct nsensor *ns; /* network events (nsensor in sensors.h) */
   struct detect *det;
   spool_t *spool;    /* NULL when spool.enabled is false */
   struct uplink *up; /* NULL without a spool */

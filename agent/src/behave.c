@@ -454,6 +454,14 @@ static const ym_field_t copied[] = {
     YM_F_YAMORI_FILE_ORIGINAL_DIRECTORY,
     YM_F_YAMORI_FILE_ORIGINAL_NAME,
     YM_F_YAMORI_FILE_ORIGINAL_PATH,
+    YM_F_SOURCE_IP,
+    YM_F_SOURCE_PORT,
+    YM_F_DESTINATION_IP,
+    YM_F_DESTINATION_PORT,
+    YM_F_NETWORK_DIRECTION,
+    YM_F_NETWORK_TRANSPORT,
+    YM_F_NETWORK_TYPE,
+    YM_F_YAMORI_NETWORK_COUNT,
 };
 
 /* The parent of a file event's actor, from the process table. */

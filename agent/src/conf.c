@@ -55,6 +55,17 @@ static const ym_cfg_field_t table[] = {
       "once loses them), or `auto` (eBPF when the kernel lets it load, else the proc connector; "
       "`yamorictl status` says which runs and why). With `ebpf` the agent does not start "
       "without it."),
+    F("network.enabled", YM_CFG_BOOL, 0, 0, "true", network_enabled, NULL, NULL,
+      "Report TCP connections (connect, accept, listen, close with bytes) with the acting "
+      "process. Needs the eBPF process sensor: with the proc connector there are no network "
+      "events (`yamorictl status` says `network_sensor: off` and why)."),
+    F("network.summary_window_s", YM_CFG_INT, 0, 3600, "10", network_window_s, NULL, NULL,
+      "Repeated connections of one process to one peer (same direction, kind, peer address and "
+      "service port) within this many seconds are reported as one event with "
+      "`yamori.network.count`, after the first is reported at once; 0 reports every connection."),
+    F("network.summary_max", YM_CFG_INT, 16, 65536, "4096", network_summary_max, NULL, NULL,
+      "Most flows summarised at once; beyond it connections are reported one by one (and "
+      "counted in `network_unsummarised`)."),
     F("exclude.paths", YM_CFG_STRLIST, 0, 256, "[]", exclude_paths, NULL, check_abs_list,
       "Path prefixes whose file events are not reported (a prefix matches whole components)."),
     F("exclude.executables", YM_CFG_STRLIST, 0, 256, "[]", exclude_executables, NULL,

@@ -26,6 +26,10 @@ typedef struct {
   bool file_sensor;
   bool process_sensor;
   int process_source; /* CONF_PROCESS_* */
+  /* network connection events (nsensor.h) */
+  bool network_enabled;
+  long long network_window_s;
+  long long network_summary_max;
   ym_strlist_t exclude_paths;
   ym_strlist_t exclude_executables;
   long long max_args;

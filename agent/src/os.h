@@ -175,17 +175,52 @@ void os_procwatch_drain(os_procwatch_t *w);
  */
 typedef struct os_bpfwatch os_bpfwatch_t;
 
+/* A TCP connection event from the same eBPF programs (the
+ * sock:inet_sock_set_state tracepoint). */
+typedef enum {
+  OS_NETEV_CONNECT = 1,    /* an outgoing connection was established */
+  OS_NETEV_CONNECT_FAILED, /* an outgoing connection failed (refused, reset, timed out) */
+  OS_NETEV_ACCEPT,         /* an incoming connection was established */
+  OS_NETEV_LISTEN,         /* a socket started listening */
+  OS_NETEV_CLOSE           /* an established connection closed */
+} os_netev_kind_t;
+
+typedef struct {
+  os_netev_kind_t kind;
+  /* The acting process (0: unknown). CONNECT: the one that called
+   * connect(); LISTEN: listen(); ACCEPT: the one that made the listening
+   * socket on that port listen; CLOSE: the connection's process. */
+  int pid;
+  bool ingress;      /* the peer opened the connection */
+  int family;        /* AF_INET or AF_INET6 */
+  uint8_t laddr[16]; /* network order; IPv4 in the first 4 bytes */
+  uint8_t raddr[16];
+  uint16_t lport, rport;
+  bool bytes_ok;           /* CLOSE: the counters below were read */
+  uint64_t bytes_sent;     /* CLOSE: data bytes sent (retransmissions not counted) */
+  uint64_t bytes_received; /* CLOSE: data bytes received */
+  uint64_t ts_ns;          /* CLOCK_MONOTONIC nanoseconds */
+} os_netev_t;
+
+typedef void (*os_netev_cb)(const os_netev_t *ev, void *data);
+
 typedef struct {
   size_t max_args;       /* arguments kept per exec */
   size_t max_args_bytes; /* bytes of arguments kept per exec */
   int self_pid;          /* events of this process are not reported */
+  /* TCP connection events go to net_cb (with the callback's data); NULL:
+   * the connection program is not attached. */
+  os_netev_cb net_cb;
 } os_bpfwatch_opts_t;
 
 typedef struct {
-  uint64_t events;    /* records read */
-  uint64_t lost;      /* records the kernel could not queue */
-  uint64_t truncated; /* execs whose argument vector was cut in the kernel */
-  bool uid_events;    /* user id changes are followed (syscall tracepoints) */
+  uint64_t events;     /* records read */
+  uint64_t lost;       /* records the kernel could not queue */
+  uint64_t truncated;  /* execs whose argument vector was cut in the kernel */
+  bool uid_events;     /* user id changes are followed (syscall tracepoints) */
+  uint64_t net_events; /* TCP connection records read */
+  bool net;            /* the TCP connection program is attached */
+  char net_why[96];    /* why it is not ("" when it is) */
 } os_bpfwatch_stats_t;
 
 /* Loads and attaches the programs. On failure returns the error and writes

@@ -27,6 +27,7 @@ int proctab_init(proctab_t *t, size_t max, const char *boot_id) {
 
 static void entry_free(proc_entry_t *e) {
   free(e->exe);
+  free(e->args);
   free(e->exec_open);
   free(e);
 }
@@ -110,6 +111,16 @@ static int set_path(char **dst, size_t *dst_len, const char *s, size_t len) {
 
 int proctab_set_exe(proc_entry_t *e, const char *exe, size_t len) {
   return set_path(&e->exe, &e->exe_len, exe, len);
+}
+
+int proctab_set_args(proc_entry_t *e, const char *args, size_t len) {
+  if (len > PROCTAB_ARGS_MAX) {
+    size_t cut = PROCTAB_ARGS_MAX;
+    while (cut > 0 && args[cut - 1] != '\0')
+      cut--;
+    len = cut > 0 ? cut : PROCTAB_ARGS_MAX;
+  }
+  return set_path(&e->args, &e->args_len, args, len);
 }
 
 int proctab_set_exec_open(proc_entry_t *e, const char *path, size_t len) {

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #define PROCTAB_ENTITY_LEN 32
+#define PROCTAB_ARGS_MAX 1024
 
 typedef struct proc_entry {
   struct proc_entry *next; /* hash chain */
@@ -27,6 +28,11 @@ typedef struct proc_entry {
   uint32_t gen; /* resync generation that last saw this pid in the OS */
   char *exe;    /* owned, NUL-terminated, NULL when unknown */
   size_t exe_len;
+  /* The first PROCTAB_ARGS_MAX bytes of the argument vector (NUL-separated,
+   * as the kernel lays it out), for events that name the process after its
+   * start (network connections). Owned, NULL when unknown. */
+  char *args;
+  size_t args_len;
   /* The first program opened for execution by this pid since its last
    * exec event (from the file sensor): the executable of a process that is
    * gone before /proc can be read. Owned, may be NULL. */
@@ -68,6 +74,10 @@ void proctab_entity_id(const char *boot_id, int pid, uint64_t start_ticks,
 void proctab_set_start(proctab_t *t, proc_entry_t *e, uint64_t start_ticks);
 /* Replaces the entry's executable path (copied). */
 int proctab_set_exe(proc_entry_t *e, const char *exe, size_t len);
+/* Replaces the entry's arguments with the first PROCTAB_ARGS_MAX bytes of
+ * the NUL-separated vector args (copied; cut at an argument boundary when
+ * one is inside the limit). */
+int proctab_set_args(proc_entry_t *e, const char *args, size_t len);
 int proctab_set_exec_open(proc_entry_t *e, const char *path, size_t len);
 void proctab_clear_exec_open(proc_entry_t *e);
 

@@ -75,6 +75,8 @@ typedef struct {
   size_t nmissing;
 } pstart_t;
 
+static void join_args(ym_event_t *ev, const os_proc_info_t *info);
+
 static const char *user_name(psensor_t *p, uint32_t uid) {
   user_slot_t *s = &p->users[uid % USER_SLOTS];
   if (s->used && s->uid == uid)
@@ -154,6 +156,8 @@ static void fill_entry_from_info(agent_t *a, proc_entry_t *e, const os_proc_info
   e->uid = info->uid;
   if (info->exe_ok)
     proctab_set_exe(e, info->exe, info->exe_len);
+  if (info->args_ok)
+    proctab_set_args(e, info->args, info->args_len);
 }
 
 /* Handles the process events queued now, from whichever source runs. */
@@ -280,7 +284,9 @@ static void set_common(ym_event_t *ev, const char *action, const char *type) {
 
 /* Fields every process event carries from the table entry. */
 static void set_process(psensor_t *p, ym_event_t *ev, const proc_entry_t *e) {
-  agent_t *a = p->a;
+  agent_t *a = e != NULL && p != NULL ? p->a : NULL;
+  if (a == NULL)
+    return;
   ym_event_set_int(ev, YM_F_PROCESS_PID, e->pid);
   if (e->entity_id[0])
     ym_event_set_cstr(ev, YM_F_PROCESS_ENTITY_ID, e->entity_id);
@@ -293,7 +299,7 @@ static void set_process(psensor_t *p, ym_event_t *ev, const proc_entry_t *e) {
   char uid[16];
   snprintf(uid, sizeof(uid), "%u", e->uid);
   ym_event_set_cstr(ev, YM_F_PROCESS_USER_ID, uid);
-  const char *name = user_name(p, e->uid);
+  const char *name = p != NULL ? user_name(p, e->uid) : NULL;
   if (name != NULL)
     ym_event_set_cstr(ev, YM_F_PROCESS_USER_NAME, name);
   if (e->ppid > 0) {
@@ -305,6 +311,15 @@ static void set_process(psensor_t *p, ym_event_t *ev, const proc_entry_t *e) {
       ym_event_set_str(ev, YM_F_PROCESS_PARENT_EXECUTABLE, parent->exe, parent->exe_len);
       ym_event_set_cstr(ev, YM_F_PROCESS_PARENT_NAME, proctab_name(parent));
     }
+  }
+}
+
+void psensor_event_process(agent_t *a, ym_event_t *ev, const proc_entry_t *e) {
+  set_process(a->ps, ev, e);
+  if (e->args != NULL && e->args_len > 0) {
+    ym_event_set_nul_list(ev, YM_F_PROCESS_ARGS, e->args, e->args_len);
+    os_proc_info_t info = {.args = e->args, .args_len = e->args_len};
+    join_args(ev, &info);
   }
 }
 
@@ -563,6 +578,8 @@ static void on_fork(psensor_t *p, const os_procev_t *pe) {
     e->uid = parent->uid;
     if (parent->exe != NULL)
       proctab_set_exe(e, parent->exe, parent->exe_len);
+    if (parent->args != NULL)
+      proctab_set_args(e, parent->args, parent->args_len);
   }
 }
 
@@ -641,6 +658,11 @@ int psensor_new(agent_t *a, psensor_t **out) {
   return 0;
 }
 
+static void on_netev(const os_netev_t *ne, void *data) {
+  psensor_t *p = data;
+  nsensor_event(p->a->ns, ne);
+}
+
 /* Starts the eBPF source unless the configuration says `proc`. On failure
  * p->fallback says why; the caller falls back to the proc connector unless
  * the configuration insists on eBPF. */
@@ -654,6 +676,7 @@ static int start_bpf(psensor_t *p) {
       .max_args = (size_t)a->conf->max_args,
       .max_args_bytes = (size_t)a->conf->max_args_bytes,
       .self_pid = (int)a->self_pid,
+      .net_cb = a->ns != NULL ? on_netev : NULL,
   };
   int rc = os_bpfwatch_new(a->loop, &o, on_procev, p, &p->bpf, p->fallback, sizeof(p->fallback));
   if (rc == 0) {
@@ -715,6 +738,18 @@ void psensor_free(psensor_t *p) {
   psensor_stop(p);
   free(p->retired);
   free(p);
+}
+
+bool psensor_net_state(const psensor_t *p, char *why, size_t whylen) {
+  if (p == NULL || p->bpf == NULL) {
+    snprintf(why, whylen, "the eBPF sensor does not run%s%s",
+             p != NULL && p->fallback[0] ? ": " : "", p != NULL ? p->fallback : "");
+    return false;
+  }
+  os_bpfwatch_stats_t st;
+  os_bpfwatch_stats(p->bpf, &st);
+  snprintf(why, whylen, "%s", st.net_why);
+  return st.net;
 }
 
 void psensor_status_json(const psensor_t *p, cJSON *k) {

@@ -7,9 +7,11 @@
 #define YAMORI_AGENT_SENSORS_H
 
 #include "agent.h"
+#include "os.h"
 
 typedef struct psensor psensor_t;
 typedef struct fsensor fsensor_t;
+typedef struct nsensor nsensor_t;
 
 /* Process sensor: seeds the process table from the OS, then follows
  * process events. */
@@ -21,6 +23,13 @@ void psensor_free(psensor_t *p);
 /* Adds the process sensor's source ("ebpf" or "proc_connector"), why eBPF
  * is not used, and the eBPF counters to the JSON object k. */
 void psensor_status_json(const psensor_t *p, cJSON *k);
+
+/* Sets the process.* fields of ev from the table entry e (the program,
+ * its arguments as the table keeps them, user and parent). */
+void psensor_event_process(agent_t *a, ym_event_t *ev, const proc_entry_t *e);
+
+/* Whether the eBPF source delivers TCP connection events; why not in why. */
+bool psensor_net_state(const psensor_t *p, char *why, size_t whylen);
 
 /* The table entry for pid, read from the OS when the table does not know
  * it yet (NULL when the process is gone and unknown, or the table is
@@ -40,5 +49,16 @@ void fsensor_stop(fsensor_t *f);
 /* Handles the file events queued now (see os_fswatch_drain). */
 void fsensor_drain(fsensor_t *f);
 void fsensor_free(fsensor_t *f);
+
+/* Network sensor: TCP connection events from the eBPF source (delivered
+ * through the process sensor, which owns it), summarised per flow. */
+int nsensor_new(agent_t *a, nsensor_t **out);
+/* One connection record (from the process sensor's eBPF source). */
+void nsensor_event(nsensor_t *n, const os_netev_t *ev);
+/* Writes the summaries still open and stops the timer. */
+void nsensor_stop(nsensor_t *n);
+void nsensor_free(nsensor_t *n);
+/* Adds network_sensor ("on" or "off (why)") and the counters to k. */
+void nsensor_status_json(const nsensor_t *n, cJSON *k);
 
 #endif

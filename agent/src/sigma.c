@@ -1917,6 +1917,9 @@ size_t sigma_event_categories(const char *dataset, const char *action, const cha
       {"yamori.file", "modification", {"file_event", "file_change"}},
       {"yamori.file", "rename", {"file_event", "file_rename"}},
       {"yamori.file", "deletion", {"file_delete", NULL}},
+      {"yamori.network", "connection-attempted", {"network_connection", NULL}},
+      {"yamori.network", "connection-failed", {"network_connection", NULL}},
+      {"yamori.network", "connection-accepted", {"network_connection", NULL}},
   };
   if (dataset == NULL || action == NULL)
     return 0;

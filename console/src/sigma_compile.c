@@ -71,6 +71,7 @@ static const sigma_mapping_t mappings[] = {
     {"SourcePort", NULL, "source.port", NULL},
     {"SourceHostname", NULL, "source.domain", NULL},
     {"Protocol", NULL, "network.transport", NULL},
+    {"Initiated", NULL, "yamori.network.initiated", NULL},
 };
 
 const sigma_mapping_t *sigma_compile_mappings(size_t *n) {
@@ -85,8 +86,7 @@ bool sigma_compile_field_emitted(const char *ecs) {
   return false;
 }
 
-/* The log source categories the agent produces (or will produce once the
- * network sensor exists). */
+/* The log source categories the agent produces (file_access not yet). */
 static const char *const categories[] = {
     "process_creation", "process_termination", "file_event",  "file_change",
     "file_delete",      "file_rename",         "file_access", "network_connection",

@@ -322,7 +322,10 @@ static void test_mapping_table(void **state) {
                                        "TargetFilename",
                                        "DestinationIp",
                                        "DestinationPort",
-                                       "DestinationHostname"};
+                                       "DestinationHostname",
+                                       "SourceIp",
+                                       "SourcePort",
+                                       "Initiated"};
   for (size_t k = 0; k < sizeof needed / sizeof needed[0]; k++) {
     bool found = false;
     for (size_t i = 0; i < n; i++)
@@ -331,7 +334,14 @@ static void test_mapping_table(void **state) {
       fail_msg("no mapping for %s", needed[k]);
   }
   assert_true(sigma_compile_field_emitted("process.command_line"));
-  assert_false(sigma_compile_field_emitted("destination.ip"));
+  /* The network sensor's fields (Initiated is yamori.network.initiated);
+   * host names are not resolved. */
+  assert_true(sigma_compile_field_emitted("destination.ip"));
+  assert_true(sigma_compile_field_emitted("destination.port"));
+  assert_true(sigma_compile_field_emitted("source.ip"));
+  assert_true(sigma_compile_field_emitted("source.port"));
+  assert_true(sigma_compile_field_emitted("yamori.network.initiated"));
+  assert_false(sigma_compile_field_emitted("destination.domain"));
   /* docs/behaviour.md shows the same table. */
   const char *src = getenv("YAMORI_SOURCE_DIR");
   assert_non_null(src);

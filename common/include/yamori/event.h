@@ -43,15 +43,24 @@
   XX(AGENT_ID, "agent.id", "keyword", YM_K_STR, "Unique id of this agent installation.")           \
   XX(AGENT_TYPE, "agent.type", "keyword", YM_K_STR, "Always `yamori`.")                            \
   XX(AGENT_VERSION, "agent.version", "keyword", YM_K_STR, "Version of the agent.")                 \
+  XX(DESTINATION_BYTES, "destination.bytes", "long", YM_K_INT,                                     \
+     "Network connection end: bytes sent from the destination to the source.")                     \
+  XX(DESTINATION_IP, "destination.ip", "ip", YM_K_STR,                                             \
+     "Network: the address of the side that received the connection.")                             \
+  XX(DESTINATION_PORT, "destination.port", "long", YM_K_INT,                                       \
+     "Network: the port of the side that received the connection.")                                \
   XX(ECS_VERSION, "ecs.version", "keyword", YM_K_STR, "ECS version the event follows.")            \
   XX(EVENT_ACTION, "event.action", "keyword", YM_K_STR,                                            \
      "What happened: `creation`, `modification`, `deletion`, `rename`, `exec`, `end`, `gap`; "     \
+     "`connection-attempted`, `connection-failed`, `connection-accepted`, `listening`, "           \
+     "`disconnect-received`; "                                                                     \
      "`response-scan`, `response-quarantine`, ... for console commands; `behaviour-detected`.")    \
   XX(EVENT_CATEGORY, "event.category", "keyword", YM_K_ARR,                                        \
-     "`file`, `process`, `host`; `malware` or `intrusion_detection` for alerts.")                  \
+     "`file`, `process`, `network`, `host`; `malware` or `intrusion_detection` for alerts.")       \
   XX(EVENT_CREATED, "event.created", "date", YM_K_DATE, "When the agent built the event.")         \
   XX(EVENT_DATASET, "event.dataset", "keyword", YM_K_STR,                                          \
-     "`yamori.file`, `yamori.process`, `yamori.agent`; `yamori.behaviour` for behaviour alerts.")  \
+     "`yamori.file`, `yamori.process`, `yamori.network`, `yamori.agent`; `yamori.behaviour` for "  \
+     "behaviour alerts.")                                                                          \
   XX(EVENT_DURATION, "event.duration", "long", YM_K_INT,                                           \
      "Nanoseconds: how long a program start waited for its verdict, or a scan took.")              \
   XX(EVENT_END, "event.end", "date", YM_K_DATE,                                                    \
@@ -92,6 +101,10 @@
   XX(HOST_OS_PLATFORM, "host.os.platform", "keyword", YM_K_STR, "OS id (`debian`, ...).")          \
   XX(HOST_OS_TYPE, "host.os.type", "keyword", YM_K_STR, "`linux`.")                                \
   XX(HOST_OS_VERSION, "host.os.version", "keyword", YM_K_STR, "OS version.")                       \
+  XX(NETWORK_DIRECTION, "network.direction", "keyword", YM_K_STR,                                  \
+     "Network: `egress` (this host opened the connection) or `ingress` (a peer did).")             \
+  XX(NETWORK_TRANSPORT, "network.transport", "keyword", YM_K_STR, "Network: `tcp`.")               \
+  XX(NETWORK_TYPE, "network.type", "keyword", YM_K_STR, "Network: `ipv4` or `ipv6`.")              \
   XX(PROCESS_ARGS, "process.args", "keyword", YM_K_ARR, "Arguments, starting with argv[0].")       \
   XX(PROCESS_ARGS_COUNT, "process.args_count", "long", YM_K_INT, "Number of arguments kept.")      \
   XX(PROCESS_COMMAND_LINE, "process.command_line", "wildcard", YM_K_STR,                           \
@@ -130,6 +143,12 @@
   XX(RULE_RULESET, "rule.ruleset", "keyword", YM_K_STR,                                            \
      "Rule namespace (the rule file's name); `sigma` for behaviour.")                              \
   XX(RULE_VERSION, "rule.version", "keyword", YM_K_STR, "Version of the rule set that matched.")   \
+  XX(SOURCE_BYTES, "source.bytes", "long", YM_K_INT,                                               \
+     "Network connection end: bytes sent from the source to the destination.")                     \
+  XX(SOURCE_IP, "source.ip", "ip", YM_K_STR,                                                       \
+     "Network: the address of the side that opened the connection.")                               \
+  XX(SOURCE_PORT, "source.port", "long", YM_K_INT,                                                 \
+     "Network: the port of the side that opened the connection.")                                  \
   XX(THREAT_FRAMEWORK, "threat.framework", "keyword", YM_K_STR, "`MITRE ATT&CK` when mapped.")     \
   XX(THREAT_TACTIC_NAME, "threat.tactic.name", "keyword", YM_K_ARR,                                \
      "ATT&CK tactics named by the rule's tags (`persistence`, ...).")                              \
@@ -158,6 +177,10 @@
      "Gap from the spool or uplink: the upload stream the lost events belonged to.")               \
   XX(YAMORI_MISSING, "yamori.missing", "keyword", YM_K_ARR,                                        \
      "Names of fields that could not be read (the process was gone, the path vanished).")          \
+  XX(YAMORI_NETWORK_COUNT, "yamori.network.count", "long", YM_K_INT,                               \
+     "Network: how many connections the event stands for (1, or the repeats summarised).")         \
+  XX(YAMORI_NETWORK_INITIATED, "yamori.network.initiated", "boolean", YM_K_BOOL,                   \
+     "Network: true when this host opened the connection (Sigma's `Initiated`).")                  \
   XX(YAMORI_PROCESS_ARGS_TRUNCATED, "yamori.process.args_truncated", "boolean", YM_K_BOOL,         \
      "The arguments were cut to the configured limits.")                                           \
   XX(YAMORI_PROCESS_EXIT_SIGNAL, "yamori.process.exit_signal", "long", YM_K_INT,                   \

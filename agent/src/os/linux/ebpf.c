@@ -16,6 +16,11 @@
  * YM_BPF_DRAIN_MS: events arrive at most that late, and
  * os_bpfwatch_drain() takes what is queued at once.
  *
+ * TCP connection records (YM_BPF_NET, from the sock:inet_sock_set_state
+ * program, attached when the caller gives opts.net_cb) share the ring
+ * buffer; the reader tells them apart by their first field and hands them
+ * to net_cb as os_netev_t.
+ *
  * Loss: a record that finds the ring buffer full is counted by the program
  * in a per-CPU array. After every read the counters are summed; growth is
  * delivered as OS_PROCEV_LOST with the exact count.
@@ -33,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bpf/procev.h"
@@ -247,10 +253,49 @@ static void on_exec_record(os_bpfwatch_t *w, const ym_bpf_procev_t *h, const cha
   os_proc_info_free(info);
 }
 
+static void on_net_record(os_bpfwatch_t *w, const ym_bpf_netev_t *n) {
+  w->stats.net_events++;
+  if (w->opts.net_cb == NULL || w->closing || n->action < YM_BPF_NET_CONNECT ||
+      n->action > YM_BPF_NET_CLOSE || (n->family != AF_INET && n->family != AF_INET6))
+    return;
+  os_netev_t ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.kind = (os_netev_kind_t)n->action; /* the same numbers */
+  ev.pid = (n->flags & YM_BPF_NET_NO_PID) ? 0 : (int)n->pid;
+  if (ev.pid == w->opts.self_pid && ev.pid != 0)
+    return;
+  ev.ingress = (n->flags & YM_BPF_NET_INGRESS) != 0;
+  ev.family = n->family;
+  memcpy(ev.laddr, n->laddr, sizeof(ev.laddr));
+  memcpy(ev.raddr, n->raddr, sizeof(ev.raddr));
+  ev.lport = n->lport;
+  ev.rport = n->rport;
+  ev.bytes_ok = n->action == YM_BPF_NET_CLOSE && !(n->flags & YM_BPF_NET_NO_BYTES);
+  ev.bytes_sent = n->bytes_sent;
+  ev.bytes_received = n->bytes_received;
+  ev.ts_ns = n->ts_ns;
+  w->opts.net_cb(&ev, w->data);
+}
+
 static int on_record(void *ctx, void *data, size_t len) {
   os_bpfwatch_t *w = ctx;
   if (w->closing)
     return STOP_BATCH;
+  __u32 kind;
+  if (len < sizeof(kind))
+    return 0;
+  memcpy(&kind, data, sizeof(kind));
+  if (kind == YM_BPF_NET) {
+    w->stats.events++;
+    if (len >= sizeof(ym_bpf_netev_t)) {
+      ym_bpf_netev_t n;
+      memcpy(&n, data, sizeof(n));
+      on_net_record(w, &n);
+    }
+    if (--w->batch_left <= 0 || w->closing)
+      return STOP_BATCH;
+    return 0;
+  }
   ym_bpf_procev_t h;
   if (len < sizeof(h))
     return 0;
@@ -332,8 +377,9 @@ void os_bpfwatch_drain(os_bpfwatch_t *w) {
     check_drops(w);
 }
 
-/* Attaches the fork, exec and exit programs (required) and the user id
- * programs (optional: they need syscall tracepoints and tracefs). The
+/* Attaches the fork, exec and exit programs (required), the user id
+ * programs (optional: they need syscall tracepoints and tracefs) and the
+ * TCP connection program (optional, when the caller wants its events). The
  * links are the skeleton's, destroyed with it. */
 static int attach(os_bpfwatch_t *w, char *why, size_t whylen) {
   struct procev_bpf *s = w->skel;
@@ -364,6 +410,16 @@ static int attach(os_bpfwatch_t *w, char *why, size_t whylen) {
     }
   }
   w->stats.uid_events = uid_links == 3;
+  if (w->opts.net_cb == NULL) {
+    snprintf(w->stats.net_why, sizeof(w->stats.net_why), "network.enabled is false");
+  } else {
+    s->links.ym_sock = bpf_program__attach(s->progs.ym_sock);
+    if (s->links.ym_sock != NULL)
+      w->stats.net = true;
+    else
+      snprintf(w->stats.net_why, sizeof(w->stats.net_why),
+               "cannot attach to sock:inet_sock_set_state: %s", strerror(errno));
+  }
   return 0;
 }
 

@@ -382,3 +382,181 @@ SEC("tracepoint/syscalls/sys_exit_setresuid")
 int ym_setresuid(struct trace_event_raw_sys_exit *ctx) {
   return uid_changed(ctx->ret);
 }
+
+/* ------------------------------------------------------------------ */
+/* TCP connections (sock:inet_sock_set_state)                           */
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define IPPROTO_TCP_ 6
+
+/* TCP states as include/net/tcp_states.h numbers them. */
+#define TCP_ESTABLISHED_ 1
+#define TCP_SYN_SENT_ 2
+#define TCP_SYN_RECV_ 3
+#define TCP_CLOSE_ 7
+#define TCP_LISTEN_ 10
+
+/* Who a connection belongs to, from its SYN_SENT (connect) or its
+ * establishment (accept) until it closes. Keyed by the socket's address;
+ * least recently used entries make room when it is full. */
+struct conn_owner {
+  __u32 pid;
+  __u32 flags; /* YM_BPF_NET_INGRESS, YM_BPF_NET_NO_PID */
+  __u32 lport; /* the local port once established (released before the close) */
+  __u32 pad;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, YM_BPF_NET_SOCKS);
+  __type(key, __u64);
+  __type(value, struct conn_owner);
+} conns SEC(".maps");
+
+/* The process that put a socket into LISTEN, by network namespace and
+ * port: accepted connections are attributed to it. */
+struct listen_key {
+  __u64 net;
+  __u32 port;
+  __u32 pad;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, YM_BPF_NET_LISTENERS);
+  __type(key, struct listen_key);
+  __type(value, __u32);
+} listeners SEC(".maps");
+
+static __always_inline void listen_key_of(const struct sock *sk, struct listen_key *k) {
+  __builtin_memset(k, 0, sizeof(*k));
+  k->net = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net);
+  k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+/* Bytes of data sent (retransmissions not counted) and received (the
+ * peer's FIN, which takes one sequence number, not counted). */
+static __always_inline void read_bytes(const struct sock *sk, ym_bpf_netev_t *n) {
+  const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+  if (!bpf_core_field_exists(tp->bytes_sent) || !bpf_core_field_exists(tp->bytes_retrans) ||
+      !bpf_core_field_exists(tp->bytes_received)) {
+    n->flags |= YM_BPF_NET_NO_BYTES;
+    return;
+  }
+  __u64 sent = BPF_CORE_READ(tp, bytes_sent);
+  __u64 retrans = BPF_CORE_READ(tp, bytes_retrans);
+  n->bytes_sent = sent > retrans ? sent - retrans : 0;
+  __u64 received = BPF_CORE_READ(tp, bytes_received);
+  unsigned long sflags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+  if (received > 0 && (sflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+    received--;
+  n->bytes_received = received;
+}
+
+/* lport: the local port to report when the socket no longer holds it (0:
+ * read it from the socket). */
+static __always_inline void emit_net(const struct sock *sk, __u32 action, __u32 pid, __u32 flags,
+                                     bool bytes, __u32 lport) {
+  if (pid == self_tgid && self_tgid != 0)
+    return;
+  ym_bpf_netev_t *n = bpf_ringbuf_reserve(&events, sizeof(*n), 0);
+  if (n == 0) {
+    count_drop();
+    return;
+  }
+  __builtin_memset(n, 0, sizeof(*n));
+  n->kind = YM_BPF_NET;
+  n->action = action;
+  n->pid = pid;
+  n->flags = flags | (pid == 0 ? YM_BPF_NET_NO_PID : 0);
+  n->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+  n->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+  if (n->lport == 0)
+    n->lport = (__u16)lport;
+  n->rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+  if (n->family == AF_INET6_) {
+    BPF_CORE_READ_INTO(&n->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+    BPF_CORE_READ_INTO(&n->raddr, sk, __sk_common.skc_v6_daddr);
+  } else {
+    BPF_CORE_READ_INTO((__u32 *)n->laddr, sk, __sk_common.skc_rcv_saddr);
+    BPF_CORE_READ_INTO((__u32 *)n->raddr, sk, __sk_common.skc_daddr);
+  }
+  if (bytes)
+    read_bytes(sk, n);
+  n->ts_ns = bpf_ktime_get_ns();
+  bpf_ringbuf_submit(n, wakeup());
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(ym_sock, const struct sock *sk, const int oldstate, const int newstate) {
+  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_)
+    return 0;
+  __u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+  if (family != AF_INET_ && family != AF_INET6_)
+    return 0;
+  __u64 key = (__u64)sk;
+  __u32 tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+
+  if (newstate == TCP_SYN_SENT_) {
+    /* connect(): runs in the calling process. */
+    struct conn_owner o = {.pid = tgid, .flags = 0};
+    bpf_map_update_elem(&conns, &key, &o, BPF_ANY);
+    return 0;
+  }
+  if (newstate == TCP_LISTEN_) {
+    /* listen(): runs in the calling process. */
+    struct listen_key lk;
+    listen_key_of(sk, &lk);
+    bpf_map_update_elem(&listeners, &lk, &tgid, BPF_ANY);
+    emit_net(sk, YM_BPF_NET_LISTEN, tgid, 0, false, 0);
+    return 0;
+  }
+  if (oldstate == TCP_LISTEN_ && newstate == TCP_CLOSE_) {
+    struct listen_key lk;
+    listen_key_of(sk, &lk);
+    __u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
+    if (owner != 0 && *owner == tgid)
+      bpf_map_delete_elem(&listeners, &lk);
+    return 0;
+  }
+  if (oldstate == TCP_SYN_SENT_) {
+    struct conn_owner *o = bpf_map_lookup_elem(&conns, &key);
+    __u32 pid = o != 0 ? o->pid : 0;
+    if (newstate == TCP_ESTABLISHED_) {
+      emit_net(sk, YM_BPF_NET_CONNECT, pid, 0, false, 0);
+      struct conn_owner u = {.pid = pid, .flags = pid == 0 ? YM_BPF_NET_NO_PID : 0};
+      u.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+      bpf_map_update_elem(&conns, &key, &u, BPF_ANY);
+    } else if (newstate == TCP_CLOSE_) {
+      emit_net(sk, YM_BPF_NET_CONNECT_FAILED, pid, 0, false, 0);
+      bpf_map_delete_elem(&conns, &key);
+    }
+    return 0;
+  }
+  if (oldstate == TCP_SYN_RECV_ && newstate == TCP_ESTABLISHED_) {
+    /* The handshake completed in the receive path, not in the process
+     * that will accept(): attributed to the listener's process. */
+    struct listen_key lk;
+    listen_key_of(sk, &lk);
+    __u32 *owner = bpf_map_lookup_elem(&listeners, &lk);
+    struct conn_owner o = {.pid = owner != 0 ? *owner : 0, .flags = YM_BPF_NET_INGRESS};
+    o.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+    bpf_map_update_elem(&conns, &key, &o, BPF_ANY);
+    emit_net(sk, YM_BPF_NET_ACCEPT, o.pid, YM_BPF_NET_INGRESS, false, 0);
+    return 0;
+  }
+  if (newstate == TCP_CLOSE_) {
+    /* The end of a connection seen established (others are not reported:
+     * they began before the sensor, or never completed). */
+    struct conn_owner *o = bpf_map_lookup_elem(&conns, &key);
+    if (o == 0)
+      return 0;
+    struct conn_owner c = *o;
+    bpf_map_delete_elem(&conns, &key);
+    if (oldstate == TCP_SYN_RECV_)
+      return 0;
+    emit_net(sk, YM_BPF_NET_CLOSE, c.pid, c.flags & YM_BPF_NET_INGRESS, true, c.lport);
+  }
+  return 0;
+}

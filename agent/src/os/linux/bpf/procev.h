@@ -37,6 +37,7 @@ enum {
   YM_BPF_EXEC = 2,
   YM_BPF_EXIT = 3,
   YM_BPF_UID = 4, /* a set*uid() call succeeded: uid and euid are the new ones */
+  YM_BPF_NET = 5, /* a TCP socket changed state: ym_bpf_netev_t */
 };
 
 /* flags */
@@ -67,6 +68,52 @@ typedef struct {
   __u64 ts_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
   __u64 start_boottime; /* the task's start_boottime, as /proc/PID/stat's start time */
 } ym_bpf_procev_t;
+
+/*
+ * A TCP connection event, from the sock:inet_sock_set_state tracepoint.
+ * The first field is kind (YM_BPF_NET), as in ym_bpf_procev_t, so that the
+ * reader can tell the two records apart.
+ *
+ * The acting process: for CONNECT and CONNECT_FAILED the one that called
+ * connect() (remembered when the socket entered SYN_SENT, which runs in
+ * its context); for LISTEN the one that called listen(); for ACCEPT the
+ * one that put the listening socket on that port into LISTEN (the state
+ * change itself runs in the kernel's receive path); for CLOSE the one the
+ * connection was attributed to when it was established. pid 0: unknown
+ * (YM_BPF_NET_NO_PID).
+ */
+enum {
+  YM_BPF_NET_CONNECT = 1,        /* SYN_SENT -> ESTABLISHED */
+  YM_BPF_NET_CONNECT_FAILED = 2, /* SYN_SENT -> CLOSE (refused, reset, timed out) */
+  YM_BPF_NET_ACCEPT = 3,         /* SYN_RECV -> ESTABLISHED */
+  YM_BPF_NET_LISTEN = 4,         /* -> LISTEN */
+  YM_BPF_NET_CLOSE = 5,          /* an established connection -> CLOSE */
+};
+
+/* net flags */
+#define YM_BPF_NET_NO_PID 1u   /* the acting process is unknown */
+#define YM_BPF_NET_INGRESS 2u  /* the peer opened the connection */
+#define YM_BPF_NET_NO_BYTES 4u /* the byte counters could not be read */
+
+typedef struct {
+  __u32 kind; /* YM_BPF_NET */
+  __u32 pid;  /* thread-group id, 0 unknown */
+  __u32 action;
+  __u32 flags;
+  __u16 family; /* AF_INET or AF_INET6 */
+  __u16 lport;  /* local port, host order */
+  __u16 rport;  /* remote port, host order */
+  __u16 pad;
+  __u8 laddr[16]; /* IPv4: the first 4 bytes */
+  __u8 raddr[16];
+  __u64 bytes_sent;     /* CLOSE: data bytes sent (retransmissions not counted) */
+  __u64 bytes_received; /* CLOSE: data bytes received */
+  __u64 ts_ns;          /* bpf_ktime_get_ns() */
+} ym_bpf_netev_t;
+
+/* Connections and listening sockets remembered for attribution. */
+#define YM_BPF_NET_SOCKS 65536
+#define YM_BPF_NET_LISTENERS 4096
 
 /* Records are queued without waking the reader until this many bytes wait;
  * the reader drains the ring on a timer as well. */
