@@ -495,6 +495,16 @@ static const technique_t table[] = {
       "way for malware to stay unseen."},
      {"プログラムの中身を確認し、心当たりがなければ隔離して管理者に連絡してください。",
       "Check the program; if you do not recognise it, quarantine it and tell your administrator."}},
+    {"T1571",
+     {"普段使わないポートへの通信", "Connection to an unusual port"},
+     {"スクリプトの実行環境（Python や Perl "
+      "など）が、遠隔操作によく使われる番号のポートに接続しまし"
+      "た。外部から PC を操作される「リバースシェル」の疑いがあります。",
+      "A script interpreter (Python, Perl, ...) connected to a port often used to control a PC "
+      "from outside: a possible \"reverse shell\"."},
+     {"通信先に心当たりがなければ、PCをネットワークから外して管理者に連絡してください。",
+      "If nobody expected the connection, disconnect the PC from the network and tell your "
+      "administrator."}},
     {"T1572",
      {"通信のトンネル", "Traffic tunnelled"},
      {"別の通信の中に通信を通す「トンネル」が作られました。侵入者が監視を避けて外部とやりとりするた"
