@@ -129,11 +129,17 @@ static void set_file_fields(ym_event_t *ev, const scan_req_t *r) {
   ym_event_set_cstr(ev, YM_F_FILE_TYPE, "file");
 }
 
-static void set_actor(detect_t *d, ym_event_t *ev, int pid) {
+/* The process table's entry of pid, looked up before an event is built:
+ * a lookup may read the process sensor's waiting records, which emits
+ * their events through the agent's one scratch event. */
+static proc_entry_t *actor_of(detect_t *d, int pid) {
+  return pid > 0 ? psensor_lookup(d->a, pid) : NULL;
+}
+
+static void set_actor(ym_event_t *ev, int pid, const proc_entry_t *e) {
   if (pid <= 0)
     return;
   ym_event_set_int(ev, YM_F_PROCESS_PID, pid);
-  proc_entry_t *e = psensor_lookup(d->a, pid);
   if (e == NULL)
     return;
   if (e->entity_id[0])
@@ -158,6 +164,7 @@ static void remember(detect_t *d, const char *path, const char *rule, const char
 static void emit_alert(detect_t *d, const scan_req_t *r, const char *trigger, const char *action,
                        const char *type2, int pid, int64_t waited_ns) {
   agent_t *a = d->a;
+  proc_entry_t *actor = actor_of(d, pid);
   ym_event_t *ev = agent_event(a);
   const scan_rule_info_t *f = &r->first;
   ym_event_set_cstr(ev, YM_F_EVENT_KIND, "alert");
@@ -201,7 +208,7 @@ static void emit_alert(detect_t *d, const scan_req_t *r, const char *trigger, co
   ym_event_set_cstr(ev, YM_F_YAMORI_SCAN_TRIGGER, trigger);
   ym_event_set_bool(ev, YM_F_YAMORI_SCAN_CACHED, r->cached);
   set_file_fields(ev, r);
-  set_actor(d, ev, pid);
+  set_actor(ev, pid, actor);
   agent_emit(a, ev);
   d->st.alerts++;
   remember(d, r->path, f->rule, action);
@@ -253,6 +260,7 @@ static void kill_process(detect_t *d, int pid, const char *why) {
       close(pfd);
     }
   }
+  proc_entry_t *actor = actor_of(d, pid);
   ym_event_t *ev = agent_event(a);
   ym_event_set_cstr(ev, YM_F_EVENT_KIND, "event");
   ym_event_set_one(ev, YM_F_EVENT_CATEGORY, "process");
@@ -261,7 +269,7 @@ static void kill_process(detect_t *d, int pid, const char *why) {
   ym_event_set_cstr(ev, YM_F_EVENT_DATASET, "yamori.response");
   ym_event_set_cstr(ev, YM_F_EVENT_OUTCOME, rc == 0 ? "success" : "failure");
   ym_event_set_cstr(ev, YM_F_EVENT_REASON, rc == 0 ? why : ym_strerror(rc));
-  set_actor(d, ev, pid);
+  set_actor(ev, pid, actor);
   agent_emit(a, ev);
   if (rc == 0)
     d->st.killed++;
@@ -328,6 +336,7 @@ static void on_guard_result(agent_t *a, void *arg) {
       kill_process(d, g->pid, "started a malicious program");
     break;
   default: {
+    proc_entry_t *actor = actor_of(d, g->pid);
     ym_event_t *ev = agent_event(a);
     ym_event_set_cstr(ev, YM_F_EVENT_KIND, "event");
     ym_event_set_one(ev, YM_F_EVENT_CATEGORY, "process");
@@ -338,7 +347,7 @@ static void on_guard_result(agent_t *a, void *arg) {
     ym_event_set_int(ev, YM_F_EVENT_DURATION, g->waited_ns);
     if (g->scan != NULL && g->scan->path != NULL)
       ym_event_set_cstr(ev, YM_F_FILE_PATH, g->scan->path);
-    set_actor(d, ev, g->pid);
+    set_actor(ev, g->pid, actor);
     agent_emit(a, ev);
   }
   }

@@ -153,6 +153,10 @@ static const char *action_of(os_netev_kind_t k) {
 static void emit(nsensor_t *n, const os_netev_t *ne, uint64_t count, uint64_t sent,
                  uint64_t received, bool bytes_ok, uint64_t last_ts_ns, const proc_entry_t *proc) {
   agent_t *a = n->a;
+  /* Looked up before the event is built: a lookup may read the process
+   * sensor's waiting records, which emits through the one scratch event. */
+  if (proc == NULL && ne->pid > 0)
+    proc = psensor_lookup(a, ne->pid);
   ym_event_t *ev = agent_event(a);
   ym_event_set_cstr(ev, YM_F_EVENT_KIND, "event");
   ym_event_set_one(ev, YM_F_EVENT_CATEGORY, "network");
@@ -207,8 +211,6 @@ static void emit(nsensor_t *n, const os_netev_t *ne, uint64_t count, uint64_t se
 
   const char *missing[3];
   size_t nm = 0;
-  if (proc == NULL && ne->pid > 0)
-    proc = psensor_lookup(a, ne->pid);
   if (proc != NULL) {
     psensor_event_process(a, ev, proc);
     if (proc->exe == NULL)
